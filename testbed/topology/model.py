@@ -1,0 +1,142 @@
+"""The topology plan: frozen dataclasses that YAML and the Python API both produce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The kernel's limit on interface names (IFNAMSIZ - 1).
+IFNAME_MAX = 15
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one direction of a link behaves; `delay_ms` is one way, for this direction only."""
+
+    bw_mbit: float | None = None
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    queue_pkts: int | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """True when this direction needs any emulation at all."""
+        return bool(self.bw_mbit or self.delay_ms or self.jitter_ms or self.loss_pct or self.queue_pkts)
+
+
+@dataclass(frozen=True)
+class HeartbeatSpec:
+    """A heartbeat message: `icmp` echo, `udp` with payload and expected reply, or `tcp` connect."""
+
+    message: str = "icmp"
+    interval_s: float | None = None  # None: the NIC's default
+    threshold: float | None = None  # None: the NIC's default
+    payload: bytes = b""
+    expect: bytes | None = None  # None: any reply counts
+
+
+@dataclass(frozen=True)
+class CriticalService:
+    """A mission-critical service behind a NIC: its signature, heartbeat and backups."""
+
+    name: str
+    proto: str  # "udp" | "tcp"
+    port: int
+    heartbeat: HeartbeatSpec
+    backups: tuple[str, ...] = ()  # "host" or "host:port"; empty: the NIC's default backups
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """A fail-safe NIC in front of a host, with its own address and its tables' initial content."""
+
+    ip: str  # with prefix length, e.g. "10.0.0.111/24"
+    mac: str | None = None
+    backups: tuple[str, ...] = ()  # default backups ("*"): host names, or "host:port"
+    interval_s: float = 0.1
+    threshold: float = 1.5
+    hysteresis: int = 3  # consecutive good heartbeats before fail-safe is turned off
+    learn: int = 10  # heartbeats that make up RTT_avg before detection starts
+    min_rtt_ms: float = 0.5  # floor under RTT_avg, so software timing noise is not a fault
+    platform: HeartbeatSpec = field(default_factory=HeartbeatSpec)
+    services: tuple[CriticalService, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """An MEC host or end device: a Docker container when `image` is set, else a namespace."""
+
+    name: str
+    site: str
+    ip: str  # with prefix length, e.g. "10.0.0.11/24"
+    mac: str | None = None
+    image: str | None = None
+    cpu: float | None = None  # cores
+    memory: str | None = None  # Docker notation, e.g. "256m"
+    env: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[str, ...] = ()  # "host_path:container_path[:ro]"
+    command: tuple[str, ...] | None = None
+    access: Shape = Shape()  # the host's link to its edge switch (both directions)
+    nic: NicSpec | None = None
+
+    @property
+    def is_docker(self) -> bool:
+        return self.image is not None
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """An MEC site (or the cloud): one edge switch and the hosts attached to it."""
+
+    name: str
+    kind: str = "mec"  # "mec" | "cloud"
+    hosts: tuple[HostSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class WanLinkSpec:
+    """A WAN link between two sites' switches; `forward` is a→b, `reverse` is b→a."""
+
+    a: str
+    b: str
+    forward: Shape = Shape()
+    reverse: Shape = Shape()
+
+    @property
+    def name(self) -> str:
+        return f"{self.a}-{self.b}"
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    """A whole topology: sites with their hosts, and the WAN links between sites."""
+
+    name: str
+    sites: tuple[SiteSpec, ...]
+    wan: tuple[WanLinkSpec, ...] = ()
+    subnet: str = "10.0.0.0/24"
+
+    def hosts(self) -> tuple[HostSpec, ...]:
+        """Every host of every site, in declaration order."""
+        return tuple(h for s in self.sites for h in s.hosts)
+
+    def host(self, name: str) -> HostSpec:
+        """The host called `name` (KeyError if none)."""
+        for h in self.hosts():
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def site(self, name: str) -> SiteSpec:
+        """The site called `name` (KeyError if none)."""
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def wan_link(self, a: str, b: str) -> WanLinkSpec:
+        """The WAN link between sites `a` and `b`, in either order (KeyError if none)."""
+        for link in self.wan:
+            if {link.a, link.b} == {a, b}:
+                return link
+        raise KeyError(f"{a}-{b}")
