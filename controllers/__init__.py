@@ -1,0 +1,1 @@
+"""OpenFlow controller apps (os-ken) and the plain-Python logic they delegate to."""

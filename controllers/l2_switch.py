@@ -1,0 +1,79 @@
+"""The os-ken app shell of the L2 learning switch: translates events, delegates, sends (OF 1.3 only)."""
+
+from __future__ import annotations
+
+import time
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib.packet import ethernet, packet
+from os_ken.ofproto import ofproto_v1_3
+
+from controllers.learning import LearningSwitch
+
+
+class L2Switch(app_manager.OSKenApp):
+    """Learning switch for every connected datapath; the logic lives in `controllers.learning`."""
+
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    #: On any port down, also flush the other switches (their paths may have led through it).
+    flush_on_port_down = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.logic = LearningSwitch()
+        self.datapaths: dict[int, object] = {}
+
+    def send(self, dp, msgs) -> None:
+        """Attach datapath `dp` to each message of the logic and send it."""
+        for msg in msgs:
+            msg.datapath = dp
+            dp.send_msg(msg)
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def on_features(self, ev) -> None:
+        """A switch connected: install its base flows."""
+        dp = ev.msg.datapath
+        self.datapaths[dp.id] = dp
+        self.logger.info("switch %016x connected", dp.id)
+        self.send(dp, self.logic.switch_features(dp.id))
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def on_dead(self, ev) -> None:
+        """A switch disconnected: forget it."""
+        dp = ev.datapath
+        if dp.id is not None and self.datapaths.get(dp.id) is dp:
+            del self.datapaths[dp.id]
+            self.logic.switch_leave(dp.id)
+            self.logger.info("switch %016x disconnected", dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def on_packet_in(self, ev) -> None:
+        """A table miss: learn and forward."""
+        msg = ev.msg
+        eth = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
+        if eth is None:
+            return
+        out = self.logic.packet_in(
+            msg.datapath.id, msg.match["in_port"], eth.src, eth.dst,
+            msg.buffer_id, msg.data, time.monotonic(),
+        )
+        self.send(msg.datapath, out)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def on_port_status(self, ev) -> None:
+        """A port was added, changed or removed: forget what was learnt behind a port that went down."""
+        msg = ev.msg
+        dp = msg.datapath
+        ofp = dp.ofproto
+        port = msg.desc
+        up = msg.reason != ofp.OFPPR_DELETE and not (
+            port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN
+        )
+        self.logger.info("switch %016x port %s %s", dp.id, port.port_no, "up" if up else "down")
+        self.send(dp, self.logic.port_status(dp.id, port.port_no, up))
+        if not up and self.flush_on_port_down:
+            for dpid, msgs in self.logic.topology_change(dp.id).items():
+                if dpid in self.datapaths:
+                    self.send(self.datapaths[dpid], msgs)
