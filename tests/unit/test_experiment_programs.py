@@ -1,0 +1,116 @@
+"""The echo service and the prober (images/echo, images/probe) on loopback: replies, delay, pacing, loss."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+echo = _load("tb_echo", ROOT / "images/echo/echo.py")
+probe = _load("tb_probe", ROOT / "images/probe/probe.py")
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def echo_server(tmp_path):
+    """An echo service on free loopback ports (UDP and TCP), with its delay file in tmp_path."""
+    udp, tcp = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    delays = echo.DelaySource(tmp_path / "delay_ms")
+    stop = threading.Event()
+    server = echo._TcpServer(tcp, b"mec9", delays)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    t = threading.Thread(target=echo.serve_udp, args=(udp, b"mec9", delays, stop), daemon=True)
+    t.start()
+    time.sleep(0.05)
+    yield udp, tcp, tmp_path / "delay_ms"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+    t.join(2)
+
+
+def _run_probe(port: int, proto: str, count: int = 5, rate: float = 50.0, timeout: float = 0.5) -> list[str]:
+    out = io.StringIO()
+    probe.Prober("127.0.0.1", port, proto, rate, count, timeout, out=out).run()
+    return out.getvalue().splitlines()
+
+
+def _rows(lines: list[str]) -> list[list[str]]:
+    return [line.split(",") for line in lines[1:] if not line.startswith("#")]
+
+
+def test_reply_names_node_and_heartbeats_are_echoed_verbatim():
+    assert echo.reply_for(b"REQ 3 99\n", b"mec1") == b"REQ 3 99 @mec1\n"
+    assert echo.reply_for(b"ping", b"mec1") == b"ping"
+    assert probe.parse_reply(b"REQ 3 99 @mec1\n") == (3, "mec1")
+    assert probe.parse_reply(b"ping") is None
+
+
+def test_delay_parse():
+    assert echo.parse_delay_ms("50\n") == 50.0
+    assert echo.parse_delay_ms("") == 0.0
+    assert echo.parse_delay_ms("junk") == 0.0
+    assert echo.parse_delay_ms("-3") == 0.0
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_probe_gets_every_reply_with_node(echo_server, proto):
+    udp, tcp, _ = echo_server
+    lines = _run_probe(udp if proto == "udp" else tcp, proto)
+    assert lines[0] == probe.HEADER
+    assert sum(1 for line in lines if line.startswith("# sent ")) == 5
+    rows = _rows(lines)
+    assert sorted(int(r[0]) for r in rows) == [1, 2, 3, 4, 5]
+    assert all(r[4] == "mec9" and float(r[3]) < 50 for r in rows)
+
+
+def test_delay_file_changes_rtt_at_run_time_and_heartbeats_wait_too(echo_server):
+    udp, _, delay_file = echo_server
+    delay_file.write_text("60")
+    rows = _rows(_run_probe(udp, "udp", count=3))
+    assert all(float(r[3]) >= 55 for r in rows)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1)
+        t0 = time.monotonic()
+        s.sendto(b"ping", ("127.0.0.1", udp))
+        assert s.recv(100) == b"ping"
+        assert time.monotonic() - t0 >= 0.055
+    delay_file.write_text("0")
+    rows = _rows(_run_probe(udp, "udp", count=3))
+    assert all(float(r[3]) < 30 for r in rows)
+
+
+def test_lost_requests_have_empty_reply_fields():
+    port = _free_port(socket.SOCK_DGRAM)  # nobody listens
+    rows = _rows(_run_probe(port, "udp", count=3, timeout=0.1))
+    assert [r[0] for r in sorted(rows, key=lambda r: int(r[0]))] == ["1", "2", "3"]
+    assert all(r[2] == "" and r[3] == "" and r[4] == "" for r in rows)
+
+
+def test_pacing_follows_absolute_schedule(echo_server):
+    udp, _, _ = echo_server
+    rows = _rows(_run_probe(udp, "udp", count=11, rate=50.0))
+    sends = sorted(float(r[1]) for r in rows)
+    assert sends[-1] - sends[0] == pytest.approx(0.2, abs=0.02)
