@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from testbed.errors import CommandError
@@ -57,3 +58,24 @@ def run(
 def which(name: str) -> str | None:
     """Full path of command `name`, also looking in the sbin directories root has."""
     return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+
+
+def spawn(
+    args: Sequence[str],
+    *,
+    output: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
+    """Start long-running `args` in its own session, stdout and stderr appended to `output`."""
+    argv = [str(a) for a in args]
+    log.debug("spawn %s > %s", argv, output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "ab") as out:
+        try:
+            return subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=env, cwd=cwd, start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise CommandError(argv, 127, f"{argv[0]}: command not found") from None
