@@ -62,8 +62,10 @@ class Ledger:
         self.run_dir = run_dir
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
-            self._append(self.path, json.dumps({"kind": "run", "name": rid, "started": time.time(),
-                                                "run_dir": str(run_dir) if run_dir else None}))
+            header = {"kind": "run", "name": rid, "started": time.time(), "owner": os.getpid(),
+                      "owner_start": proc_start_time(os.getpid()),
+                      "run_dir": str(run_dir) if run_dir else None}
+            self._append(self.path, json.dumps(header))
 
     @property
     def prefix(self) -> str:
@@ -123,6 +125,24 @@ def read(rid: str, state_dir: Path | None = None) -> Iterator[Resource]:
         name = item.pop("name", None)
         if kind in KINDS and name is not None:
             yield Resource(kind, str(name), item)
+
+
+def header(rid: str, state_dir: Path | None = None) -> dict:
+    """The first record of run `rid`: when it started, its owner process, its run directory."""
+    path = (state_dir or STATE_DIR) / "runs" / f"{rid}.jsonl"
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.readline())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return first if first.get("kind") == "run" else {}
+
+
+def owner_alive(rid: str, state_dir: Path | None = None) -> bool:
+    """True while the process that started run `rid` is still running."""
+    head = header(rid, state_dir)
+    pid, start = head.get("owner"), head.get("owner_start")
+    return bool(pid) and pid != os.getpid() and start is not None and proc_start_time(pid) == start
 
 
 def forget(rid: str, state_dir: Path | None = None) -> None:

@@ -1,0 +1,164 @@
+"""Removes exactly what the testbed created: from the ledgers, Docker labels and run-id prefixes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import ledger, proc
+from testbed.ledger import LABEL, Resource
+
+log = logging.getLogger(__name__)
+RUN_ROOT = Path("/run/testbed")
+
+
+@dataclass
+class Cleanup:
+    """What one cleanup removed, and what it could not remove (with why)."""
+
+    removed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _kill(pid: int, start: int | None, out: Cleanup) -> None:
+    """Stop process `pid` if it is still the one recorded (same start time)."""
+    if start is None or ledger.proc_start_time(pid) != start:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(40):
+            if ledger.proc_start_time(pid) != start:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        out.removed.append(f"process {pid}")
+    except ProcessLookupError:
+        pass
+
+
+def _docker():
+    """A Docker client, or None when no engine answers (then there are no containers to remove)."""
+    try:
+        import docker
+
+        return docker.from_env(timeout=30)
+    except Exception:
+        return None
+
+
+def labelled_runs() -> set[str]:
+    """Run ids found on Docker containers and OVS bridges, even when their ledger is lost."""
+    rids: set[str] = set()
+    client = _docker()
+    if client is not None:
+        for c in client.containers.list(all=True, filters={"label": LABEL}):
+            rids.add(c.labels.get(LABEL, ""))
+    res = proc.run(["ovs-vsctl", "--timeout=5", "--format=csv", "--no-headings", "--columns=external_ids",
+                    "list", "bridge"], check=False)
+    for line in res.stdout.splitlines():
+        for item in line.strip('"{}').split(","):
+            key, _, val = item.strip().partition("=")
+            if key.strip('"') == LABEL:
+                rids.add(val.strip('"'))
+    return {r for r in rids if ledger.valid_run_id(r)}
+
+
+def _containers(rid: str, named: set[str], out: Cleanup) -> None:
+    client = _docker()
+    if client is None:
+        return
+    found = {c.id: c for c in client.containers.list(all=True, filters={"label": f"{LABEL}={rid}"})}
+    for name in named:
+        try:
+            c = client.containers.get(name)
+        except Exception:
+            continue
+        if c.labels.get(LABEL) == rid:  # a recorded name now used by someone else is left alone
+            found[c.id] = c
+    for c in found.values():
+        try:
+            c.remove(force=True)
+            out.removed.append(f"container {c.name}")
+        except Exception as exc:
+            out.failed.append(f"container {c.name}: {exc}")
+
+
+def _bridges(rid: str, named: set[str], out: Cleanup) -> None:
+    res = proc.run(["ovs-vsctl", "--timeout=5", "list-br"], check=False)
+    if not res.ok:
+        return
+    pre = ledger.prefix(rid)
+    for br in res.stdout.split():
+        if br in named or br.startswith(pre):
+            done = proc.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", br], check=False)
+            (out.removed if done.ok else out.failed).append(f"ovs bridge {br}")
+
+
+def _interfaces(rid: str, named: set[str], out: Cleanup) -> None:
+    pre = ledger.prefix(rid)
+    for name in sorted(os.listdir("/sys/class/net")):
+        if name in named or name.startswith(pre):
+            done = proc.run(["ip", "link", "del", name], check=False)
+            if done.ok:
+                out.removed.append(f"interface {name}")
+
+
+def _namespaces(rid: str, named: set[str], out: Cleanup) -> None:
+    pre = ledger.prefix(rid)
+    for ns in sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []:
+        if ns in named or ns.startswith(pre):
+            done = proc.run(["ip", "netns", "del", ns], check=False)
+            (out.removed if done.ok else out.failed).append(f"netns {ns}")
+
+
+def _files(resources: list[Resource], rid: str, out: Cleanup) -> None:
+    for res in resources:
+        if res.kind == "file":
+            path = Path(res.name)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            out.removed.append(f"file {path}")
+    run_state = RUN_ROOT / rid
+    if run_state.exists():
+        shutil.rmtree(run_state, ignore_errors=True)
+        out.removed.append(f"file {run_state}")
+
+
+def clean_run(rid: str, out: Cleanup | None = None) -> Cleanup:
+    """Remove every resource of run `rid`, in an order that works after a SIGKILL mid-run."""
+    out = out or Cleanup()
+    resources = list(ledger.read(rid))
+    named = {kind: {r.name for r in resources if r.kind == kind} for kind in ledger.KINDS}
+    for res in reversed(resources):
+        if res.kind == "process" and res.name.isdigit():
+            _kill(int(res.name), res.extra.get("start"), out)
+    _containers(rid, named["container"], out)
+    _bridges(rid, named["ovs_bridge"], out)
+    _namespaces(rid, named["netns"], out)
+    _interfaces(rid, named["interface"], out)
+    _files(resources, rid, out)
+    if not out.failed:
+        ledger.forget(rid)
+    return out
+
+
+def clean(rid: str | None = None, force: bool = False) -> Cleanup:
+    """Clean run `rid`, or every run the testbed knows of whose owner process is no longer running."""
+    out = Cleanup()
+    rids = [rid] if rid else sorted(set(ledger.known_runs()) | labelled_runs())
+    for r in rids:
+        if not force and ledger.owner_alive(r):
+            out.skipped.append(f"run {r} (its process {ledger.header(r).get('owner')} is still running;"
+                               f" use --run {r} --force)")
+            continue
+        clean_run(r, out)
+    return out

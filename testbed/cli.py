@@ -1,0 +1,209 @@
+"""The `testbed` command: parses the verbs and hands each to the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from testbed import __version__
+from testbed.errors import TestbedError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print what this machine offers and which backends the testbed will use."""
+    from testbed import doctor
+
+    report = doctor.diagnose()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        from testbed.doctor_view import show
+
+        show(report)
+    return 0 if report.ok else 1
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Remove what the testbed created (one run, or every run no longer running)."""
+    from testbed import clean, ledger
+
+    if args.run and not ledger.valid_run_id(args.run):
+        raise UsageError(f"--run {args.run!r}: a run id is four hex digits, e.g. 3fa9")
+    out = clean.clean(args.run, force=args.force)
+    if args.json:
+        print(json.dumps(out.__dict__, indent=2))
+    else:
+        for line in out.removed:
+            print(f"removed {line}")
+        for line in out.skipped:
+            print(f"skipped {line}")
+        for line in out.failed:
+            print(f"FAILED  {line}", file=sys.stderr)
+        if not (out.removed or out.skipped or out.failed):
+            print("nothing to clean")
+    return 1 if out.failed else 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    """Build (or list) the testbed's Docker images."""
+    from testbed import images
+
+    if args.action == "list":
+        for name in images.image_names():
+            print(f"testbed/{name}")
+        return 0
+    unknown = sorted(set(args.names) - set(images.image_names()))
+    if unknown:
+        raise UsageError(f"no such image: {', '.join(unknown)} (have: {', '.join(images.image_names())})")
+    work = Path(args.work)
+    for tag, what in images.build_all(work, args.names or None, args.base, args.force).items():
+        print(f"{tag}: {what}")
+    return 0
+
+
+def _is_experiment(path: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "topology" in data
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check topology and experiment files without running anything."""
+    from testbed.topology.loader import load_topology
+
+    for ref in args.files:
+        path = Path(ref)
+        if path.suffix in (".yaml", ".yml") and path.exists() and _is_experiment(path):
+            from testbed.experiment.spec import load_experiment
+
+            exp = load_experiment(path)
+            print(f"ok: {ref}: experiment {exp.name}")
+        else:
+            topo = load_topology(ref)
+            print(f"ok: {ref}: topology {topo.name}: {len(topo.sites)} sites, "
+                  f"{len(topo.hosts())} hosts, {len(topo.wan)} WAN links")
+    return 0
+
+
+def cmd_topo(args: argparse.Namespace) -> int:
+    """Bring a topology up, show it, open the Mininet CLI, tear it down."""
+    from testbed.emulation.run import topo_command
+
+    return topo_command(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run an experiment file and write its results directory."""
+    from testbed.experiment.runner import run_command
+
+    return run_command(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Regenerate the plots and report.md of a run directory from its CSV files."""
+    from testbed.experiment.report import report_main
+
+    run_dir = Path(args.dir)
+    if not (run_dir / "packets.csv").exists():
+        raise UsageError(f"{run_dir}: not a run directory (no packets.csv)")
+    print(report_main(run_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, verb by verb."""
+    p = _Parser(prog="testbed", description="MEC fault-tolerance testbed: Docker hosts in Mininet, "
+                "emulated WAN links, an os-ken controller and a fail-safe NIC.")
+    p.add_argument("--version", action="version", version=f"testbed {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    def verb(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = verb("run", cmd_run, "run an experiment (YAML) and write manifest, CSVs, plots and report.md")
+    sp.add_argument("experiment", help="experiment file, e.g. experiments/fatriot-fig11.yaml")
+    sp.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
+    sp.add_argument("--short", action="store_true", help="shortened run (fewer requests, 1 repetition)")
+    sp.add_argument("--repetitions", type=int, help="override the number of repetitions")
+    sp.add_argument("--seed", type=int, help="override the seed")
+
+    sp = verb("topo", cmd_topo, "bring a topology up, print what is where, open the Mininet CLI")
+    sp.add_argument("topology", help="shipped name (fatriot, mec-sites) or a .yaml/.py file")
+    sp.add_argument("--out", help="run directory (default: runs/topo-NAME-TIMESTAMP)")
+    sp.add_argument("--no-cli", action="store_true", help="do not open the CLI: bring up, check, tear down")
+    sp.add_argument("--no-nic", action="store_true", help="leave out the fail-safe NICs")
+    sp.add_argument("--no-selfcheck", action="store_true", help="skip measuring each WAN link")
+    sp.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
+                    help="with --no-cli: keep the network up this long before tearing down")
+
+    sp = verb("validate", cmd_validate, "check topology or experiment files without running anything")
+    sp.add_argument("files", nargs="+", metavar="FILE")
+
+    sp = verb("doctor", cmd_doctor, "show what this machine offers and which backends will be used")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = verb("clean", cmd_clean, "remove what the testbed created (never anything else)")
+    sp.add_argument("--run", metavar="ID", help="only this run (default: every run no longer running)")
+    sp.add_argument("--force", action="store_true", help="also clean runs whose process still runs")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = verb("images", cmd_images, "build the Docker images (images/<name>/ -> testbed/<name>)")
+    sp.add_argument("action", choices=["build", "list"])
+    sp.add_argument("names", nargs="*", metavar="NAME", help="images to build (default: all)")
+    sp.add_argument("--force", action="store_true", help="rebuild even when inputs are unchanged")
+    sp.add_argument("--base", default="testbed/base",
+                    help="base image (default: testbed/base, made offline with debootstrap)")
+    sp.add_argument("--work", default="/var/lib/testbed/build", help="scratch directory for the base")
+
+    sp = verb("report", cmd_report, "regenerate plots and report.md of a run directory from its CSVs")
+    sp.add_argument("dir", metavar="RUN_DIR")
+
+    try:
+        from testbed import cli_failsafe
+    except ImportError:
+        pass
+    else:
+        cli_failsafe.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `testbed` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except TestbedError as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("testbed: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
