@@ -1,0 +1,276 @@
+"""Failure experiments as frozen data: the YAML format, strict validation and loading.
+
+The YAML shape (every key not listed here is an error naming its path)::
+
+    name: fatriot-fig11                  # required
+    description: Host crash at request 50 (Fatriot Fig. 11)
+    topology: fatriot                    # required: shipped name or file path (relative to this file)
+    seed: 1                              # default 1; every random choice is seeded from it
+    repetitions: 3                       # default 1
+    services:                            # started on hosts after the network is up
+      - {host: mec1, name: echo, image: testbed/echo, critical: true}   # critical: must have a NIC
+      - {host: mec2, name: echo, args: [--tcp-port, "0"]}  # args: run /app/echo.py ARGS instead of the host's command
+    traffic:                             # at least one flow
+      - {name: probe, from: gen, to: mec1, service: echo-udp, proto: udp, port: 7000,
+         rate: 10, count: 100, timeout: 1s}                # kind: probe (default)
+      - {name: bulk, kind: iperf3, from: gen, to: mec1, duration: 10s,
+         server: mec2, port: 5201, proto: tcp, bw: 100, start: 0s}   # server: where iperf3 -s runs (default: to)
+    faults:
+      - {kind: host_down, mode: kill, host: mec1, at: packet 50}      # mode: kill | freeze | isolate | site
+      - {kind: host_down, mode: site, site: lab, at: 5s, for: 2s}
+      - {kind: service_down, host: mec1, at: 5s, for: 3s}
+      - {kind: delay, mode: app, host: mec1, delay: 50ms, at: packet 40, until: packet 80}  # app | cpu | link
+      - {kind: delay, mode: cpu, host: mec1, cpu: 0.05, at: 2s, for: 5s}
+      - {kind: network, link: [edge1, cloud], delay: 50ms, loss: 5, rate: 10, at: 2s, for: 5s}
+      - {kind: network, link: [edge1, cloud], down: true, at: 2s, for: 5s}
+    variants:                            # default: one variant {name: default, nic: true}
+      - {name: with-nic, nic: true, heartbeat_interval: 100ms, threshold: 1.5}
+      - {name: without-nic, nic: false}
+      - {name: failsafe-path, nic: true, force_failsafe: [mec1]}   # NIC of mec1 forced into fail-safe
+      - {name: direct, nic: true, to: mec2}                        # every flow sent to mec2 instead
+    claims:
+      - "Fig. 11: with Fatriot, delivered rate and RTT stay stable after the crash; without, delivery stops."
+
+Times: `at`/`until` are `packet N` (fires right after the prober sent request N; requests are
+numbered from 1) or a time with its unit (`5s`, seconds after the traffic started). `for` and
+other durations accept `100ms`, `1s`, `250us`; a bare number is seconds, except `delay`, where
+it is milliseconds. `loss` is percent, `rate`/`bw` Mbit/s, `cpu` cores. A `kill` fault has no
+undo unless `for`/`until` is given: then the container is restarted and its service started again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from testbed.errors import SpecError
+from testbed.experiment.values import Trigger, Values
+from testbed.topology.model import TopologySpec
+
+FAULT_MODES: dict[str, tuple[str, ...]] = {
+    "host_down": ("kill", "freeze", "isolate", "site"),
+    "service_down": ("kill",),
+    "delay": ("app", "cpu", "link"),
+    "network": ("shape",),
+}
+_FAULT_KEYS = {"kind", "mode", "host", "site", "link", "at", "until", "for", "delay", "cpu", "loss", "rate",
+               "down", "probe"}
+_TOP_KEYS = {"name", "description", "topology", "seed", "repetitions", "services", "traffic", "faults",
+             "variants", "claims"}
+
+
+@dataclass(frozen=True)
+class ServiceRun:
+    """A service started on a host once the network is up; `critical` ones sit behind the host's NIC."""
+
+    host: str
+    name: str
+    image: str | None = None
+    critical: bool = False
+    args: tuple[str, ...] | None = None  # None: the host's own command (tb.start_service)
+
+
+@dataclass(frozen=True)
+class ProbeFlow:
+    """Numbered requests at a fixed rate from one host to a service, each settled as answered or lost."""
+
+    name: str
+    src: str
+    dst: str
+    proto: str = "udp"
+    port: int = 7000
+    rate: float = 10.0
+    count: int = 100
+    timeout_s: float = 1.0
+    service: str | None = None  # the NIC service the requests belong to (informative)
+
+
+@dataclass(frozen=True)
+class BulkFlow:
+    """An iperf3 throughput flow from `src` to `dst` (server process on `server`)."""
+
+    name: str
+    src: str
+    dst: str
+    server: str
+    duration_s: float
+    port: int = 5201
+    proto: str = "tcp"
+    bw_mbit: float | None = None
+    start_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One injected fault: what, on which target, from `at` until `until` (or for `duration_s`)."""
+
+    kind: str
+    mode: str
+    at: Trigger
+    host: str | None = None
+    site: str | None = None
+    link: tuple[str, str] | None = None
+    until: Trigger | None = None
+    duration_s: float | None = None
+    delay_ms: float | None = None
+    cpu: float | None = None
+    loss_pct: float | None = None
+    rate_mbit: float | None = None
+    down: bool = False
+    probe: str | None = None  # whose packet numbers `packet N` counts
+
+    @property
+    def target(self) -> str:
+        if self.link:
+            return "-".join(self.link)
+        return self.site or self.host or ""
+
+    @property
+    def has_undo(self) -> bool:
+        return self.until is not None or self.duration_s is not None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration the whole experiment is run under (with/without NIC, parameter sweeps)."""
+
+    name: str
+    nic: bool = True
+    heartbeat_interval_s: float | None = None
+    threshold: float | None = None
+    force_failsafe: tuple[str, ...] = ()  # hosts whose NIC is forced into fail-safe for every critical service
+    to: str | None = None  # send every flow to this host instead
+
+    def nic_overrides(self) -> dict[str, float]:
+        """The Testbed's `nic_overrides` for this variant."""
+        out: dict[str, float] = {}
+        if self.heartbeat_interval_s is not None:
+            out["interval_s"] = self.heartbeat_interval_s
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A whole failure experiment: topology, services, traffic, faults, variants and the paper's claims."""
+
+    name: str
+    topology_ref: str
+    topology: TopologySpec
+    traffic: tuple[ProbeFlow | BulkFlow, ...]
+    description: str = ""
+    seed: int = 1
+    repetitions: int = 1
+    services: tuple[ServiceRun, ...] = ()
+    faults: tuple[FaultSpec, ...] = ()
+    variants: tuple[Variant, ...] = (Variant("default"),)
+    claims: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def probes(self) -> tuple[ProbeFlow, ...]:
+        return tuple(f for f in self.traffic if isinstance(f, ProbeFlow))
+
+    @property
+    def bulk(self) -> tuple[BulkFlow, ...]:
+        return tuple(f for f in self.traffic if isinstance(f, BulkFlow))
+
+    def shape_access_hosts(self) -> tuple[str, ...]:
+        """Hosts whose access link must be emulated because a `delay: link` fault changes it."""
+        return tuple(sorted({f.host for f in self.faults if f.kind == "delay" and f.mode == "link" and f.host}))
+
+
+TopologyLoader = Callable[[str], TopologySpec]
+
+
+def load_experiment(path: str | Path, load_topology: TopologyLoader | None = None) -> ExperimentSpec:
+    """Read and validate an experiment YAML file (and the topology it names); SpecError on any problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError("", f"cannot read experiment file: {exc.strerror}", source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise SpecError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}", source) from None
+    return parse_experiment(data, source, load_topology=load_topology, base_dir=path.parent)
+
+
+def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader | None = None,
+                     base_dir: Path | None = None) -> ExperimentSpec:
+    """Validate experiment data (as YAML gives it) into an ExperimentSpec; SpecError names the path."""
+    from testbed.experiment.validate import Checker  # the cross-reference checks live there
+
+    v = Values(source)
+    doc = v.mapping(data, "", _TOP_KEYS, {"name", "topology", "traffic"})
+    name = v.text(doc["name"], "name")
+    ref = v.text(doc["topology"], "topology")
+    topo = _resolve_topology(ref, base_dir, load_topology)
+    checker = Checker(v, topo)
+    traffic = tuple(checker.flow(item, f"traffic[{i}]") for i, item in enumerate(v.sequence(doc["traffic"], "traffic")))
+    if not traffic:
+        raise v.error("traffic", "needs at least one flow")
+    checker.unique([f.name for f in traffic], "traffic", "name")
+    variants = tuple(checker.variant(item, f"variants[{i}]")
+                     for i, item in enumerate(v.sequence(doc.get("variants", []), "variants"))) or (Variant("default"),)
+    checker.unique([x.name for x in variants], "variants", "name")
+    services = tuple(checker.service(item, f"services[{i}]", variants)
+                     for i, item in enumerate(v.sequence(doc.get("services", []), "services")))
+    probes = {f.name: f for f in traffic if isinstance(f, ProbeFlow)}
+    faults = tuple(checker.fault(item, f"faults[{i}]", probes)
+                   for i, item in enumerate(v.sequence(doc.get("faults", []), "faults")))
+    claims = tuple(v.text(c, f"claims[{i}]") for i, c in enumerate(v.sequence(doc.get("claims", []), "claims")))
+    return ExperimentSpec(
+        name=name,
+        description=str(doc.get("description", "")),
+        topology_ref=ref,
+        topology=topo,
+        seed=v.integer(doc.get("seed", 1), "seed"),
+        repetitions=v.integer(doc.get("repetitions", 1), "repetitions", low=1, high=1000),
+        services=services,
+        traffic=traffic,
+        faults=faults,
+        variants=variants,
+        claims=claims,
+        source=source,
+    )
+
+
+def _resolve_topology(ref: str, base_dir: Path | None, load_topology: TopologyLoader | None) -> TopologySpec:
+    """Load the topology `ref`: a path relative to the experiment file first, else a shipped name or path."""
+    if load_topology is None:
+        from testbed.topology.loader import load_topology as default_loader
+        load_topology = default_loader
+    if base_dir is not None and ref.endswith((".yaml", ".yml", ".py")) and (base_dir / ref).exists():
+        ref = str(base_dir / ref)
+    return load_topology(ref)
+
+
+def shortened(spec: ExperimentSpec, *, tail: int = 30, max_duration_s: float = 3.0) -> ExperimentSpec:
+    """The same experiment made quick: 1 repetition, each probe ends about `tail` requests after its last fault trigger."""
+    traffic: list[ProbeFlow | BulkFlow] = []
+    first_probe = spec.probes[0].name if spec.probes else None
+    for flow in spec.traffic:
+        if isinstance(flow, ProbeFlow):
+            last = 0.0  # the request number by which every fault of this probe has started and ended
+            for f in spec.faults:
+                if (f.probe or first_probe) != flow.name:
+                    continue
+                start = f.at.packet if f.at.packet is not None else (f.at.time_s or 0.0) * flow.rate
+                end = start + (f.duration_s or 0.0) * flow.rate
+                if f.until is not None:
+                    end = f.until.packet if f.until.packet is not None else (f.until.time_s or 0.0) * flow.rate
+                last = max(last, start, end)
+            keep = int(last) + tail if last else 2 * tail
+            traffic.append(replace(flow, count=min(flow.count, keep)))
+        else:
+            traffic.append(replace(flow, duration_s=min(flow.duration_s, max_duration_s)))
+    return replace(spec, repetitions=1, traffic=tuple(traffic))
