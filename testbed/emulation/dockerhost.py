@@ -1,0 +1,157 @@
+"""A Mininet host whose namespace is a Docker container (Containernet-style, on the installed Mininet)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pty
+import select
+import subprocess
+from typing import Any, Sequence
+
+from mininet.node import Host
+
+from testbed.errors import TestbedError
+from testbed.ledger import LABEL, Ledger
+
+log = logging.getLogger(__name__)
+
+#: The container's first process: wait until the testbed has configured the interfaces, then start
+#: the main command in the background and stay alive (the host outlives its service), reaping children.
+ENTRY = r"""
+mkdir -p /run/testbed
+while [ ! -e /run/testbed/ready ]; do sleep 0.02; done
+if [ $# -gt 0 ]; then
+    "$@" >>/run/testbed/main.log 2>&1 &
+    echo $! >/run/testbed/main.pid
+fi
+while :; do wait; sleep 1; done
+"""
+
+
+def parse_memory(text: str | None) -> int | None:
+    """Docker memory notation (`256m`, `1g`, `512k`, bytes) to bytes."""
+    if text is None:
+        return None
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = str(text).strip().lower().rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def docker_client():
+    """A Docker SDK client for the local engine."""
+    import docker
+
+    try:
+        return docker.from_env(timeout=60)
+    except Exception as exc:
+        raise TestbedError(f"no Docker engine answers ({exc}); run scripts/setup.sh services") from None
+
+
+class DockerHost(Host):
+    """A host that is a container: `network_mode=none`, NET_ADMIN, labelled with the run id.
+
+    Mininet talks to it through a shell started with `docker exec`, so `cmd()`, `popen()` and the
+    Mininet CLI work as on any host, and everything it runs is inside the container's cgroup.
+    """
+
+    def __init__(self, name: str, dimage: str, ledger: Ledger, cpu: float | None = None,
+                 memory: str | None = None, environment: dict[str, str] | None = None,
+                 volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None, **params: Any) -> None:
+        self.dimage = dimage
+        self.ledger = ledger
+        self.cname = f"{ledger.prefix}-{name}"
+        self.dcmd = list(dcmd) if dcmd is not None else None
+        self.client = docker_client()
+        ledger.record("container", self.cname, node=name, image=dimage)
+        env = {"TB_NODE": name, **(environment or {})}
+        try:
+            self.container = self.client.containers.run(
+                dimage, name=self.cname, hostname=name, detach=True, init=True,
+                entrypoint=["/bin/sh", "-c", ENTRY, "sh"], command=self._main_command(),
+                network_mode="none", cap_add=["NET_ADMIN"], labels={LABEL: ledger.rid, "testbed.node": name},
+                environment=env, volumes=list(volumes),
+                cpu_period=100_000 if cpu else None, cpu_quota=int(cpu * 100_000) if cpu else None,
+                mem_limit=parse_memory(memory),
+            )
+            self.container.reload()
+        except Exception as exc:
+            raise TestbedError(f"{name}: cannot start a container from {dimage}: {exc}") from None
+        self.cpid = int(self.container.attrs["State"]["Pid"])
+        super().__init__(name, **params)
+
+    def _main_command(self) -> list[str]:
+        """The service the container runs once its network is up: `command`, else the image's CMD."""
+        if self.dcmd is not None:
+            return self.dcmd
+        cmd = self.client.images.get(self.dimage).attrs["Config"].get("Cmd") or []
+        return [] if cmd in (["bash"], ["/bin/bash"], ["sh"]) else list(cmd)
+
+    def startShell(self, mnopts: Any = None) -> None:
+        """Start the Mininet shell inside the container; `pid` is the container's (for netns moves)."""
+        if self.shell:
+            return
+        cmd = ["docker", "exec", "-it", "--env", "PS1=" + chr(127), self.cname,
+               "bash", "--norc", "--noediting", "-is", "mininet:" + self.name]
+        self.master, self.slave = pty.openpty()
+        self.shell = self._popen(cmd, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                                 close_fds=False, start_new_session=True)
+        self.stdin = os.fdopen(self.master, "r")
+        self.stdout = self.stdin
+        self.pid = self.cpid
+        self.pollOut = select.poll()
+        self.pollOut.register(self.stdout)
+        self.outToNode[self.stdout.fileno()] = self
+        self.inToNode[self.stdin.fileno()] = self
+        self.execed = False
+        self.lastCmd = None
+        self.lastPid = None
+        self.readbuf = ""
+        while True:
+            data = self.read(1024)
+            if data and data[-1] == chr(127):
+                break
+            self.pollOut.poll(1000)
+        self.waiting = False
+        self.cmd("unset HISTFILE; stty -echo; set +m")
+
+    def popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen:
+        """A process inside the container (`docker exec -i`), like Node.popen in a namespace."""
+        kwargs.setdefault("mncmd", ["docker", "exec", "-i", self.cname])
+        return super().popen(*args, **kwargs)
+
+    def ready(self) -> None:
+        """Let the container's main command start: its interfaces are configured now."""
+        self.container.exec_run(["touch", "/run/testbed/ready"])
+
+    def start_service(self) -> None:
+        """(Re)start the main command in the background, as the entry script does."""
+        main = self._main_command()
+        if not main:
+            return
+        script = '"$@" >>/run/testbed/main.log 2>&1 & echo $! >/run/testbed/main.pid'
+        self.container.exec_run(["sh", "-c", script, "sh", *main], detach=False)
+
+    def update_resources(self, cpu: float | None = None, memory: str | None = None) -> None:
+        """Change CPU (cores) and memory limits at run time (`docker update`)."""
+        kw: dict[str, int] = {}
+        if cpu is not None:
+            kw["cpu_period"] = 100_000
+            kw["cpu_quota"] = int(cpu * 100_000) if cpu > 0 else -1
+        if memory is not None:
+            mem = parse_memory(memory)
+            kw["mem_limit"] = mem
+            kw["memswap_limit"] = mem * 2 if mem else -1
+        self.container.update(**kw)
+
+    def terminate(self) -> None:
+        """Stop the shell and remove the container."""
+        if self.shell and self.shell.poll() is None:
+            self.shell.kill()
+        try:
+            self.container.remove(force=True)
+        except Exception as exc:  # already gone (killed by a fault, or by clean)
+            log.debug("%s: remove: %s", self.name, exc)
+        self.cleanup()

@@ -1,0 +1,303 @@
+"""A running topology: builds Mininet from a TopologySpec and owns every live part until stop()."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable
+
+from mininet.net import Mininet
+from mininet.node import Host, Node, OVSSwitch, RemoteController
+
+from testbed import clean, doctor, ledger as ledger_mod, proc
+from testbed.controller import Controller
+from testbed.emulation.dockerhost import DockerHost
+from testbed.emulation.link import TestbedLink
+from testbed.errors import TestbedError
+from testbed.ledger import LABEL, Ledger
+from testbed.links.base import LinkBackend
+from testbed.topology.model import HostSpec, Shape, TopologySpec
+
+log = logging.getLogger(__name__)
+RUN_ROOT = Path("/run/testbed")
+
+
+def make_backend(name: str, ledger: Ledger, run_dir: Path) -> LinkBackend:
+    """The link backend called `name` ("netem" or "userspace")."""
+    if name == "netem":
+        from testbed.links.netem import NetemBackend
+
+        return NetemBackend(ledger)
+    from testbed.links.userspace import UserspaceBackend
+
+    return UserspaceBackend(ledger, run_dir)
+
+
+class Testbed:
+    """One run of a topology: switches, hosts, NICs, links, the controller; `with` tears it down."""
+
+    def __init__(self, topo: TopologySpec, run_dir: Path, *, nics: bool = True,
+                 nic_overrides: dict[str, Any] | None = None, shaped_access: Iterable[str] = (),
+                 rid: str | None = None, link_backend: str | None = None,
+                 ovs_datapath: str | None = None) -> None:
+        self.topo = topo
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.rid = rid or ledger_mod.new_run_id()
+        self.ledger = Ledger(self.rid, self.run_dir)
+        self.want_nics = nics
+        self.nic_overrides = nic_overrides or {}
+        self.shaped_access = set(shaped_access)
+        self._link_backend_name = link_backend
+        self._ovs_datapath = ovs_datapath
+        self.net: Mininet | None = None
+        self.controller = Controller()
+        self.links: LinkBackend | None = None
+        self.switch_of: dict[str, str] = {}  # site -> bridge name
+        self.nic_nodes: dict[str, Node] = {}
+        self.nics: dict[str, Any] = {}  # host -> NicProcess
+        self._access_ids: dict[str, str] = {}
+        self._started = False
+
+    # -- life cycle -------------------------------------------------------------------------
+    def __enter__(self) -> "Testbed":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Bring everything up, in dependency order; on any failure, remove what was made."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _choose_backends(self) -> None:
+        if self._link_backend_name is None:
+            self._link_backend_name = "netem" if doctor.probe_netem()[0] else "userspace"
+        if self._ovs_datapath is None:
+            dp, why = doctor.probe_ovs()
+            if dp is None:
+                raise TestbedError(f"Open vSwitch is not usable: {why}")
+            self._ovs_datapath = dp
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        self._choose_backends()
+        state = RUN_ROOT / self.rid
+        self.ledger.record("file", str(state))
+        state.mkdir(parents=True, exist_ok=True)
+        state.chmod(0o700)
+        self.links = make_backend(self._link_backend_name, self.ledger, self.run_dir)
+        port = self.controller.start(self.run_dir, self.ledger)
+        datapath = "user" if self._ovs_datapath == "userspace" else "kernel"
+        self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
+                           switch=partial(OVSSwitch, datapath=datapath, protocols="OpenFlow13",
+                                          failMode="secure"))
+        self.net.addController(RemoteController("c0", ip="127.0.0.1", port=port))
+        self._add_switches()
+        self._add_hosts()
+        self._add_wan()
+        self.net.build()
+        self.net.start()
+        self._tag_bridges()
+        self.controller.wait_connected(list(self.switch_of.values()), timeout=30)
+        self._prepare_interfaces()
+        self._start_nics()
+        for node in self.net.hosts:
+            if isinstance(node, DockerHost):
+                node.ready()
+        self._started = True
+        self._write_manifest(time.monotonic() - t0)
+        log.info("run %s up in %.1f s", self.rid, time.monotonic() - t0)
+
+    def stop(self) -> None:
+        """Tear everything down; then sweep the ledger so nothing of this run is left."""
+        for nic in self.nics.values():
+            try:
+                nic.stop()
+            except Exception as exc:
+                log.warning("stopping a NIC: %s", exc)
+        self.nics.clear()
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as exc:
+                log.warning("mininet stop: %s", exc)
+            self.net = None
+        if self.links is not None:
+            try:
+                self.links.close()
+            except Exception as exc:
+                log.warning("link backend close: %s", exc)
+            self.links = None
+        self.controller.stop()
+        leftover = clean.clean_run(self.rid)
+        if leftover.failed:
+            log.warning("could not remove: %s", "; ".join(leftover.failed))
+
+    # -- building ---------------------------------------------------------------------------
+    def _add_switches(self) -> None:
+        assert self.net is not None
+        for i, site in enumerate(self.topo.sites, start=1):
+            name = f"{self.ledger.prefix}s{i}"
+            self.ledger.record("ovs_bridge", name, site=site.name)
+            dpid = f"{(int(self.rid, 16) << 16) | i:016x}"
+            self.net.addSwitch(name, dpid=dpid)
+            self.switch_of[site.name] = name
+
+    def _host_node(self, spec: HostSpec) -> Node:
+        assert self.net is not None
+        params: dict[str, Any] = {"ip": spec.ip}
+        if spec.mac:
+            params["mac"] = spec.mac
+        if spec.is_docker:
+            return self.net.addHost(
+                spec.name, cls=DockerHost, dimage=spec.image, ledger=self.ledger, cpu=spec.cpu,
+                memory=spec.memory, environment=dict(spec.env), volumes=spec.volumes,
+                dcmd=spec.command, **params)
+        node = self.net.addHost(spec.name, cls=Host, **params)
+        self.ledger.record_process(node.pid, f"shell of {spec.name}")
+        return node
+
+    def _access_shape(self, spec: HostSpec) -> tuple[bool, Shape]:
+        emulated = spec.access.shaped or spec.name in self.shaped_access
+        return emulated, spec.access
+
+    def _add_hosts(self) -> None:
+        assert self.net is not None
+        for site in self.topo.sites:
+            switch = self.net[self.switch_of[site.name]]
+            for spec in site.hosts:
+                host = self._host_node(spec)
+                emulated, shape = self._access_shape(spec)
+                link_id = f"acc-{spec.name}"
+                shaped = {"backend": self.links if emulated else None, "forward": shape, "reverse": shape}
+                if spec.nic is not None and self.want_nics:
+                    nic = self.net.addHost(f"{spec.name}-nic", cls=Host, ip=None)
+                    self.ledger.record_process(nic.pid, f"shell of {spec.name}-nic")
+                    self.nic_nodes[spec.name] = nic
+                    self.net.addLink(host, nic, cls=TestbedLink, link_id=link_id, ledger=self.ledger,
+                                     intfName2="nic-h", addr1=spec.mac, **shaped)
+                    self.net.addLink(nic, switch, cls=TestbedLink, link_id=f"nic-{spec.name}",
+                                     ledger=self.ledger, intfName1="nic-n")
+                else:
+                    self.net.addLink(host, switch, cls=TestbedLink, link_id=link_id, ledger=self.ledger,
+                                     addr1=spec.mac, **shaped)
+                if emulated:
+                    self._access_ids[spec.name] = link_id
+
+    def _add_wan(self) -> None:
+        assert self.net is not None
+        for wan in self.topo.wan:
+            self.net.addLink(self.net[self.switch_of[wan.a]], self.net[self.switch_of[wan.b]],
+                             cls=TestbedLink, link_id=self.wan_link_id(wan.a, wan.b), ledger=self.ledger,
+                             backend=self.links, forward=wan.forward, reverse=wan.reverse)
+
+    def _tag_bridges(self) -> None:
+        for br in self.switch_of.values():
+            proc.run(["ovs-vsctl", "--timeout=10", "set", "bridge", br, f"external_ids:{LABEL}={self.rid}"])
+
+    def _prepare_interfaces(self) -> None:
+        """Checksum offload off on host interfaces: the userspace datapath does not fill checksums in."""
+        assert self.net is not None
+        for node in self.net.hosts:
+            for intf in node.intfList():
+                if intf.name != "lo":
+                    node.cmd("ethtool", "-K", intf.name, "tx", "off", "tso", "off", "gso", "off")
+
+    def _start_nics(self) -> None:
+        if not self.nic_nodes:
+            return
+        from testbed.failsafe.config import NicConfig
+        from testbed.failsafe.launcher import start_nic
+
+        for name, node in self.nic_nodes.items():
+            spec = self.topo.host(name)
+            if self.nic_overrides and spec.nic is not None:
+                spec = dataclasses.replace(spec, nic=dataclasses.replace(spec.nic, **self.nic_overrides))
+            config = NicConfig.from_spec(spec, self.topo, self.rid, self.run_dir)
+            self.nics[name] = start_nic(node.pid, config, self.ledger, self.run_dir)
+
+    # -- what faults and experiments use -----------------------------------------------------
+    def node(self, name: str) -> Node:
+        """The Mininet node of host `name` (DockerHost or Host)."""
+        assert self.net is not None
+        return self.net[name]
+
+    def container(self, name: str):
+        """The Docker SDK container of Docker host `name`."""
+        node = self.node(name)
+        if not isinstance(node, DockerHost):
+            raise TestbedError(f"{name} is not a Docker host")
+        return node.container
+
+    def start_service(self, host: str) -> None:
+        """(Re)start a Docker host's main command."""
+        node = self.node(host)
+        if isinstance(node, DockerHost):
+            node.start_service()
+
+    def wan_link_id(self, a: str, b: str) -> str:
+        """The link id of the WAN link between sites `a` and `b` (either order)."""
+        link = self.topo.wan_link(a, b)
+        return f"wan-{link.a}-{link.b}"
+
+    def access_link_id(self, host: str) -> str:
+        """The link id of host's emulated access link (only for shaped or `shaped_access` hosts)."""
+        if host not in self._access_ids:
+            raise TestbedError(f"{host}'s access link is not emulated: give it an `access` shape")
+        return self._access_ids[host]
+
+    def nic_socket(self, host: str) -> Path:
+        """The control socket of the NIC in front of `host`."""
+        if host not in self.nics:
+            raise TestbedError(f"{host} has no fail-safe NIC in this run")
+        return Path(self.nics[host].socket)
+
+    def nic_events(self) -> list[dict]:
+        """NIC transitions so far, from every NIC's events log, in time order."""
+        events: list[dict] = []
+        for path in self.run_dir.glob("events-*.jsonl"):
+            for line in path.read_text().splitlines():
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return sorted(events, key=lambda e: e.get("time", 0))
+
+    def set_interfaces(self, host: str, up: bool) -> None:
+        """Take all of a host's interfaces down (isolate) or up."""
+        node = self.node(host)
+        for intf in node.intfList():
+            if intf.name != "lo":
+                node.cmd("ip", "link", "set", intf.name, "up" if up else "down")
+
+    def backends(self) -> dict[str, str]:
+        """Which backend each part of this run uses."""
+        from importlib.metadata import version
+
+        return {"link": self._link_backend_name or "", "ovs_datapath": self._ovs_datapath or "",
+                "controller": f"os-ken {version('os-ken')}", "hosts": "docker",
+                "nic": "testbed.failsafe (python, AF_PACKET)" if self.nics else "none"}
+
+    def selfcheck(self, count: int = 5) -> list[dict]:
+        """Ping across each WAN link once; configured vs measured RTT, saved to selfcheck.json."""
+        from testbed.emulation.selfcheck import measure_wan
+
+        results = measure_wan(self, count)
+        (self.run_dir / "selfcheck.json").write_text(json.dumps(results, indent=2))
+        return results
+
+    def _write_manifest(self, startup_s: float) -> None:
+        info = {"rid": self.rid, "topology": self.topo.name, "backends": self.backends(),
+                "startup_s": round(startup_s, 2),
+                "switches": self.switch_of, "nics": sorted(self.nics)}
+        (self.run_dir / "network.json").write_text(json.dumps(info, indent=2))

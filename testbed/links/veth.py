@@ -1,0 +1,27 @@
+"""Plain veth pairs made straight into their namespaces: the unshaped links of a topology."""
+
+from __future__ import annotations
+
+from testbed import proc
+
+
+def veth_cmd(intf1: str, ns1: int | None, intf2: str, ns2: int | None,
+             addr1: str | None = None, addr2: str | None = None) -> list[str]:
+    """The one `ip link add` that creates the pair with each end already in its namespace (by PID)."""
+    cmd = ["ip", "link", "add", "name", intf1]
+    if addr1:
+        cmd += ["address", addr1]
+    if ns1 is not None:
+        cmd += ["netns", str(ns1)]
+    cmd += ["type", "veth", "peer", "name", intf2]
+    if addr2:
+        cmd += ["address", addr2]
+    if ns2 is not None:
+        cmd += ["netns", str(ns2)]
+    return cmd
+
+
+def make_veth(intf1: str, ns1: int | None, intf2: str, ns2: int | None,
+              addr1: str | None = None, addr2: str | None = None) -> None:
+    """Create a veth pair between two namespaces (None: the root namespace)."""
+    proc.run(veth_cmd(intf1, ns1, intf2, ns2, addr1, addr2))
