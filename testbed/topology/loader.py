@@ -119,7 +119,10 @@ def read_yaml(path: Path) -> object:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError("", f"cannot read: {exc}", str(path)) from None
     except yaml.YAMLError as exc:
-        raise SpecError("", f"not valid YAML: {' '.join(str(exc).split())}", str(path)) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise SpecError("", f"not valid YAML{where}: {problem}", str(path)) from None
     except SpecError as exc:
         raise SpecError(exc.path, exc.message, str(path)) from None
 
@@ -154,7 +157,7 @@ def _load_python(path: Path) -> TopologySpec:
             raise SpecError("", "a .py topology must define a function topology() -> TopologySpec", str(path))
         result = func()
     except SpecError as exc:
-        raise SpecError(exc.path, exc.message, exc.source or str(path)) from None
+        raise SpecError(exc.path, exc.message, str(path)) from None
     except Exception as exc:  # the user's own code: report it as bad input, with its type
         raise SpecError("", f"topology() failed: {type(exc).__name__}: {exc}", str(path)) from exc
     finally:
