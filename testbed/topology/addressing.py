@@ -19,14 +19,15 @@ def parse_subnet(value: object, path: str) -> ipaddress.IPv4Network:
     try:
         net = ipaddress.IPv4Network(value.strip(), strict=True)
     except ValueError as exc:
-        raise SpecError(path, f"expected an IPv4 subnet like 10.0.0.0/24, got {describe(value)} ({exc})") from None
+        message = f"expected an IPv4 subnet like 10.0.0.0/24, got {describe(value)} ({exc})"
+        raise SpecError(path, message) from None
     if net.prefixlen > 30:
         raise SpecError(path, f"subnet {net} is too small: use a prefix length of 30 or less")
     return net
 
 
 def parse_ip(value: object, path: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
-    """An IPv4 address inside `subnet` (written bare or with the subnet's prefix length), not its network or broadcast."""
+    """An IPv4 address in `subnet`, bare or with its prefix length; not the network or broadcast address."""
     if not isinstance(value, str):
         raise SpecError(path, f"expected an IPv4 address like 10.0.0.1, got {describe(value)}")
     text = value.strip()

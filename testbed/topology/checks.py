@@ -1,11 +1,11 @@
-"""Whole-topology checks: unique names, backups that exist, interface names that fit, a WAN that is a tree."""
+"""Whole-topology checks: unique names, backups that exist, a WAN that is a tree."""
 
 from __future__ import annotations
 
 import logging
 
 from testbed.errors import SpecError
-from testbed.topology.model import IFNAME_MAX, SiteSpec, TopologySpec, WanLinkSpec
+from testbed.topology.model import SiteSpec, TopologySpec, WanLinkSpec
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,3 @@ def check_wan(sites: tuple[SiteSpec, ...], wan: tuple[WanLinkSpec, ...]) -> None
     if len({root(n) for n in names}) > 1:
         log.warning("the WAN does not connect all sites: some sites cannot reach each other")
 
-
-def check_interface_names(sites: tuple[SiteSpec, ...], wan: tuple[WanLinkSpec, ...]) -> None:
-    """Each site's switch (named like its site) numbers its ports from 1; `SITE-ethN` must fit 15 characters."""
-    for site in sites:
-        ports = len(site.hosts) + sum(1 for link in wan if site.name in (link.a, link.b))
-        ifname = f"{site.name}-eth{max(ports, 1)}"
-        if len(ifname) > IFNAME_MAX:
-            raise SpecError(f"sites.{site.name}", f"the switch interface name {ifname} is longer than "
-                            f"{IFNAME_MAX} characters; use a shorter site name")

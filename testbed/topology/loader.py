@@ -195,7 +195,6 @@ def _parse(data: object) -> TopologySpec:
     wan = tuple(schema.wan_link(w, f"wan[{i}]") for i, w in enumerate(schema.sequence(wan_data, "wan")))
     checks.check_names(sites)
     checks.check_wan(sites, wan)
-    checks.check_interface_names(sites, wan)
     spec = TopologySpec(name=name, sites=sites, wan=wan, subnet=str(subnet))
     checks.check_backups(spec)
     return spec

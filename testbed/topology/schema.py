@@ -10,13 +10,13 @@ from typing import Any, Mapping
 from testbed.errors import SpecError
 from testbed.topology import units
 from testbed.topology.addressing import AddressBook, parse_ip, parse_mac
-from testbed.topology.model import CriticalService, HeartbeatSpec, HostSpec, NicSpec, Shape, WanLinkSpec
+from testbed.topology.model import IFNAME_MAX, CriticalService, HeartbeatSpec, HostSpec, NicSpec, Shape, WanLinkSpec
 from testbed.topology.units import describe
 
 #: Names of sites and hosts: they become Mininet node names and parts of interface names.
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Longest host name: `NAME-eth0` must fit the kernel's 15-character interface names.
-HOST_NAME_MAX = 10
+HOST_NAME_MAX = IFNAME_MAX - len("-eth0")
 SHAPE_KEYS = ("bw", "delay", "jitter", "loss", "max_queue_size")
 _HOST_KEYS = ("ip", "mac", "image", "cpu", "memory", "env", "volumes", "command", "access", "nic")
 _DOCKER_ONLY = ("cpu", "memory", "env", "volumes", "command", "nic")
@@ -176,32 +176,36 @@ def nic(data: object, path: str, book: AddressBook) -> NicSpec:
         spec = replace(spec, interval_s=units.positive_duration_s(d["interval"], join(path, "interval")))
     if "threshold" in d:
         spec = replace(spec, threshold=threshold(d["threshold"], join(path, "threshold")))
-    if "hysteresis" in d:
-        spec = replace(spec, hysteresis=units.positive_int(d["hysteresis"], join(path, "hysteresis"), "a count of heartbeats"))
-    if "learn" in d:
-        spec = replace(spec, learn=units.positive_int(d["learn"], join(path, "learn"), "a count of heartbeats"))
+    for key in ("hysteresis", "learn"):
+        if key in d:
+            spec = replace(spec, **{key: units.positive_int(d[key], join(path, key), "a count of heartbeats")})
     if "min_rtt" in d:
         spec = replace(spec, min_rtt_ms=units.duration_ms(d["min_rtt"], join(path, "min_rtt")))
     if "platform" in d:
-        spec = replace(spec, platform=heartbeat(d["platform"], join(path, "platform"), HeartbeatSpec(), ("icmp",)))
+        platform = heartbeat(d["platform"], join(path, "platform"), HeartbeatSpec(), ("icmp",))
+        spec = replace(spec, platform=platform)
     if "services" in d:
-        services = [service(s, f"{join(path, 'services')}[{i}]") for i, s in enumerate(sequence(d["services"], join(path, "services")))]
-        seen: dict[object, int] = {}
-        for i, s in enumerate(services):
-            for key in (s.name, (s.proto, s.port)):
-                if key in seen:
-                    raise SpecError(f"{join(path, 'services')}[{i}]", f"same name or proto/port as services[{seen[key]}]")
-                seen[key] = i
-        spec = replace(spec, services=tuple(services))
+        spec = replace(spec, services=_services(d["services"], join(path, "services")))
     return spec
 
+
+def _services(value: object, path: str) -> tuple[CriticalService, ...]:
+    """A NIC's services; no two may share a name, or a protocol and port."""
+    services = [service(s, f"{path}[{i}]") for i, s in enumerate(sequence(value, path))]
+    seen: dict[object, int] = {}
+    for i, svc in enumerate(services):
+        for key in (svc.name, (svc.proto, svc.port)):
+            if key in seen:
+                raise SpecError(f"{path}[{i}]", f"same name or proto/port as services[{seen[key]}]")
+            seen[key] = i
+    return tuple(services)
 
 def host(name: str, site: str, data: object, path: str, book: AddressBook) -> HostSpec:
     """A host of a site; ip (and its NIC's ip) are left "" when they are to be allocated."""
     node_name(name, path, "host")
     if len(name) > HOST_NAME_MAX:
         raise SpecError(path, f"host name {name!r} is {len(name)} characters; at most {HOST_NAME_MAX}, "
-                        f"so that its interface name {name}-eth0 fits the kernel's 15-character limit")
+                        f"so that its interface name {name}-eth0 fits the kernel's {IFNAME_MAX}-character limit")
     d = mapping({} if data is None else data, path, _HOST_KEYS)
     spec = HostSpec(name=name, site=site, ip="")
     if "image" in d:
