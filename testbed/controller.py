@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_APP = "controllers/l2_switch.py"
 HOST = "127.0.0.1"
+#: Exit status of the controller process when its port was taken (the launcher retries another).
+EXIT_PORT_IN_USE = 3
 
 
 def free_port(host: str = HOST) -> int:
@@ -37,6 +39,17 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when `host`:`port` can be bound now (as the OpenFlow server will, with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def resolve_app(app: str) -> tuple[str, Path | None]:
@@ -131,6 +144,10 @@ def wait_connected(bridges: list[str], timeout: float, interval: float = 0.1) ->
         time.sleep(interval)
 
 
+class _PortTaken(Exception):
+    """The controller process found its port taken by another program."""
+
+
 class Controller:
     """The run's controller process: started on a free local port, recorded, stopped by its PID."""
 
@@ -150,12 +167,21 @@ class Controller:
             raise TestbedError("controller not started")
         return f"tcp:{self.host}:{self.port}"
 
-    def start(self, run_dir: Path, ledger: Ledger, app: str = DEFAULT_APP) -> int:
+    def start(self, run_dir: Path, ledger: Ledger, app: str = DEFAULT_APP, attempts: int = 3) -> int:
         """Start `app` listening on a free port, record its PID, wait until it listens; the port."""
         if self._proc is not None:
             raise TestbedError("controller already started")
         resolve_app(app)  # a missing app file is reported here, not as a dead child
-        port = free_port(self.host)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_on(free_port(self.host), Path(run_dir), ledger, app)
+            except _PortTaken as exc:
+                log.warning("controller port %s was taken (attempt %d of %d)", exc, attempt,
+                            attempts)
+        raise TestbedError(f"controller: no free port after {attempts} attempts")
+
+    def _start_on(self, port: int, run_dir: Path, ledger: Ledger, app: str) -> int:
+        """One attempt of `start` on `port`; _PortTaken when another program bound it first."""
         self.log_path = Path(run_dir) / "controller.log"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
@@ -177,6 +203,8 @@ class Controller:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
+                if code == EXIT_PORT_IN_USE:
+                    raise _PortTaken(port)
                 raise TestbedError(f"controller exited with status {code}; see {self.log_path}: "
                                    f"{_tail(self.log_path)}")
             if time.monotonic() >= deadline:
@@ -231,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
 
+    if not port_free(args.host, args.port):
+        logging.getLogger(__name__).error("port %s:%s is in use", args.host, args.port)
+        return EXIT_PORT_IN_USE
     module, root = resolve_app(args.app)
     if root is not None and str(root) not in sys.path:
         sys.path.insert(0, str(root))
@@ -244,13 +275,14 @@ def main(argv: list[str] | None = None) -> int:
              project="os_ken")
     contexts = manager.create_contexts()
     services = manager.instantiate_apps(**contexts)
-    logging.getLogger(__name__).info("controller %s listening on %s:%s", module, args.host,
+    logging.getLogger(__name__).info("controller %s starting on %s:%s", module, args.host,
                                      args.port)
     try:
         hub.joinall(services)
     finally:
         manager.close()
-    return 0
+    logging.getLogger(__name__).error("controller stopped: its OpenFlow server ended (port taken?)")
+    return 1
 
 
 if __name__ == "__main__":

@@ -171,3 +171,22 @@ def test_wait_connected_names_unconnected_bridges(net: Net) -> None:
     with pytest.raises(TestbedError, match=net.bridges[0]) as err:
         wait_connected(net.bridges, timeout=0.5)
     assert net.bridges[1] in str(err.value)  # no controller at all: also not connected
+
+
+def test_start_retries_when_its_port_is_taken(controller: Controller, ledger: Ledger,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from testbed import controller as ctl_mod
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy, ctl_mod.free_port()])
+        monkeypatch.setattr(ctl_mod, "free_port", lambda host="127.0.0.1": next(ports))
+        port = controller.start(ledger.run_dir, ledger)
+        assert port != busy and controller.alive()
+        assert "is in use" in (ledger.run_dir / "controller.log").read_text()
+    recorded = (ledger.run_dir / "resources.jsonl").read_text().count('"what": "controller"')
+    assert recorded == 2  # the attempt that found its port taken was recorded too
