@@ -128,6 +128,12 @@ def create_cmds(ends: LinkEnds, tmp1: str, tmp2: str) -> list[list[str]]:
     return cmds
 
 
+def tx_off_cmds(ends: LinkEnds) -> list[list[str]]:
+    """Commands that turn off TX checksum offload on both ends (needed by OVS's userspace datapath)."""
+    return [in_netns(pid, ["ethtool", "-K", intf, "tx", "off"])
+            for intf, pid in ((ends.intf1, ends.ns1), (ends.intf2, ends.ns2))]
+
+
 def set_up_cmds(ends: LinkEnds, up: bool) -> list[list[str]]:
     """Commands that take both ends of a link down, or bring them up."""
     state = "up" if up else "down"
@@ -163,9 +169,10 @@ class NetemBackend(LinkBackend):
 
     name = "netem"
 
-    def __init__(self, ledger: Ledger, timeout: float = 10.0) -> None:
+    def __init__(self, ledger: Ledger, timeout: float = 10.0, tx_offload: bool = False) -> None:
         self.ledger = ledger
         self.timeout = timeout
+        self.tx_offload = tx_offload  # False: checksum offload off, as userspace OVS needs
         self.links: dict[str, _Link] = {}
         self._made = 0  # links made so far: numbers the temporary interface names
 
@@ -185,6 +192,9 @@ class NetemBackend(LinkBackend):
             self.ledger.record("interface", intf, netns_pid=pid, tmp_name=tmp, link=ends.link_id)
         for cmd in create_cmds(ends, tmp1, tmp2):
             self._run(cmd)
+        if not self.tx_offload:
+            for cmd in tx_off_cmds(ends):
+                self._run(cmd)
         link = _Link(ends, Shape(), Shape())
         self.links[ends.link_id] = link
         self._shape(link, forward, reverse, fresh=True)

@@ -11,7 +11,7 @@ from testbed import errors, proc
 from testbed.ledger import Ledger
 from testbed.links import netem
 from testbed.links.base import LinkEnds
-from testbed.links.netem import NetemBackend, create_cmds, in_netns, num, shape_cmds
+from testbed.links.netem import NetemBackend, create_cmds, in_netns, num, shape_cmds, tx_off_cmds
 from testbed.topology.model import Shape
 
 X = "tb1234x"
@@ -128,6 +128,13 @@ def test_create_moves_namespaced_ends_under_temporary_names() -> None:
     ]
 
 
+def test_tx_off_runs_in_each_ends_namespace() -> None:
+    assert tx_off_cmds(LinkEnds("l", "eth0", 9, "s1-eth1", None)) == [
+        ["nsenter", "-t", "9", "-n", "--", "ethtool", "-K", "eth0", "tx", "off"],
+        ["ethtool", "-K", "s1-eth1", "tx", "off"],
+    ]
+
+
 class Recorder:
     """Stands in for proc.run: records commands, fails none."""
 
@@ -157,6 +164,7 @@ def test_backend_create_records_then_runs_in_the_right_namespaces(backend) -> No
     b.create(ends, Shape(delay_ms=10), Shape(bw_mbit=5))
     assert rec.cmds[0] == ["ip", "link", "add", "tb1234n0a", "type", "veth", "peer", "name",
                            "tb1234n0b"]
+    assert ["nsenter", "-t", "22", "-n", "--", "ethtool", "-K", "tb1234b", "tx", "off"] in rec.cmds
     assert ["nsenter", "-t", "11", "-n", "--", "tc", "qdisc", "add", "dev", "tb1234a", "root",
             "handle", "10:", "netem", "delay", "10ms"] in rec.cmds
     assert ["nsenter", "-t", "22", "-n", "--", "tc", "class", "add", "dev", "tb1234b", "parent",
@@ -218,3 +226,11 @@ def test_temporary_names_are_not_reused_after_delete(backend) -> None:
     rec.cmds.clear()
     b.create(LinkEnds("l2", "eth0", 5, "tb1234c", None), Shape(), Shape())
     assert rec.cmds[0][3] == "tb1234n1a"
+
+
+def test_tx_offload_kept_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(netem.proc, "run", rec)
+    b = NetemBackend(Ledger("1234", tmp_path / "run", state_dir=tmp_path), tx_offload=True)
+    b.create(LinkEnds("l", "tb1234a", None, "tb1234b", None), Shape(), Shape())
+    assert rec.cmds and not any("ethtool" in c for c in rec.cmds)
