@@ -83,6 +83,10 @@ def check_wan(sites: tuple[SiteSpec, ...], wan: tuple[WanLinkSpec, ...]) -> None
             raise SpecError(path, f"WAN link {link.name} closes a loop; the controller is an L2 learning switch, "
                             "so the site graph must be a tree")
         parent[ra] = rb
-    if len({root(n) for n in names}) > 1:
-        log.warning("the WAN does not connect all sites: some sites cannot reach each other")
+    groups: dict[str, list[str]] = {}
+    for site in sites:
+        groups.setdefault(root(site.name), []).append(site.name)
+    if len(groups) > 1:
+        parts = " | ".join(", ".join(g) for g in groups.values())
+        log.warning("the WAN does not connect all sites; these groups cannot reach each other: %s", parts)
 

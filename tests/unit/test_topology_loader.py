@@ -185,3 +185,10 @@ def test_random_corruptions_only_ever_raise_spec_error(name: str) -> None:
         except SpecError:
             errors += 1
     assert errors > 200, f"seed {seed}: only {errors} corruptions were rejected"
+
+
+def test_disconnected_sites_are_allowed_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    data = {"name": "t", "sites": {"a": {}, "b": {}, "c": {}}, "wan": [{"between": ["a", "b"]}]}
+    with caplog.at_level("WARNING", logger="testbed.topology.checks"):
+        assert len(parse_topology(data, "t").sites) == 3
+    assert "a, b | c" in caplog.text
