@@ -20,12 +20,12 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
             cpu: 1.0               # cores, optional
             memory: 256m           # optional
             env: {KEY: value}      # optional
-            volumes: [/src:/dst:ro]# optional
+            volumes: [/src:/dst:ro]  # optional
             command: [python3, /app/echo.py]   # optional, list or string (split with shlex)
             access: {bw: 1000, delay: 1ms, jitter: 0ms, loss: 0, max_queue_size: 1000}
             nic:                   # optional, Docker hosts only; `nic: true` gives all defaults
               ip: 10.0.0.111       # optional: else the next free address
-              mac: ...             # optional
+              mac: 00:00:00:00:01:11   # optional
               backups: [mec2]      # default backups ('*'): host names, or host:port
               interval: 100ms      # default heartbeat interval
               threshold: 1.5       # RTT_last / RTT_avg ratio that means failure (> 1)
@@ -39,6 +39,10 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
                   port: 7000
                   heartbeat: {message: udp, payload: "hb", expect: "hb", interval: 100ms, threshold: 1.5}
                   backups: [mec2:7000]   # optional; default: the NIC's backups
+          mec2: {image: testbed/echo}         # the backup host
+      cloud:
+        kind: cloud
+        hosts: {vm1: {image: testbed/echo}}
     wan:                           # optional list of WAN links; the site graph must be a tree
       - between: [edge1, cloud]    # two site names
         bw: 100                    # Mbit/s (or '100Mbit', '1Gbit', '500kbit'); applies to both directions

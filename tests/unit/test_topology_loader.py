@@ -192,3 +192,20 @@ def test_disconnected_sites_are_allowed_with_a_warning(caplog: pytest.LogCapture
     with caplog.at_level("WARNING", logger="testbed.topology.checks"):
         assert len(parse_topology(data, "t").sites) == 3
     assert "a, b | c" in caplog.text
+
+
+def test_the_format_documented_in_the_loader_docstring_loads() -> None:
+    import textwrap
+
+    from testbed.topology import loader
+
+    block = loader.__doc__.split(".. code-block:: yaml\n\n")[1].split("\n\nA service")[0]  # type: ignore[union-attr]
+    t = parse_topology(yaml.safe_load(textwrap.dedent(block)), "docstring")
+    mec1 = t.host("mec1")
+    assert (mec1.cpu, mec1.memory, mec1.command) == (1.0, "256m", ("python3", "/app/echo.py"))
+    assert mec1.nic is not None and mec1.nic.mac == "00:00:00:00:01:11"
+    assert mec1.nic.services[0].heartbeat == HeartbeatSpec(message="udp", interval_s=0.1, threshold=1.5,
+                                                           payload=b"hb", expect=b"hb")
+    assert t.wan_link("edge1", "cloud").forward.delay_ms == 20.0
+    assert t.wan_link("edge1", "cloud").reverse == Shape(bw_mbit=50.0, delay_ms=10.0, jitter_ms=1.0,
+                                                         loss_pct=0.1, queue_pkts=100)
