@@ -21,6 +21,7 @@ class L2Switch(app_manager.OSKenApp):
     flush_on_port_down = True
 
     def __init__(self, *args, **kwargs) -> None:
+        """Set up the learning logic and the table of connected datapaths."""
         super().__init__(*args, **kwargs)
         self.logic = LearningSwitch()
         self.datapaths: dict[int, object] = {}

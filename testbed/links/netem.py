@@ -177,6 +177,7 @@ class NetemBackend(LinkBackend):
         self._made = 0  # links made so far: numbers the temporary interface names
 
     def _run(self, cmd: list[str]) -> None:
+        """Run one planned command; a failure raises CommandError with tc's or ip's message."""
         proc.run(cmd, timeout=self.timeout)
 
     def create(self, ends: LinkEnds, forward: Shape, reverse: Shape) -> None:
@@ -242,6 +243,7 @@ class NetemBackend(LinkBackend):
             self.delete(link_id)
 
     def _get(self, link_id: str) -> _Link:
+        """The link called `link_id`, or TestbedError."""
         try:
             return self.links[link_id]
         except KeyError:
