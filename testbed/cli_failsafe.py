@@ -9,12 +9,12 @@ handlers receive) are:
     table_add TABLE ACTION M... => P...   {"table", "action", "match": [str], "params": [str], "priority": int}
     table_delete TABLE M...               {"table", "match": [str]}
     heartbeat_show                        {}
-    heartbeat_add T MSG INTERVAL THRESH   {"target", "message", "interval_s", "threshold",
-                                           optional "port", "payload", "expect", "dst_ip",
-                                           "learn", "hysteresis"}
+    heartbeat_add T MSG INTERVAL THRESH   {"target", "message", "interval", "threshold",
+                                           optional "port", "payload", "expect" (text)}
     heartbeat_delete TARGET               {"target"}
     mode SERVICE on|off|auto              {"service", "mode"}
-    events [--since T]                    {"since": float} (only when given)
+    events [--since T]                    {"since": float} (only when given; wall-clock seconds,
+                                           a negative T means "the last -T seconds")
 
 Match and parameter values are passed as text, exactly as typed ("10.0.0.0/24", "udp",
 "0x0a&&&0xff", "10.0.0.12:5000"); the NIC parses them against the table's key kinds.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from typing import Any, Sequence
 
 from testbed.errors import UsageError
@@ -94,7 +95,9 @@ def request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if cmd == "mode":
         return cmd, {"service": args.service, "mode": args.mode}
     if cmd == "events":
-        return cmd, {} if args.since is None else {"since": args.since}
+        if args.since is None:
+            return cmd, {}
+        return cmd, {"since": args.since if args.since >= 0 else time.time() + args.since}
     raise UsageError(f"unknown failsafe command {cmd!r}")
 
 
@@ -105,9 +108,9 @@ def _heartbeat_request(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("heartbeat_add: --port is for udp and tcp heartbeats, not icmp")
     if args.message in ("udp", "tcp") and args.port is None and args.target == "platform":
         raise UsageError(f"heartbeat_add: a {args.message} platform heartbeat needs --port")
-    req: dict[str, Any] = {"target": args.target, "message": args.message, "interval_s": interval,
+    req: dict[str, Any] = {"target": args.target, "message": args.message, "interval": interval,
                            "threshold": threshold}
-    for name in ("port", "payload", "expect", "dst_ip", "learn", "hysteresis"):
+    for name in ("port", "payload", "expect"):
         value = getattr(args, name)
         if value is not None:
             req[name] = value
@@ -174,16 +177,14 @@ def add_parser(subparsers: Any) -> None:
     sp.add_argument("--port", type=int, help="destination port (udp, tcp)")
     sp.add_argument("--payload", help="request payload, as text (udp)")
     sp.add_argument("--expect", help="text the reply must contain (udp); default: any reply")
-    sp.add_argument("--dst-ip", dest="dst_ip", help="destination address (default: the service's)")
-    sp.add_argument("--learn", type=int, help="replies averaged into RTT_avg before detection starts")
-    sp.add_argument("--hysteresis", type=int, help="consecutive good replies before fail-safe is turned off")
     sp = cmd("heartbeat_delete", "stop sending heartbeats to TARGET")
     sp.add_argument("target", metavar="TARGET")
     sp = cmd("mode", "force a service into fail-safe (on), out of it (off), or back to detection (auto)")
     sp.add_argument("service", metavar="SERVICE", help="a service name, or 'platform'")
     sp.add_argument("mode", metavar="MODE", choices=MODES, help="on, off or auto")
     sp = cmd("events", "fail-safe transitions with timestamps and reasons")
-    sp.add_argument("--since", type=float, metavar="T", help="only events at or after time T (seconds)")
+    sp.add_argument("--since", type=float, metavar="T",
+                    help="only events at or after wall-clock time T (Unix seconds); negative: the last -T seconds")
 
 
 def run(args: argparse.Namespace) -> int:

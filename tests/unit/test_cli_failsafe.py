@@ -6,6 +6,7 @@ import argparse
 import json
 import select
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -76,14 +77,16 @@ def test_every_command_builds_its_request() -> None:
     assert req("table_delete", "service", "*") == ("table_delete", {"table": "service", "match": ["*"]})
     assert req("heartbeat_add", "svc1", "udp", "0.1", "1.5", "--port", "5000", "--payload", "ping",
                "--expect", "pong") == ("heartbeat_add", {
-                   "target": "svc1", "message": "udp", "interval_s": 0.1, "threshold": 1.5,
+                   "target": "svc1", "message": "udp", "interval": 0.1, "threshold": 1.5,
                    "port": 5000, "payload": "ping", "expect": "pong"})
     assert req("heartbeat_add", "platform", "icmp", "0.01", "2") == ("heartbeat_add", {
-        "target": "platform", "message": "icmp", "interval_s": 0.01, "threshold": 2.0})
+        "target": "platform", "message": "icmp", "interval": 0.01, "threshold": 2.0})
     assert req("heartbeat_delete", "svc1") == ("heartbeat_delete", {"target": "svc1"})
     assert req("mode", "svc1", "on") == ("mode", {"service": "svc1", "mode": "on"})
     assert req("events") == ("events", {})
     assert req("events", "--since", "12.5") == ("events", {"since": 12.5})
+    cmd, args = req("events", "--since", "-10")
+    assert time.time() - 10.5 < args["since"] < time.time() - 9.5
 
 
 @pytest.mark.parametrize("argv, message", [
