@@ -10,7 +10,7 @@ import os
 import select
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from testbed import proc
@@ -67,15 +67,6 @@ class Link:
         return self.b.direction
 
 
-@dataclass(order=True)
-class _Wake:
-    """A heap entry: when a direction's first held frame is due (ties broken by sequence)."""
-
-    at: float
-    seq: int
-    port: Port = field(compare=False)
-
-
 def open_port_socket(ifname: str) -> tuple[socket.socket, bool]:
     """A non-blocking AF_PACKET socket bound to `ifname`; second item: outgoing frames are filtered by the kernel."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -114,7 +105,7 @@ class Engine:
         self.epoll = select.epoll()
         self.timer = Timer()
         self.epoll.register(self.timer.fd, select.EPOLLIN)
-        self._wakes: list[_Wake] = []
+        self._wakes: list[tuple[float, int, Port]] = []  # (when a direction's first frame is due, seq, port)
         self._seq = itertools.count()
         self._buf = bytearray(FRAME_BUFFER)
         self._view = memoryview(self._buf)
@@ -156,7 +147,8 @@ class Engine:
         for port in (pa, pb):
             self.ports[port.sock.fileno()] = port
             self.epoll.register(port.sock.fileno(), select.EPOLLIN)
-        log.info("link %s added: %s <-> %s forward=%s reverse=%s", link_id, a, b, forward, reverse)
+        log.info("link %s added: %s <-> %s forward=%s reverse=%s (kernel filters outgoing: %s)",
+                 link_id, a, b, forward, reverse, ign_a and ign_b)
         return link
 
     def link(self, link_id: str) -> Link:
@@ -255,7 +247,7 @@ class Engine:
                 d.hold(release, bytes(view[:n]))
                 if not d.scheduled:
                     d.scheduled = True
-                    heapq.heappush(self._wakes, _Wake(release, next(self._seq), port))
+                    heapq.heappush(self._wakes, (release, next(self._seq), port))
 
     @staticmethod
     def _send(out: socket.socket, frame: Any, n: int, d: Direction) -> None:
@@ -269,9 +261,8 @@ class Engine:
     def _release(self, now: float) -> None:
         """Send every held frame that is due at `now`."""
         wakes = self._wakes
-        while wakes and wakes[0].at <= now:
-            w = heapq.heappop(wakes)
-            port = w.port
+        while wakes and wakes[0][0] <= now:
+            port = heapq.heappop(wakes)[2]
             d = port.direction
             if port.link.removed:
                 continue
@@ -281,14 +272,14 @@ class Engine:
                 frame = q.popleft()[1]
                 self._send(out, frame, len(frame), d)
             if q:
-                heapq.heappush(wakes, _Wake(q[0][0], next(self._seq), port))
+                heapq.heappush(wakes, (q[0][0], next(self._seq), port))
             else:
                 d.scheduled = False
 
     def _arm(self) -> None:
         """Point the timer at the earliest pending release."""
         if self._wakes:
-            self.timer.arm(self._wakes[0].at)
+            self.timer.arm(self._wakes[0][0])
         else:
             self.timer.disarm()
 
