@@ -1,0 +1,362 @@
+"""The NIC's packet pipeline (Fig. 4 and 6): parser -> classifier -> queue/mirror -> fail-safe handler.
+
+`Pipeline.process(frame, ingress, now)` takes one frame from port "host" (nic-h) or "net" (nic-n) and
+returns what to send: a list of (port, frame) with port "host", "net" or "cpu" (frames addressed to
+the NIC itself: heartbeat replies, discovery). Pure logic: no sockets, time passed in.
+
+Rules, in order (each outcome is counted):
+* Frames shorter than an Ethernet header: dropped ("truncated").
+* 802.1Q/QinQ-tagged frames: forwarded unchanged, never classified ("vlan"); the NIC only
+  protects untagged traffic, which is what the testbed's access links carry.
+* ARP: requests for the NIC's own IP are answered (from either side) and consumed; replies to the
+  NIC teach it neighbours (backups' MACs) and are consumed; every ARP's sender is learnt; while the
+  platform is in fail-safe, requests from the network for the host's IP are answered for it (so
+  clients keep resolving the service address); all other ARP is forwarded.
+* Non-IPv4 (IPv6, LLDP, garbage ethertypes): forwarded unchanged ("non_ip").
+* IPv4 not addressed to a critical service or to the NIC: forwarded unchanged without further
+  checks (the hot path: two slice compares and a dict lookup).
+* IPv4 fragments (MF set or offset != 0): forwarded as non-critical ("fragment"): a non-first
+  fragment carries no ports, so it cannot be classified, and NAT of fragments is not done.
+* Critical-looking frames whose IPv4 header is bad (ihl < 5, total length longer than the frame or
+  shorter than the header, truncated L4 header): dropped (counted under the parser's reason).
+* Critical traffic from the network in normal mode: forwarded to the host and mirrored to the
+  fail-safe handler; in fail-safe mode (or for a TCP connection already moved to a backup): NATed
+  to the backup and sent out "net" (held while the backup's MAC is resolved by ARP).
+* From the host: replies of critical services mark the flow's oldest pending request answered;
+  frames to the NIC's IP go to "cpu".
+* From the network to the NIC's IP: backup replies to a NAT port are reverse-NATed to the client;
+  ICMP echo requests are answered; the rest goes to "cpu".
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from testbed.failsafe.classifier import Classifier
+from testbed.failsafe.failsafe_handler import FailsafeHandler
+from testbed.failsafe.packet import (ARP_REPLY, ARP_REQUEST, ETH_ARP, ETH_IPV4, ETH_QINQ, ETH_VLAN,
+                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, Parsed, arp_frame, checksum,
+                                     ip_str, mac_str, parse, parse_arp)
+
+log = logging.getLogger(__name__)
+
+HOST, NET, CPU = "host", "net", "cpu"
+OTHER = {HOST: NET, NET: HOST}
+ARP_RETRY_S = 0.1
+ARP_QUEUE = 256
+
+
+@dataclass
+class PortCounters:
+    """Frames and bytes received and sent on one port."""
+
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
+
+
+@dataclass
+class ServiceCounters:
+    """Traffic of one critical service: to the host, and redirected to backups."""
+
+    packets: int = 0
+    bytes: int = 0
+    to_host: int = 0
+    to_backup: int = 0
+    from_backup: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class PipelineCounters:
+    """All of the pipeline's counters."""
+
+    ports: dict[str, PortCounters] = field(default_factory=lambda: {HOST: PortCounters(), NET: PortCounters(),
+                                                                     CPU: PortCounters()})
+    reasons: dict[str, int] = field(default_factory=dict)
+    services: dict[str, ServiceCounters] = field(default_factory=dict)
+
+    def note(self, reason: str) -> None:
+        """Count one frame handled by rule `reason`."""
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+class Pipeline:
+    """Classifies, forwards, mirrors and redirects the frames crossing the NIC."""
+
+    def __init__(self, nic_ip: bytes, nic_mac: bytes, host_ip: bytes, host_mac: bytes | None,
+                 classifier: Classifier, handler: FailsafeHandler,
+                 neighbours: dict[bytes, bytes] | None = None) -> None:
+        self.nic_ip = nic_ip
+        self.nic_mac = nic_mac
+        self.host_ip = host_ip
+        self.host_mac = host_mac
+        self.classifier = classifier
+        self.handler = handler
+        self.neighbours: dict[bytes, bytes] = dict(neighbours or {})
+        self.static = set(self.neighbours)
+        self.failsafe: dict[str, bool] = {}
+        self.platform_failsafe = False
+        self.counters = PipelineCounters()
+        self._arp_wait: dict[bytes, deque[bytearray]] = {}
+        self._arp_sent: dict[bytes, float] = {}
+        self._rx = {p: c for p, c in self.counters.ports.items()}
+        self._version = -1
+        self._net_watch: frozenset[bytes] = frozenset()
+        self._cls: dict[bytes, str] = {}
+
+    # -- mode ---------------------------------------------------------------------------------
+    def set_failsafe(self, service: str, active: bool, now: float) -> list[tuple[str, bytes]]:
+        """Put `service` into (or out of) fail-safe mode; on activation its pending requests go to a backup."""
+        was = self.failsafe.get(service, False)
+        self.failsafe[service] = active
+        if not active or was:
+            return []
+        out: list[tuple[str, bytes]] = []
+        for frame in self.handler.take_pending(service, now):
+            p = parse(frame)
+            if p.error:
+                continue
+            self.handler.stats.resent += 1
+            out += self._to_backup(frame, p, service, now)
+        if out:
+            log.info("service %s: %d pending requests re-sent to backups", service, len(out))
+        return out
+
+    def in_failsafe(self, service: str) -> bool:
+        """True when `service`'s traffic goes to backups."""
+        return self.failsafe.get(service, False)
+
+    # -- the data path ------------------------------------------------------------------------
+    def forward(self, frame: bytes, ingress: str) -> bool:
+        """The hot path: count `frame` and return True if it just goes out the other port unchanged."""
+        c = self._rx[ingress]
+        c.rx_packets += 1
+        c.rx_bytes += len(frame)
+        if self._version != self.classifier.table.version:
+            self._refresh()
+        if len(frame) < 34 or frame[12:14] != ETH_IPV4:
+            return False
+        if ingress == NET:
+            dst = frame[30:34]
+            if dst not in self._net_watch:
+                return True
+            if dst == self.nic_ip or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
+                return False
+            return (dst + frame[23:24] + frame[36:38]) not in self._cls
+        if frame[30:34] == self.nic_ip:
+            return False
+        src = frame[26:30]
+        if src not in self._net_watch or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
+            return True
+        return (src + frame[23:24] + frame[34:36]) not in self._cls
+
+    def process(self, frame: bytes, ingress: str, now: float) -> list[tuple[str, bytes]]:
+        """Everything to send because `frame` arrived on `ingress` ("host" or "net") at `now`."""
+        if self.forward(frame, ingress):
+            return self._out([(OTHER[ingress], frame)])
+        return self.process_slow(frame, ingress, now)
+
+    def process_slow(self, frame: bytes, ingress: str, now: float) -> list[tuple[str, bytes]]:
+        """`process` for a frame `forward` did not take (already counted as received)."""
+        try:
+            return self._out(self._slow(frame, ingress, now))
+        except Exception:  # noqa: BLE001 - one bad frame must never stop the NIC
+            log.exception("pipeline error on a %d-byte frame from %s", len(frame), ingress)
+            self.counters.note("error")
+            return []
+
+    def sent(self, port: str, nbytes: int) -> None:
+        """Count a frame sent on `port` (for frames the NIC loop forwards itself)."""
+        c = self.counters.ports[port]
+        c.tx_packets += 1
+        c.tx_bytes += nbytes
+
+    def _out(self, out: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        for port, f in out:
+            self.sent(port, len(f))
+        return out
+
+    def _slow(self, frame: bytes, ingress: str, now: float) -> list[tuple[str, bytes]]:
+        note = self.counters.note
+        other = OTHER[ingress]
+        if len(frame) < 14:
+            note("truncated")
+            return []
+        etype = frame[12:14]
+        if etype in (ETH_VLAN, ETH_QINQ):
+            note("vlan")
+            return [(other, frame)]
+        if etype == ETH_ARP:
+            return self._arp(frame, ingress, now)
+        if etype != ETH_IPV4:
+            note("non_ip")
+            return [(other, frame)]
+        p = parse(frame)
+        if p.error:
+            note(p.error)
+            if p.error in ("truncated_ip", "bad_ihl", "bad_total_length"):
+                return []
+            if p.dst_ip == self.nic_ip:
+                return []
+        if p.is_fragment:
+            note("fragment")
+            return [(other, frame)]
+        if ingress == NET:
+            if p.dst_ip == self.nic_ip:
+                return self._to_nic(frame, p, now)
+            if p.error:
+                return []
+            sid = self._cls.get(p.dst_ip + bytes((p.proto,)) + struct.pack("!H", p.dport))
+            if sid is None:
+                note("forward")
+                return [(HOST, frame)]
+            return self._critical(frame, p, sid, now)
+        # from the host
+        if p.dst_ip == self.nic_ip:
+            if p.src_ip == self.host_ip and self.host_mac is None:
+                self.host_mac = p.src_mac
+            note("to_cpu")
+            return [(CPU, frame)]
+        if not p.error and self._cls.get(p.src_ip + bytes((p.proto,)) + struct.pack("!H", p.sport)) is not None:
+            self.handler.answered(p)
+            note("reply")
+        return [(NET, frame)]
+
+    def _critical(self, frame: bytes, p: Parsed, sid: str, now: float) -> list[tuple[str, bytes]]:
+        sc = self.counters.services.get(sid)
+        if sc is None:
+            sc = self.counters.services[sid] = ServiceCounters()
+        sc.packets += 1
+        sc.bytes += len(frame)
+        if self.failsafe.get(sid) or self.handler.sticky(p):
+            out = self._to_backup(frame, p, sid, now)
+            if out:
+                sc.to_backup += 1
+            else:
+                sc.dropped += 1
+            return out
+        self.handler.mirror(frame, p, sid, now)
+        sc.to_host += 1
+        self.counters.note("critical")
+        return [(HOST, frame)]
+
+    def _to_backup(self, frame: bytes, p: Parsed, sid: str, now: float) -> list[tuple[str, bytes]]:
+        done = self.handler.translate(frame, p, sid, now)
+        if done is None:
+            self.counters.note("no_backup")
+            return []
+        out, backup_ip = done
+        mac = self.neighbours.get(backup_ip)
+        if mac is not None:
+            out[0:6] = mac
+            self.counters.note("to_backup")
+            return [(NET, bytes(out))]
+        q = self._arp_wait.setdefault(backup_ip, deque(maxlen=ARP_QUEUE))
+        q.append(out)
+        self.counters.note("arp_wait")
+        return self._arp_request(backup_ip, NET, now)
+
+    def _to_nic(self, frame: bytes, p: Parsed, now: float) -> list[tuple[str, bytes]]:
+        if p.proto in (PROTO_UDP, PROTO_TCP):
+            lo, hi = self.handler.conntrack.ports
+            if lo <= p.dport <= hi:
+                out = self.handler.reverse(frame, p, now)
+                if out is None:
+                    self.counters.note("nat_miss")
+                    return []
+                sc = self.counters.services.get(self.handler.conntrack.by_nat(p.proto, p.dport).service)  # type: ignore[union-attr]
+                if sc is not None:
+                    sc.from_backup += 1
+                self.counters.note("from_backup")
+                return [(NET, bytes(out))]
+        elif p.proto == PROTO_ICMP and p.icmp_type == 8:
+            self.counters.note("ping")
+            return [(NET, self._echo_reply(frame, p))]
+        self.counters.note("to_cpu")
+        return [(CPU, frame)]
+
+    def _echo_reply(self, frame: bytes, p: Parsed) -> bytes:
+        out = bytearray(frame[:p.end])
+        out[0:6], out[6:12] = frame[6:12], self.nic_mac
+        out[p.l3 + 12:p.l3 + 16], out[p.l3 + 16:p.l3 + 20] = p.dst_ip, p.src_ip
+        out[p.l3 + 8] = 64
+        out[p.l3 + 10:p.l3 + 12] = b"\x00\x00"
+        out[p.l3 + 10:p.l3 + 12] = checksum(out[p.l3:p.l4]).to_bytes(2, "big")
+        out[p.l4] = 0
+        out[p.l4 + 2:p.l4 + 4] = b"\x00\x00"
+        out[p.l4 + 2:p.l4 + 4] = checksum(out[p.l4:p.end]).to_bytes(2, "big")
+        return bytes(out)
+
+    # -- ARP ----------------------------------------------------------------------------------
+    def _arp(self, frame: bytes, ingress: str, now: float) -> list[tuple[str, bytes]]:
+        a = parse_arp(frame)
+        if a is None:
+            self.counters.note("bad_arp")
+            return [(OTHER[ingress], frame)]
+        if a.spa != b"\x00\x00\x00\x00" and a.spa != self.nic_ip:
+            if a.spa == self.host_ip:
+                if ingress == HOST:
+                    self.host_mac = a.sha
+            elif a.spa not in self.static:
+                self.neighbours[a.spa] = a.sha
+        out: list[tuple[str, bytes]] = []
+        if a.tpa == self.nic_ip:
+            if a.op == ARP_REQUEST:
+                self.counters.note("arp_answered")
+                return [(ingress, arp_frame(ARP_REPLY, self.nic_mac, self.nic_ip, a.sha, a.spa))]
+            self.counters.note("arp_learnt")
+            return self._flush_arp(a.spa)
+        if (a.op == ARP_REQUEST and ingress == NET and a.tpa == self.host_ip and self.platform_failsafe
+                and self.host_mac is not None):
+            self.counters.note("arp_proxy")
+            out.append((NET, arp_frame(ARP_REPLY, self.host_mac, self.host_ip, a.sha, a.spa)))
+        self.counters.note("arp_forward")
+        out.append((OTHER[ingress], frame))
+        if a.spa in self._arp_wait:
+            out += self._flush_arp(a.spa)
+        return out
+
+    def _flush_arp(self, ip: bytes) -> list[tuple[str, bytes]]:
+        mac = self.neighbours.get(ip)
+        q = self._arp_wait.pop(ip, None)
+        if not q or mac is None:
+            return []
+        out: list[tuple[str, bytes]] = []
+        for f in q:
+            f[0:6] = mac
+            out.append((NET, bytes(f)))
+        log.info("resolved %s at %s: %d held frames sent", ip_str(ip), mac_str(mac), len(out))
+        return out
+
+    def _arp_request(self, ip: bytes, port: str, now: float) -> list[tuple[str, bytes]]:
+        last = self._arp_sent.get(ip)
+        if last is not None and now - last < ARP_RETRY_S:
+            return []
+        self._arp_sent[ip] = now
+        self.counters.note("arp_request")
+        return [(port, arp_frame(ARP_REQUEST, self.nic_mac, self.nic_ip, b"\x00" * 6, ip))]
+
+    def resolve(self, ips: set[bytes], now: float) -> list[tuple[str, bytes]]:
+        """ARP requests for backups (out "net") and the host (out "host") whose MACs are not known yet."""
+        out: list[tuple[str, bytes]] = []
+        for ip in sorted(ips):
+            if ip not in self.neighbours:
+                out += self._arp_request(ip, NET, now)
+        if self.host_mac is None:
+            out += self._arp_request(self.host_ip, HOST, now)
+        return self._out(out)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        self.classifier.lookup(b"")  # rebuilds the classifier's fast dict
+        self._cls = self.classifier._keys  # noqa: SLF001 - shared read-only view for the hot path
+        self._net_watch = self.classifier.ips | {self.nic_ip}
+        self._version = self.classifier.table.version
+
+
+__all__ = ["CPU", "HOST", "NET", "Pipeline", "PipelineCounters", "ServiceCounters", "PROTO_ICMP"]
