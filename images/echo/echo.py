@@ -75,12 +75,17 @@ def reply_for(request: bytes, node: bytes) -> bytes:
     return request
 
 
-def serve_udp(port: int, node: bytes, delays: DelaySource, stop: threading.Event) -> None:
-    """Answer UDP requests on `port`, each after the current processing delay, without head-of-line blocking."""
+def udp_socket(port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to `port` on every address."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("0.0.0.0", port))
     sock.setblocking(False)
+    return sock
+
+
+def serve_udp(sock: socket.socket, node: bytes, delays: DelaySource, stop: threading.Event) -> None:
+    """Answer UDP requests on `sock`, each after the current processing delay, without head-of-line blocking."""
     pending: list[tuple[float, int, bytes, tuple]] = []  # (due, tiebreak, reply, addr)
     counter = 0
     while not stop.is_set():
@@ -154,16 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pid-file", type=Path, default=Path("/run/echo/pid"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s echo %(message)s")
-    write_pid(args.pid_file)
     delays = DelaySource(args.delay_file)
     node = args.node.encode()
     stop = threading.Event()
+    udp = udp_socket(args.udp_port) if args.udp_port else None
     if args.tcp_port:
         tcp = _TcpServer(args.tcp_port, node, delays)
         threading.Thread(target=tcp.serve_forever, daemon=True, name="tcp").start()
+    write_pid(args.pid_file)  # only once both ports are bound: the PID file means "ready"
     log.info("node %s udp %s tcp %s", args.node, args.udp_port or "off", args.tcp_port or "off")
-    if args.udp_port:
-        serve_udp(args.udp_port, node, delays, stop)
+    if udp is not None:
+        serve_udp(udp, node, delays, stop)
     else:
         stop.wait()
     return 0

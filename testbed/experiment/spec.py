@@ -35,7 +35,8 @@ Times: `at`/`until` are `packet N` (fires right after the prober sent request N;
 numbered from 1) or a time with its unit (`5s`, seconds after the traffic started). `for` and
 other durations accept `100ms`, `1s`, `250us`; a bare number is seconds, except `delay`, where
 it is milliseconds. `loss` is percent, `rate`/`bw` Mbit/s, `cpu` cores. A `kill` fault has no
-undo unless `for`/`until` is given: then the container is restarted and its service started again.
+undo, and `for`/`until` on it is an error: a killed container loses the interfaces the testbed
+gave it, so a host that comes back is modelled with `freeze` or `isolate`.
 """
 
 from __future__ import annotations

@@ -120,6 +120,10 @@ class Checker:
         probe = self._fault_probe(d, path, probes)
         at = self._trigger(d["at"], f"{path}.at", probe)
         until, duration = self._end(d, path, at, probe)
+        if (kind, mode) == ("host_down", "kill") and (until or duration):
+            key = "until" if until else "for"
+            raise self.v.error(f"{path}.{key}", "a killed host cannot come back (its container loses its "
+                                                "interfaces); use mode freeze or isolate for a host that recovers")
         fields: dict = {"kind": kind, "mode": mode, "at": at, "until": until, "duration_s": duration,
                         "probe": probe.name if probe else None}
         if kind == "network":

@@ -41,7 +41,7 @@ def echo_server(tmp_path):
     stop = threading.Event()
     server = echo._TcpServer(tcp, b"mec9", delays)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    t = threading.Thread(target=echo.serve_udp, args=(udp, b"mec9", delays, stop), daemon=True)
+    t = threading.Thread(target=echo.serve_udp, args=(echo.udp_socket(udp), b"mec9", delays, stop), daemon=True)
     t.start()
     time.sleep(0.05)
     yield udp, tcp, tmp_path / "delay_ms"

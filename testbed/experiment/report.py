@@ -1,0 +1,174 @@
+"""Regenerates summary.json, the plots and report.md of a run directory from its CSVs and manifest."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from testbed.experiment.metrics import NIC_KIND, EventRow, Summary, read_events, read_packets, summarize
+from testbed.experiment.plots import plot_bars, plot_delivery, plot_rtt
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (("delivered_ratio", "delivered", "{:.3f}"), ("delivered_ratio_after_fault", "delivered after fault", "{:.3f}"),
+           ("rtt_p50_ms", "RTT p50 ms", "{:.2f}"), ("rtt_p99_ms", "RTT p99 ms", "{:.2f}"),
+           ("detection_s", "detection s", "{:.3f}"), ("failover_s", "failover s", "{:.3f}"),
+           ("lost_during_failover", "lost in failover", "{:.1f}"), ("recovery_s", "recovery s", "{:.3f}"))
+
+
+def _cell(summary: Summary, variant: str, metric: str, fmt: str) -> str:
+    stat = summary[variant].stats.get(metric)
+    if stat is None:
+        return "-"
+    text = fmt.format(stat.mean)
+    return text + (f" ± {fmt.format(stat.std)}" if stat.n > 1 else "")
+
+
+def summary_table(summary: Summary) -> str:
+    """The summary as a Markdown table: one row per variant, mean ± std over repetitions."""
+    cols = [c for c in COLUMNS if any(c[0] in v.stats for v in summary.variants.values())]
+    tput = sorted({k for v in summary.variants.values() for k in v.stats if k.startswith("throughput_mbps.")})
+    head = ["variant", "runs", *[c[1] for c in cols], *[f"{k.split('.', 1)[1]} Mbit/s" for k in tput]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, v in summary.variants.items():
+        cells = [name, str(len(v.runs)), *[_cell(summary, name, m, f) for m, _, f in cols],
+                 *[_cell(summary, name, k, "{:.1f}") for k in tput]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def events_table(events: Sequence[EventRow], t0: float | None) -> str:
+    """Faults and NIC transitions as a Markdown table, times relative to the first event of each run."""
+    lines = ["| run | t (s) | kind | action | target | detail |", "|---|---|---|---|---|---|"]
+    starts: dict[tuple[str, int], float] = {}
+    for e in sorted(events, key=lambda e: (e.variant, e.repetition, e.time)):
+        base = starts.setdefault((e.variant, e.repetition), e.time)
+        detail = e.detail.replace("|", "/")[:90]
+        lines.append(f"| {e.variant} r{e.repetition} | {e.time - base:.3f} | {e.kind} | {e.action} | {e.target} | {detail} |")
+    return "\n".join(lines)
+
+
+def _backends_text(runs: list[dict]) -> str:
+    if not runs:
+        return "no run completed"
+    b = runs[0].get("backends", {})
+    notes = []
+    if b.get("link") == "userspace":
+        notes.append("links emulated by the testbed's userspace link emulator (this kernel has no sch_netem)")
+    elif b.get("link"):
+        notes.append(f"links emulated by {b['link']}")
+    if b.get("ovs_datapath") == "userspace":
+        notes.append("Open vSwitch with the userspace datapath (netdev; no kernel module here)")
+    elif b.get("ovs_datapath"):
+        notes.append(f"Open vSwitch {b['ovs_datapath']} datapath")
+    listing = ", ".join(f"{k}={v}" for k, v in b.items())
+    return "; ".join(notes) + f".\n\nBackends: {listing}"
+
+
+def _topology_text(spec: dict) -> str:
+    topo = spec.get("topology", {})
+    lines = []
+    for site in topo.get("sites", []):
+        hosts = ", ".join(f"{h['name']} ({h['ip']}{', NIC ' + h['nic']['ip'] if h.get('nic') else ''})"
+                          for h in site.get("hosts", []))
+        lines.append(f"- site `{site['name']}` ({site.get('kind', 'mec')}): {hosts}")
+    for w in topo.get("wan", []):
+        lines.append(f"- WAN {w['a']}-{w['b']}: forward {w['forward']}, reverse {w['reverse']}")
+    return "\n".join(lines)
+
+
+def report_main(run_dir: Path) -> Path:
+    """Recompute summary.json, plots and report.md in `run_dir` from packets.csv/events.csv; returns report.md."""
+    run_dir = Path(run_dir)
+    man = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+    spec = man.get("spec", {})
+    packets = read_packets(run_dir / "packets.csv")
+    events = read_events(run_dir / "events.csv")
+    order = [v["name"] for v in spec.get("variants", [])]
+    throughput: dict[tuple[str, int], dict[str, float]] = {}
+    for r in man.get("runs", []):
+        if r.get("throughput_mbps"):
+            throughput[(r["variant"], int(r["repetition"]))] = r["throughput_mbps"]
+    name = man.get("experiment", run_dir.name)
+    summary = summarize(name, packets, events, primaries=man.get("primaries"), throughput=throughput,
+                        variant_order=order)
+    (run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    variants = list(summary.variants)
+    plots = []
+    if packets:
+        plots.append(plot_rtt(packets, events, variants, run_dir / "rtt.png", f"{name}: RTT per request"))
+        plots.append(plot_delivery(packets, events, variants, run_dir / "delivery.png",
+                                   f"{name}: delivered rate and RTT"))
+    if summary.variants:
+        plots.append(plot_bars(summary, run_dir / "bars.png", f"{name}: throughput and latency"))
+    text = _report_text(man, spec, summary, events, plots)
+    path = run_dir / "report.md"
+    path.write_text(text)
+    log.info("report written to %s", path)
+    return path
+
+
+def _report_text(man: dict, spec: dict, summary: Summary, events: list[EventRow], plots: list[Path]) -> str:
+    faults = spec.get("faults", [])
+    nic_events = sum(1 for e in events if e.kind == NIC_KIND)
+    parts = [
+        f"# {man.get('experiment', summary.experiment)}",
+        man.get("description", ""),
+        "## What ran",
+        f"- source revision `{man.get('git_revision', '?')}`, created {man.get('created', '?')}, kernel "
+        f"{man.get('machine', {}).get('kernel', '?')}",
+        f"- topology `{spec.get('topology_ref', '?')}`, seed {spec.get('seed', '?')}, "
+        f"{spec.get('repetitions', '?')} repetition(s), variants: "
+        + ", ".join(f"`{v['name']}` (NIC {'on' if v.get('nic') else 'off'})" for v in spec.get("variants", [])),
+        "- traffic: " + "; ".join(
+            f"{t['name']} {t['src']}→{t['dst']}" + (f" {t['proto']}:{t['port']} {t['rate']:g}/s x {t['count']}"
+                                                    if "rate" in t else f" iperf3 {t.get('duration_s', '?')} s")
+            for t in spec.get("traffic", [])),
+        "- faults: " + ("; ".join(f"{f['kind']} {f['mode']} on {f.get('host') or f.get('site') or f.get('link')} "
+                                   f"at {_trigger(f['at'])}" + (f" until {_trigger(f['until'])}" if f.get("until") else "")
+                                   + (f" for {f['duration_s']:g} s" if f.get("duration_s") else "") for f in faults)
+                        or "none"),
+        "## Topology",
+        _topology_text(spec),
+        "## Emulation backends",
+        _backends_text(man.get("runs", [])),
+        "## Results",
+        summary_table(summary),
+        "Times in seconds from the first fault; detection = first NIC fail-safe activation; failover = first reply "
+        "from a host other than the probed one; recovery (delay faults) = first RTT back under max(1.5 x baseline, "
+        "baseline + 5 ms).",
+        "## The paper's claim next to ours",
+        *[f"- Paper: {c}" for c in spec.get("claims", [])],
+        "- Here: " + _our_claim(summary),
+        "## Plots",
+        *[f"![{p.stem}]({p.name})" for p in plots],
+        f"## Events ({nic_events} NIC transitions)",
+        events_table(events, None),
+        "",
+    ]
+    return "\n\n".join(p for p in parts if p is not None)
+
+
+def _trigger(t: dict | None) -> str:
+    if not t:
+        return "?"
+    return f"packet {t['packet']}" if t.get("packet") is not None else f"{t.get('time_s', 0):g}s"
+
+
+def _our_claim(summary: Summary) -> str:
+    bits = []
+    for name, v in summary.variants.items():
+        after = v.mean("delivered_ratio_after_fault")
+        rec = v.mean("recovery_s")
+        p50 = v.mean("rtt_p50_ms")
+        text = f"`{name}`: "
+        if after is not None:
+            text += f"{after:.0%} delivered after the fault"
+        if rec is not None:
+            text += f", RTT back to normal {rec:.2f} s after the fault"
+        if p50 is not None:
+            text += f"{', ' if after is not None or rec is not None else ''}median RTT {p50:.2f} ms"
+        bits.append(text)
+    return "; ".join(bits) or "no data"
