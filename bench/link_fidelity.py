@@ -179,6 +179,8 @@ def measure(bench: Bench, count: int, seconds: float) -> dict[str, list[dict[str
             interval = 0.01 if not jitter else max(0.01, 2 * jitter / 1000 + 0.005)
             delays.append(row_delay(d, jitter, bench.pings(count if not jitter else max(30, count // 2), interval)))
     rates: list[dict[str, Any]] = []
+    bench.shape(Shape())
+    ceiling = bench.iperf3(seconds)  # what the path carries unshaped: the backend's own limit
     for r in RATES_MBIT:
         bench.shape(Shape(bw_mbit=r, delay_ms=1, queue_pkts=100))
         time.sleep(0.3)
@@ -189,7 +191,7 @@ def measure(bench: Bench, count: int, seconds: float) -> dict[str, list[dict[str
                       "ideal_goodput_mbit": round(ideal, 3),
                       "error_vs_goodput_pct": round((got / ideal - 1) * 100, 2),
                       "within_target": abs(got / ideal - 1) <= RATE_TARGET})
-    return {"delay": delays, "rate": rates}
+    return {"delay": delays, "rate": rates, "unshaped_mbit": round(ceiling, 1)}
 
 
 def row_delay(d: float, jitter: float, rtts: list[float]) -> dict[str, Any]:
@@ -226,6 +228,7 @@ def print_table(name: str, res: dict[str, list[dict[str, Any]]]) -> None:
               f"{r['error_ms']:>8.3f} {pct:>7}  {'yes' if r['within_target'] else 'NO'}")
     print(f"\n== {name}: configured rate vs iperf3 TCP (ideal goodput = rate x 1448/1514; target 5 %)")
     print(f"{'rate':>6} {'measured':>10} {'err/rate %':>11} {'err/goodput %':>14}  ok")
+    print(f"{'none':>6} {res['unshaped_mbit']:>10.2f}  (unshaped: the path's own ceiling)")
     for r in res["rate"]:
         print(f"{r['rate_mbit']:>6g} {r['measured_mbit']:>10.2f} {r['error_vs_rate_pct']:>11.2f} "
               f"{r['error_vs_goodput_pct']:>14.2f}  {'yes' if r['within_target'] else 'NO'}")

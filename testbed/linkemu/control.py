@@ -1,4 +1,17 @@
-"""The emulator's JSON-lines control protocol on a root-only unix socket: requests, replies, and a client."""
+"""The emulator's JSON-lines control protocol on a root-only unix socket: requests, replies, and a client.
+
+One JSON object per line each way; every reply has "ok" (and "error" when false). Requests:
+
+    {"op": "ping"}                                   -> {"ok": true, "pid": N, "links": N}
+    {"op": "add", "link_id": ID, "a": IF, "b": IF, "forward": SHAPE, "reverse": SHAPE, "seed": S?}
+    {"op": "set", "link_id": ID, "forward": SHAPE?, "reverse": SHAPE?}   (keys left out keep their value)
+    {"op": "down"|"up"|"remove", "link_id": ID}
+    {"op": "stats", "link_id": ID?}                  -> {"ok": true, "links": {ID: {"forward": {...}, ...}}}
+    {"op": "shutdown"}
+
+SHAPE: {"bw_mbit": float|null, "delay_ms": float, "jitter_ms": float, "jitter_dist": "uniform"|"normal",
+        "loss_pct": float, "queue_pkts": int|null}; forward is a→b (frames received on a leave by b).
+"""
 
 from __future__ import annotations
 

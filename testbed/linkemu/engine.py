@@ -36,7 +36,7 @@ def offload_args(ifname: str) -> list[str]:
     return ["ethtool", "-K", ifname, *OFFLOADS]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Port:
     """One inner veth end: its socket, and the direction its received frames take, out of `peer`."""
 
@@ -48,7 +48,7 @@ class Port:
     ignores_outgoing: bool = True
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Link:
     """An emulated link between inner ends `a` and `b`: forward is a→b, reverse is b→a."""
 

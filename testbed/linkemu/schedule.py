@@ -99,7 +99,7 @@ def parse_shape(wire: Mapping[str, Any], base: ShapeParams | None = None) -> Sha
     return replace(out, **changes)
 
 
-@dataclass
+@dataclass(slots=True)
 class Counters:
     """What one direction did with the frames it received."""
 
@@ -115,7 +115,7 @@ class Counters:
         return asdict(self)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Direction:
     """One direction of one link: decides each frame's fate and holds accepted frames in release order."""
 

@@ -188,3 +188,21 @@ def test_close_leaves_nothing_behind(tmp_path):
         assert ("interface", p.intf[0]) in kinds and ("interface", p.intf[1]) in kinds
     finally:
         p.close()
+
+
+def test_emulator_survives_an_outer_end_vanishing(tmp_path):
+    p = Pair(tmp_path)
+    try:
+        p.connect(Shape(delay_ms=1))
+        warm(p)
+        proc.run(["ip", "link", "del", p.intf[1]], netns=p.ns[1])  # as when a container's namespace dies
+        assert ping(p, count=3, interval=0.1, wait=1)[0] == 0
+        assert p.backend.request("ping")["ok"]
+        stats = p.backend.stats(p.link_id)[p.link_id]
+        assert stats["forward"]["rx"] >= 1
+        p.backend.delete(p.link_id)
+        assert p.backend.stats() == {}
+        shown = proc.run(["ip", "-o", "link", "show"], netns=p.ns[0]).stdout
+        assert p.intf[0] not in shown
+    finally:
+        p.close()
