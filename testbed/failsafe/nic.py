@@ -1,0 +1,391 @@
+"""The fail-safe NIC process: `python -m testbed.failsafe.nic --config FILE`, run inside the NIC's netns.
+
+`Nic` ties the pure parts together (pipeline, heartbeat manager, prober, discovery, control
+handlers) and is driven by `NicLoop`: AF_PACKET raw sockets on `nic-h` and `nic-n`, one epoll set, and
+a timerfd armed at absolute CLOCK_MONOTONIC deadlines for heartbeats and timeouts (epoll's own
+timeout only has millisecond granularity). The kernel in the namespace has no IP address: the
+process answers ARP for its own IP and does all its I/O on the raw sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from testbed import proc
+from testbed.failsafe.classifier import Classifier
+from testbed.failsafe.config import NicConfig
+from testbed.failsafe.conntrack import ConnTrack, Timeouts
+from testbed.failsafe.failsafe_handler import FailsafeHandler, first_backup
+from testbed.failsafe.packet import (PROTO_UDP, ip_bytes, ip_str, ipv4_frame, mac_bytes, parse, udp)
+from testbed.failsafe.pipeline import CPU, HOST, NET, Pipeline
+from testbed.failsafe.probes import Prober
+from testbed.failsafe.service_table import ServiceTable
+
+log = logging.getLogger(__name__)
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+BATCH = 256
+HOUSEKEEPING_S = 0.5
+MAX_EVENTS = 1000
+
+
+class Nic:
+    """The NIC's state and logic, without sockets: frames in, frames out, control commands served."""
+
+    def __init__(self, config: NicConfig, now: float) -> None:
+        from testbed.failsafe.heartbeat import HeartbeatManager
+
+        self.config = config
+        self.nic_ip = ip_bytes(config.nic_ip)
+        self.nic_mac = mac_bytes(config.nic_mac)
+        self.host_ip = ip_bytes(config.host_ip)
+        self.classifier = Classifier()
+        self.services = ServiceTable(config.default_backups)
+        for s in config.services:
+            self.classifier.add(s.name, config.host_ip, config.proto_of(s), s.port)
+            if s.backups:
+                self.services.add(config.host_ip, s.port, s.backups)
+        self.discovery = self._discovery(now)
+        chooser = self.discovery.choose if self.discovery is not None else first_backup
+        release = self.discovery.release if self.discovery is not None else None
+        timeouts = Timeouts(udp=config.udp_timeout_s, tcp=config.tcp_timeout_s)
+        self.handler = FailsafeHandler(self.nic_ip, self.nic_mac, self.services, ConnTrack(timeouts),
+                                       chooser, release, pending_max_age_s=config.pending_max_age_s)
+        neighbours = {ip_bytes(k): mac_bytes(v) for k, v in config.neighbours.items()}
+        self.pipeline = Pipeline(self.nic_ip, self.nic_mac, self.host_ip,
+                                 mac_bytes(config.host_mac) if config.host_mac else None,
+                                 self.classifier, self.handler, neighbours)
+        self.prober = Prober(self.nic_ip, self.nic_mac, self.host_ip)
+        self.heartbeats = HeartbeatManager(config.heartbeat_entries(), now)
+        self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
+        self.forced: dict[str, bool] = {}  # services without a heartbeat entry, forced by `mode`
+        self.pending_out: list[tuple[str, bytes]] = []  # frames control commands want sent
+        self.started = time.time()
+
+    def _discovery(self, now: float):  # noqa: ANN202 - Discovery or None
+        try:
+            from testbed.failsafe.discovery import Discovery
+        except ImportError:
+            log.warning("testbed.failsafe.discovery not available: backups chosen by hash, no announcements")
+            return None
+        return Discovery(self.config.nic_ip, self.config.peers, now)
+
+    # -- time-driven work -----------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        """The earliest monotonic time at which `tick` has work."""
+        d = self.heartbeats.next_deadline()
+        if self.discovery is not None:
+            d = min(d, self.discovery.next_deadline())
+        return d
+
+    def heartbeats_due(self, now: float) -> list[tuple[str, bytes]]:
+        """Heartbeat frames to send now (out "host"); ARP for the host while its MAC is unknown."""
+        due = self.heartbeats.due(now)
+        host_mac = self.pipeline.host_mac
+        if host_mac is None:
+            return self.pipeline.resolve(set(), now) if due else []
+        return [(HOST, self.prober.build(entry, seq, host_mac)) for entry, seq in due]
+
+    def tick(self, now: float) -> list[tuple[str, bytes]]:
+        """Timeouts and discovery announcements due at `now`."""
+        out = self.apply(self.heartbeats.poll(now), now)
+        if self.discovery is not None:
+            out += self._announce(now)
+        return out
+
+    def housekeeping(self, now: float) -> list[tuple[str, bytes]]:
+        """Expire connections and pending requests; keep backups' and host's MACs resolved."""
+        self.handler.prune(now)
+        ips = self.services.backup_ips() | {ip_bytes(p) for p in self.config.peers}
+        return self.pipeline.resolve(ips, now)
+
+    def apply(self, transitions: list, now: float) -> list[tuple[str, bytes]]:
+        """Log each Transition and bring every service's mode in line; frames to re-send on activation."""
+        for t in transitions:
+            event = {"time": time.time(), "node": self.config.node, "target": t.target, "active": t.active,
+                     "reason": t.reason, "monotonic": t.time}
+            self.events.append(event)
+            log.warning("%s fail-safe %s: %s", t.target, "ON" if t.active else "off", t.reason)
+            if self.config.events_path:
+                try:
+                    with open(self.config.events_path, "a", encoding="utf-8") as out:
+                        out.write(json.dumps(event) + "\n")
+                except OSError as exc:
+                    log.error("cannot write event to %s: %s", self.config.events_path, exc)
+        if not transitions:
+            return []
+        return self.sync_modes(now)
+
+    def sync_modes(self, now: float) -> list[tuple[str, bytes]]:
+        """Set the pipeline's per-service fail-safe flags from the heartbeat manager and forced modes."""
+        self.pipeline.platform_failsafe = self.heartbeats.in_failsafe("platform")
+        out: list[tuple[str, bytes]] = []
+        for sid in self.service_ids():
+            active = self.forced[sid] if sid in self.forced else self.heartbeats.in_failsafe(sid)
+            out += self.pipeline.set_failsafe(sid, active, now)
+        return out
+
+    def service_ids(self) -> list[str]:
+        """Every service id known from the config, the heartbeat table or the target table."""
+        ids = [s.name for s in self.config.services]
+        ids += [t for t in self.heartbeats.targets() if t != "platform" and t not in ids]
+        ids += [t for t in self.classifier.services() if t not in ids]
+        return ids
+
+    # -- frames for the NIC itself ----------------------------------------------------------------
+    def to_cpu(self, frame: bytes, now: float) -> list[tuple[str, bytes]]:
+        """Handle a frame addressed to the NIC: heartbeat replies and discovery messages."""
+        p = parse(frame)
+        if p.error:
+            return []
+        reply = self.prober.match(frame, p)
+        if reply is not None:
+            out = [(HOST, f) for f in reply.send]
+            return out + self.apply(self.heartbeats.on_reply(reply.target, reply.seq, now, reply.payload), now)
+        if self.discovery is not None and p.proto == PROTO_UDP and p.dport == DISCOVERY_PORT:
+            self.discovery.on_message(ip_str(p.src_ip), frame[p.payload:p.end], now)
+        return []
+
+    def _announce(self, now: float) -> list[tuple[str, bytes]]:
+        assert self.discovery is not None
+        services = {f"{self.config.host_ip}:{s.port}": {
+            "state": "failsafe" if self.pipeline.in_failsafe(s.name) else "normal", "capacity": 1}
+            for s in self.config.services}
+        out: list[tuple[str, bytes]] = []
+        for peer, payload in self.discovery.announce(now, services):
+            pip = ip_bytes(peer)
+            mac = self.pipeline.neighbours.get(pip)
+            if mac is None:
+                continue  # resolved by housekeeping; this announcement is skipped
+            body = udp(self.nic_ip, pip, DISCOVERY_PORT, DISCOVERY_PORT, payload)
+            out.append((NET, ipv4_frame(mac, self.nic_mac, self.nic_ip, pip, PROTO_UDP, body)))
+        return out
+
+    # -- control API ----------------------------------------------------------------------------
+    def handlers(self, clock: Callable[[], float] = time.monotonic) -> dict[str, Callable[[dict], object]]:
+        """The control commands, for `ControlServer`; each returns JSON-ready data."""
+        from testbed.failsafe.control_handlers import make_handlers
+
+        return make_handlers(self, clock)
+
+
+try:
+    from testbed.failsafe.discovery import DISCOVERY_PORT
+except ImportError:  # pragma: no cover - discovery.py not there yet
+    DISCOVERY_PORT = 7946
+
+
+# --- the I/O loop ------------------------------------------------------------------------------
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class TimerFd:
+    """A CLOCK_MONOTONIC timerfd armed at absolute deadlines (sub-millisecond wakeups for epoll)."""
+
+    CLOCK_MONOTONIC = 1
+    TFD_NONBLOCK = 0o4000
+    TFD_CLOEXEC = 0o2000000
+    TFD_TIMER_ABSTIME = 1
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_NONBLOCK | self.TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd = fd
+        self.armed_at = 0.0
+
+    def arm(self, deadline: float) -> None:
+        """Fire at monotonic time `deadline` (seconds); a deadline in the past fires at once."""
+        ns = max(int(deadline * 1e9), 1)
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(ns // 1_000_000_000, ns % 1_000_000_000))
+        if self._libc.timerfd_settime(self.fd, self.TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        self.armed_at = deadline
+
+    def clear(self) -> None:
+        """Consume the expiry count so the fd stops polling readable."""
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_port(iface: str) -> socket.socket:
+    """A non-blocking AF_PACKET socket on `iface` that does not see its own transmissions."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.bind((iface, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def tune_iface(iface: str) -> None:
+    """Up, promiscuous, no IPv6, and no offloads (so every frame is a real, checksummed, <= MTU frame)."""
+    proc.run(["ip", "link", "set", iface, "up", "promisc", "on"])
+    try:
+        Path(f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6").write_text("1")
+    except OSError:
+        pass
+    for feature in ("tx", "rx", "tso", "gso", "gro", "lro", "rxvlan", "txvlan", "sg"):
+        res = proc.run(["ethtool", "-K", iface, feature, "off"], check=False)
+        if not res.ok:
+            log.debug("ethtool -K %s %s off: %s", iface, feature, res.stderr.strip())
+
+
+class NicLoop:
+    """Runs a `Nic` on its two interfaces until SIGTERM/SIGINT."""
+
+    def __init__(self, nic: Nic) -> None:
+        from testbed.failsafe.control import ControlServer
+
+        self.nic = nic
+        cfg = nic.config
+        if cfg.tune_ifaces:
+            for iface in (cfg.host_iface, cfg.net_iface):
+                tune_iface(iface)
+        self.sock = {HOST: open_port(cfg.host_iface), NET: open_port(cfg.net_iface)}
+        self.timer = TimerFd()
+        self.control = ControlServer(Path(cfg.control_socket), nic.handlers()) if cfg.control_socket else None
+        self.epoll = select.epoll()
+        self.epoll.register(self.sock[HOST].fileno(), select.EPOLLIN)
+        self.epoll.register(self.sock[NET].fileno(), select.EPOLLIN)
+        self.epoll.register(self.timer.fd, select.EPOLLIN)
+        if self.control is not None:
+            self.epoll.register(self.control.fileno(), select.EPOLLIN)
+        self.send_errors = 0
+        self._housekeeping = 0.0
+
+    def send(self, frames: list[tuple[str, bytes]]) -> None:
+        """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
+        for port, frame in frames:
+            if port == CPU:
+                self.send(self.nic.to_cpu(frame, time.monotonic()))
+                continue
+            try:
+                self.sock[port].send(frame)
+            except OSError:
+                self.send_errors += 1
+
+    def drain(self, ingress: str) -> None:
+        """Receive and handle frames on `ingress` until the socket is empty (or a batch is done)."""
+        recv = self.sock[ingress].recv
+        egress = self.sock[NET if ingress == HOST else HOST]
+        out_send = egress.send
+        pipe = self.nic.pipeline
+        fwd = pipe.forward
+        tx = pipe.counters.ports[NET if ingress == HOST else HOST]
+        for _ in range(BATCH):
+            try:
+                frame = recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            if fwd(frame, ingress):
+                try:
+                    out_send(frame)
+                    tx.tx_packets += 1
+                    tx.tx_bytes += len(frame)
+                except OSError:
+                    self.send_errors += 1
+                continue
+            self.send(pipe.process_slow(frame, ingress, time.monotonic()))
+
+    def timed(self, now: float) -> None:
+        """Heartbeats due, timeouts, announcements, housekeeping; then re-arm the timer."""
+        nic = self.nic
+        self.send(nic.heartbeats_due(time.monotonic()))
+        self.send(nic.tick(time.monotonic()))
+        if now >= self._housekeeping:
+            self._housekeeping = now + HOUSEKEEPING_S
+            self.send(nic.housekeeping(now))
+        deadline = min(nic.next_deadline(), self._housekeeping)
+        self.timer.arm(deadline)
+
+    def run(self) -> None:
+        """The event loop."""
+        hfd, nfd, tfd = self.sock[HOST].fileno(), self.sock[NET].fileno(), self.timer.fd
+        cfd = self.control.fileno() if self.control is not None else -1
+        self.send(self.nic.sync_modes(time.monotonic()))
+        self.timed(time.monotonic())
+        poll = self.epoll.poll
+        while True:
+            for fd, _ in poll():
+                if fd == nfd:
+                    self.drain(NET)
+                elif fd == hfd:
+                    self.drain(HOST)
+                elif fd == tfd:
+                    self.timer.clear()
+                elif fd == cfd and self.control is not None:
+                    self.control.on_readable(fd)
+                    out, self.nic.pending_out = self.nic.pending_out, []
+                    self.send(out)
+            now = time.monotonic()
+            if now >= self.timer.armed_at:
+                self.timed(now)
+
+    def close(self) -> None:
+        """Release sockets, timer and the control socket."""
+        if self.control is not None:
+            self.control.close()
+        for s in self.sock.values():
+            s.close()
+        self.timer.close()
+        self.epoll.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the NIC process."""
+    parser = argparse.ArgumentParser(prog="python -m testbed.failsafe.nic", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path, help="NicConfig JSON file")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = NicConfig.from_json(args.config.read_text(encoding="utf-8"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    nic = Nic(config, time.monotonic())
+    loop = NicLoop(nic)
+    log.info("NIC %s up: %s (%s) in front of %s, %d services, control at %s", config.node, config.nic_ip,
+             config.nic_mac, config.host_ip, len(config.services), config.control_socket)
+    try:
+        loop.run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        loop.close()
+        log.info("NIC %s stopped", config.node)
+    return 0
+
+
+__all__ = ["Nic", "NicLoop", "TimerFd", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())
