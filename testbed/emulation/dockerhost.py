@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from mininet.node import Host
 
+from testbed.emulation.plainhost import tolerant_decoder
 from testbed.errors import TestbedError
 from testbed.ledger import LABEL, Ledger
 
@@ -109,6 +110,7 @@ class DockerHost(Host):
         self.lastCmd = None
         self.lastPid = None
         self.readbuf = ""
+        self.decoder = tolerant_decoder()
         while True:
             data = self.read(1024)
             if data and data[-1] == chr(127):

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mininet.net import Mininet
-from mininet.node import Host, Node, OVSSwitch, RemoteController
+from mininet.node import Node, OVSSwitch, RemoteController
 
 from testbed import clean, doctor, ledger as ledger_mod, proc
 from testbed.controller import Controller
 from testbed.emulation.dockerhost import DockerHost
 from testbed.emulation.link import TestbedLink
+from testbed.emulation.plainhost import PlainHost
 from testbed.errors import TestbedError
 from testbed.ledger import LABEL, Ledger
 from testbed.links.base import LinkBackend
@@ -39,6 +40,8 @@ def make_backend(name: str, ledger: Ledger, run_dir: Path) -> LinkBackend:
 
 class Testbed:
     """One run of a topology: switches, hosts, NICs, links, the controller; `with` tears it down."""
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, topo: TopologySpec, run_dir: Path, *, nics: bool = True,
                  nic_overrides: dict[str, Any] | None = None, shaped_access: Iterable[str] = (),
@@ -163,7 +166,7 @@ class Testbed:
                 spec.name, cls=DockerHost, dimage=spec.image, ledger=self.ledger, cpu=spec.cpu,
                 memory=spec.memory, environment=dict(spec.env), volumes=spec.volumes,
                 dcmd=spec.command, **params)
-        node = self.net.addHost(spec.name, cls=Host, **params)
+        node = self.net.addHost(spec.name, cls=PlainHost, **params)
         self.ledger.record_process(node.pid, f"shell of {spec.name}")
         return node
 
@@ -181,7 +184,7 @@ class Testbed:
                 link_id = f"acc-{spec.name}"
                 shaped = {"backend": self.links if emulated else None, "forward": shape, "reverse": shape}
                 if spec.nic is not None and self.want_nics:
-                    nic = self.net.addHost(f"{spec.name}-nic", cls=Host, ip=None)
+                    nic = self.net.addHost(f"{spec.name}-nic", cls=PlainHost, ip=None)
                     self.ledger.record_process(nic.pid, f"shell of {spec.name}-nic")
                     self.nic_nodes[spec.name] = nic
                     self.net.addLink(host, nic, cls=TestbedLink, link_id=link_id, ledger=self.ledger,

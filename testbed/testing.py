@@ -1,0 +1,38 @@
+"""Helpers for tests of runs: what of a run is still there after it should be gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from testbed import ledger
+
+
+def leftovers(rid: str) -> list[str]:
+    """What of run `rid` still exists: containers, bridges, interfaces, namespaces, processes."""
+    pre = ledger.prefix(rid)
+    left: list[str] = []
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={ledger.LABEL}={rid}"],
+                         capture_output=True, text=True).stdout.split()
+    left += [f"container {c}" for c in out]
+    brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
+    left += [f"bridge {b}" for b in brs if b.startswith(pre)]
+    left += [f"interface {i}" for i in os.listdir("/sys/class/net") if i.startswith(pre)]
+    if os.path.isdir("/run/netns"):
+        left += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(pre)]
+    return left
+
+
+def live_processes(run_dir: Path) -> list[str]:
+    """Processes recorded in the run directory that still run (same PID and start time)."""
+    alive = []
+    path = run_dir / "resources.jsonl"
+    if not path.exists():
+        return alive
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        if item["kind"] == "process" and ledger.proc_start_time(int(item["name"])) == item.get("start"):
+            alive.append(f"process {item['name']} ({item.get('what')})")
+    return alive
