@@ -182,7 +182,8 @@ def measure(bench: Bench, count: int, seconds: float) -> dict[str, list[dict[str
     bench.shape(Shape())
     ceiling = bench.iperf3(seconds)  # what the path carries unshaped: the backend's own limit
     for r in RATES_MBIT:
-        bench.shape(Shape(bw_mbit=r, delay_ms=1, queue_pkts=100))
+        # the queue limit counts delayed frames too (netem's semantics): give it 4x the path's BDP (RTT 2 ms)
+        bench.shape(Shape(bw_mbit=r, delay_ms=1, queue_pkts=max(100, int(r * 1e6 * 0.002 / 8 / 1514 * 4))))
         time.sleep(0.3)
         got = bench.iperf3(seconds)
         ideal = r * GOODPUT_FRACTION
