@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import secrets
 import statistics
 import subprocess

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 from testbed.errors import TestbedError
 from testbed.linkemu.engine import Engine
-from testbed.linkemu.schedule import ShapeParams, parse_shape
+from testbed.linkemu.schedule import parse_shape
 
 log = logging.getLogger(__name__)
 
