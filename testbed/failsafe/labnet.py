@@ -1,0 +1,239 @@
+"""A small namespace lab for the fail-safe NIC (tests and bench), and the echo server its hosts run.
+
+    client ns (c) --- bridge ns (s, Linux bridge) --- NIC ns (n: nic-n | NIC | nic-h) --- main host ns (m)
+                                    \\--- backup host ns (b)
+
+With `nic=False` the NIC ns holds a plain Linux bridge between nic-n and nic-h instead (the baseline
+of the same path). Every namespace and process is recorded in the ledger before it exists; names
+start with the ledger's prefix. `python -m testbed.failsafe.labnet echo NAME ...` is the echo server:
+UDP and TCP, it answers each request with b"NAME:" + request, after the delay (seconds) written in
+an optional delay file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from testbed import proc
+from testbed.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+SUBNET = "10.9.0"
+CLIENT_IP, MAIN_IP, BACKUP_IP, NIC_IP = f"{SUBNET}.7", f"{SUBNET}.11", f"{SUBNET}.12", f"{SUBNET}.111"
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+@dataclass
+class Lab:
+    """The lab's names, and what was started in it (to stop exactly that)."""
+
+    prefix: str
+    ledger: Ledger
+    run_dir: Path
+    nic: bool = True
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def ns(self) -> dict[str, str]:
+        return {k: f"{self.prefix}{k}" for k in ("c", "s", "n", "m", "b")}
+
+    def plan(self) -> list[list[str]]:
+        """The commands that build the lab, as data."""
+        p, ns = self.prefix, self.ns
+        cmds: list[list[str]] = [["ip", "netns", "add", n] for n in ns.values()]
+        links = [("c", "eth0", "s", f"{p}sc"), ("b", "eth0", "s", f"{p}sb"), ("n", "nic-n", "s", f"{p}sn"),
+                 ("m", "eth0", "n", "nic-h")]
+        for a, an, b, bn in links:
+            cmds.append(["ip", "link", "add", an, "netns", ns[a], "type", "veth", "peer", "name", bn,
+                         "netns", ns[b]])
+        cmds.append(["ip", "-n", ns["s"], "link", "add", "br0", "type", "bridge", "stp_state", "0",
+                     "forward_delay", "0"])
+        for port in (f"{p}sc", f"{p}sb", f"{p}sn"):
+            cmds.append(["ip", "-n", ns["s"], "link", "set", port, "master", "br0", "up"])
+        cmds.append(["ip", "-n", ns["s"], "link", "set", "br0", "up"])
+        if not self.nic:
+            cmds.append(["ip", "-n", ns["n"], "link", "add", "br0", "type", "bridge", "stp_state", "0",
+                         "forward_delay", "0"])
+            for port in ("nic-n", "nic-h"):
+                cmds.append(["ip", "-n", ns["n"], "link", "set", port, "master", "br0", "up"])
+            cmds.append(["ip", "-n", ns["n"], "link", "set", "br0", "up"])
+        for key, ip, mac in (("c", CLIENT_IP, "02:09:00:00:00:07"), ("m", MAIN_IP, "02:09:00:00:00:11"),
+                             ("b", BACKUP_IP, "02:09:00:00:00:12")):
+            cmds += [["ip", "-n", ns[key], "link", "set", "eth0", "address", mac],
+                     ["ip", "-n", ns[key], "addr", "add", f"{ip}/24", "dev", "eth0"],
+                     ["ip", "-n", ns[key], "link", "set", "eth0", "up"],
+                     ["ip", "-n", ns[key], "link", "set", "lo", "up"],
+                     ["ip", "netns", "exec", ns[key], "ethtool", "-K", "eth0", "tx", "off"]]
+        for n in ns.values():
+            cmds.append(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        return cmds
+
+    def build(self) -> None:
+        """Create the namespaces and links."""
+        for n in self.ns.values():
+            self.ledger.record("netns", n, what="fail-safe NIC lab")
+        for cmd in self.plan():
+            proc.run(cmd, timeout=15)
+
+    def spawn(self, ns_key: str, args: list[str], what: str, log_name: str | None = None) -> subprocess.Popen:
+        """Start `args` in lab namespace `ns_key` and record it."""
+        out = open(self.run_dir / log_name, "ab") if log_name else subprocess.DEVNULL
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        popen = subprocess.Popen(["ip", "netns", "exec", self.ns[ns_key], *args], stdout=out,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.ledger.record_process(popen.pid, what=what)
+        self.procs.append(popen)
+        return popen
+
+    def echo(self, ns_key: str, name: str, udp: list[int], tcp: list[int], delay_file: Path) -> subprocess.Popen:
+        """Start the echo server in `ns_key` and wait until it listens."""
+        args = [sys.executable, "-m", "testbed.failsafe.labnet", "echo", name, "--delay-file", str(delay_file)]
+        args += [a for port in udp for a in ("--udp", str(port))] + [a for port in tcp for a in ("--tcp", str(port))]
+        popen = self.spawn(ns_key, args, f"echo server {name}", f"echo-{name}.log")
+        ready = self.run_dir / f"echo-{name}.log"
+        deadline = time.monotonic() + 10
+        while b"listening" not in (ready.read_bytes() if ready.exists() else b""):
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"echo server {name} did not start: {ready.read_text(errors='replace')}")
+            time.sleep(0.05)
+        return popen
+
+    def holder(self) -> int:
+        """A process sitting in the NIC namespace, whose PID `start_nic` enters."""
+        return self.spawn("n", ["sleep", "3600"], "NIC netns holder").pid
+
+    def destroy(self) -> None:
+        """Stop the lab's processes and delete its namespaces (which removes its links)."""
+        for popen in self.procs:
+            if popen.poll() is None:
+                popen.terminate()
+                try:
+                    popen.wait(5)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait(5)
+        for n in self.ns.values():
+            proc.run(["ip", "netns", "del", n], check=False)
+
+    def leftovers(self) -> list[str]:
+        """Lab namespaces that still exist (should be none after destroy)."""
+        have = proc.run(["ip", "netns", "list"]).stdout.split()
+        return [n for n in self.ns.values() if n in have]
+
+    def ns_cmd(self, ns_key: str, *args: str, check: bool = True) -> proc.Result:
+        """Run a command in lab namespace `ns_key`."""
+        return proc.run(list(args), netns=self.ns[ns_key], check=check)
+
+
+def in_netns(ns: str, make: Callable[[], T]) -> T:
+    """Call `make` on a thread that joined network namespace `ns` (sockets it creates stay in `ns`)."""
+    result: list[object] = []
+
+    def work() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                result.append(OSError(ctypes.get_errno(), f"setns {ns} failed"))
+                return
+            result.append(make())
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller
+            result.append(exc)
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if isinstance(result[0], Exception):
+        raise result[0]
+    return result[0]  # type: ignore[return-value]
+
+
+# --- the echo server -----------------------------------------------------------------------------
+
+def _delay(path: Path | None) -> float:
+    if path is None:
+        return 0.0
+    try:
+        return float(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def echo_main(name: str, udp_ports: list[int], tcp_ports: list[int], delay_file: Path | None) -> None:
+    """Serve UDP and TCP echo with b"NAME:" prefixed, forever."""
+    tag = name.encode() + b":"
+    sel = selectors.DefaultSelector()
+    for port in udp_ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        sel.register(s, selectors.EVENT_READ, "udp")
+    for port in tcp_ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(64)
+        sel.register(s, selectors.EVENT_READ, "listen")
+    print("listening", flush=True)
+    while True:
+        for key, _ in sel.select():
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            if key.data == "listen":
+                conn, _ = sock.accept()
+                sel.register(conn, selectors.EVENT_READ, "tcp")
+                continue
+            delay = _delay(delay_file)
+            if key.data == "udp":
+                data, peer = sock.recvfrom(65535)
+                if delay:
+                    time.sleep(delay)
+                sock.sendto(tag + data, peer)
+            else:
+                try:
+                    data = sock.recv(65535)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(sock)
+                    sock.close()
+                    continue
+                if delay:
+                    time.sleep(delay)
+                try:
+                    sock.sendall(tag + data)
+                except OSError:
+                    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the lab's helper processes."""
+    parser = argparse.ArgumentParser(prog="python -m testbed.failsafe.labnet")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    echo = sub.add_parser("echo", help="UDP/TCP echo server that tags replies with its name")
+    echo.add_argument("name")
+    echo.add_argument("--udp", type=int, action="append", default=[])
+    echo.add_argument("--tcp", type=int, action="append", default=[])
+    echo.add_argument("--delay-file", type=Path)
+    args = parser.parse_args(argv)
+    echo_main(args.name, args.udp, args.tcp, args.delay_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
