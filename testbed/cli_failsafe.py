@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import time
+from datetime import datetime
 from typing import Any, Sequence
 
 from testbed.errors import UsageError
@@ -33,6 +34,8 @@ from testbed.errors import UsageError
 ARROW = "=>"
 MODES = ("on", "off", "auto")
 MESSAGES = ("icmp", "udp", "tcp")
+#: records with more columns than this are printed one column per record
+WIDE = 8
 
 
 def parse_table_add(tokens: Sequence[str]) -> dict[str, Any]:
@@ -238,12 +241,10 @@ def _render(console: Any, title: str, value: Any) -> None:
 
 
 def _records(value: Any) -> bool:
-    """True for a non-empty dict of dicts or list of dicts (rendered as one table)."""
-    if isinstance(value, dict) and value:
-        return all(isinstance(v, dict) for v in value.values())
-    if isinstance(value, list) and value:
-        return all(isinstance(v, dict) for v in value)
-    return False
+    """True for a non-empty dict or list of flat dicts (rendered as one table, a row per dict)."""
+    items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else []
+    return bool(items) and all(
+        isinstance(v, dict) and not any(isinstance(x, dict) for x in v.values()) for v in items)
 
 
 def _grid(title: str, records: Any, key_header: str = "name") -> Any:
@@ -258,9 +259,23 @@ def _grid(title: str, records: Any, key_header: str = "name") -> Any:
         table.add_column(key_header)
     for c in columns:
         table.add_column(c)
+    if len(columns) > WIDE and len(rows) <= WIDE // 2:  # few wide records: a column per record
+        return _transposed(title, rows, columns, key_header)
     for key, rec in rows:
-        cells = [_cell(rec.get(c)) for c in columns]
+        cells = [_cell(rec.get(c), c) for c in columns]
         table.add_row(*([str(key)] if isinstance(records, dict) else []), *cells)
+    return table
+
+
+def _transposed(title: str, rows: list, columns: list[str], key_header: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title or None, title_justify="left")
+    table.add_column(key_header if rows and rows[0][0] is not None else "")
+    for i, (key, _) in enumerate(rows):
+        table.add_column(str(key) if key is not None else f"#{i}")
+    for c in columns:
+        table.add_row(c, *[_cell(rec.get(c), c) for _, rec in rows])
     return table
 
 
@@ -284,9 +299,12 @@ def _table_dump(console: Any, dump: dict) -> None:
                   + f"   misses: {dump.get('misses', 0)}")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
+    """A value as table text; wall-clock `time` columns as local time of day."""
     if value is None:
         return "-"
+    if column == "time" and isinstance(value, (int, float)) and value > 1e9:
+        return datetime.fromtimestamp(value).strftime("%H:%M:%S.%f")[:-3]
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):

@@ -245,6 +245,8 @@ class ControlServer:
             return encode_reply(True, handler(args))
         except (TestbedError, ValueError, KeyError, TypeError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            if isinstance(exc, KeyError) and " " not in str(msg):
+                msg = f"unknown or missing {msg!r}"  # a bare dict lookup in the handler
             return encode_reply(False, f"{cmd}: {msg}")
         except Exception as exc:
             log.exception("control handler %s failed", cmd)

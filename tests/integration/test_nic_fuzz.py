@@ -16,6 +16,7 @@ set FUZZ_SEED to replay a run.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import random
 import secrets
@@ -417,6 +418,14 @@ def test_nic_survives_fuzzing_and_still_fails_over(bed: Bed) -> None:
         assert any(t == "echo" and a and r.startswith("timeout") for t, a, r in reasons), reasons
         counters = cli(bed, "--json", "counters")
         assert counters.returncode == 0, counters.stderr
+        assert json.loads(counters.stdout)["services"]["echo"]["packets"] > 0
+        for argv in (["show"], ["counters"], ["heartbeat_show"], ["table_dump", "target"],
+                     ["table_dump", "service"], ["events"]):  # the readable output works on real answers
+            done = cli(bed, *argv)
+            assert done.returncode == 0 and done.stdout.strip(), (argv, done.stderr)
+            print(f"$ testbed failsafe NODE {' '.join(argv)}\n{done.stdout}")
+        bad = cli(bed, "table_add", "target", "set_service", "10.77.0.11", "udp", "6000", "=>")
+        assert bad.returncode == 1 and "set_service takes one parameter" in bad.stderr, bad.stderr
         assert bed.nic.alive()
     except (AssertionError, errors.TestbedError):
         events = bed.tmp / "events.jsonl"

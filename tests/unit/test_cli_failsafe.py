@@ -221,3 +221,24 @@ def test_main_cli_wires_the_verb() -> None:
     args = cli.build_parser().parse_args(["failsafe", "mec1", "mode", "svc1", "auto"])
     assert args.func is cli_failsafe.run
     assert cli_failsafe.request(args) == ("mode", {"service": "svc1", "mode": "auto"})
+
+
+def test_nested_answers_become_several_narrow_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    counters = {"services": {"echo": {"packets": 3, "bytes": 300, "mode": "normal"}},
+                "platform": {"mode": "normal", "rtt_avg_ms": 0.24},
+                "failsafe_handler": {"translated": 5, "per_backup": {"10.0.0.12": 5}}}
+    cli_failsafe.show("counters", counters, title="mec1 counters")
+    out = capsys.readouterr().out
+    assert "mec1 counters services" in out and "mec1 counters platform" in out
+    assert "per_backup" in out and "10.0.0.12" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_wide_records_are_transposed_and_times_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    status = {t: {f"field{i}": i for i in range(15)} for t in ("platform", "echo")}
+    cli_failsafe.show("heartbeat_show", status, title="hb")
+    out = capsys.readouterr().out
+    assert "platform" in out and "echo" in out and "field14" in out and "…" not in out
+    cli_failsafe.show("events", [{"time": 1795313212.5, "target": "echo", "active": True, "reason": "x"}])
+    out = capsys.readouterr().out
+    assert "1.79531e+09" not in out and ":" in out and "yes" in out
