@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import json
 import logging
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -39,6 +41,7 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 BATCH = 256
+SIOCGIFMTU = 0x8921
 HOUSEKEEPING_S = 0.5
 MAX_EVENTS = 1000
 
@@ -234,6 +237,16 @@ class TimerFd:
         os.close(self.fd)
 
 
+def iface_mtu(iface: str) -> int:
+    """The MTU of `iface` (SIOCGIFMTU); 1500 if it cannot be read."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s.fileno(), SIOCGIFMTU, struct.pack("16si12x", iface.encode(), 0))
+        except OSError:
+            return 1500
+    return struct.unpack("16si12x", raw)[1]
+
+
 def open_port(iface: str) -> socket.socket:
     """A non-blocking AF_PACKET socket on `iface` that does not see its own transmissions."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -280,6 +293,8 @@ class NicLoop:
             self.epoll.register(self.control.fileno(), select.EPOLLIN)
         self.send_errors = 0
         self._housekeeping = 0.0
+        # frames are at most MTU + Ethernet header + one VLAN tag (offloads are off, so no GRO/TSO)
+        self.bufsize = max(iface_mtu(cfg.host_iface), iface_mtu(cfg.net_iface)) + 18
 
     def send(self, frames: list[tuple[str, bytes]]) -> None:
         """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
@@ -295,6 +310,7 @@ class NicLoop:
     def drain(self, ingress: str) -> None:
         """Receive and handle frames on `ingress` until the socket is empty (or a batch is done)."""
         recv = self.sock[ingress].recv
+        bufsize = self.bufsize
         egress = self.sock[NET if ingress == HOST else HOST]
         out_send = egress.send
         pipe = self.nic.pipeline
@@ -302,7 +318,7 @@ class NicLoop:
         tx = pipe.counters.ports[NET if ingress == HOST else HOST]
         for _ in range(BATCH):
             try:
-                frame = recv(65536)
+                frame = recv(bufsize)
             except BlockingIOError:
                 return
             except OSError:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from testbed.failsafe.classifier import Classifier
 from testbed.failsafe.failsafe_handler import FailsafeHandler
 from testbed.failsafe.packet import (ARP_REPLY, ARP_REQUEST, ETH_ARP, ETH_IPV4, ETH_QINQ, ETH_VLAN,
-                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, Parsed, arp_frame, checksum,
+                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_SYN, Parsed, arp_frame, checksum,
                                      ip_str, mac_str, parse, parse_arp)
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,26 @@ class Pipeline:
                 return True
             if dst == self.nic_ip or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
                 return False
-            return (dst + frame[23:24] + frame[36:38]) not in self._cls
+            sid = self._cls.get(dst + frame[23:24] + frame[36:38])
+            if sid is None:
+                return True
+            # critical TCP in normal mode that is not a SYN: nothing to mirror, nothing to rewrite
+            if (frame[23] == PROTO_TCP and len(frame) >= 54 and not frame[47] & TCP_SYN
+                    and not self.failsafe.get(sid) and not len(self.handler.conntrack)):
+                sc = self.counters.services.get(sid)
+                if sc is not None:
+                    sc.packets += 1
+                    sc.bytes += len(frame)
+                    sc.to_host += 1
+                    return True
+            return False
         if frame[30:34] == self.nic_ip:
             return False
         src = frame[26:30]
         if src not in self._net_watch or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
             return True
+        if frame[23] == PROTO_TCP and len(frame) >= 54 and not frame[47] & TCP_SYN:
+            return True  # only SYNs are kept pending for TCP: nothing to mark answered
         return (src + frame[23:24] + frame[34:36]) not in self._cls
 
     def process(self, frame: bytes, ingress: str, now: float) -> list[tuple[str, bytes]]:

@@ -141,3 +141,19 @@ def test_garbage_never_raises() -> None:
         out = pipe.process(bytes(f), rng.choice(["net", "host"]), 1.0 + i * 1e-3)
         assert isinstance(out, list)
     assert pipe.counters.reasons.get("error", 0) == 0
+
+
+def test_critical_tcp_fast_path_counts_and_respects_sticky_flows() -> None:
+    pipe = make_pipeline()
+    syn = tcp_segment("S")
+    assert pipe.process(syn, "net", 1.0) == [("host", syn)]  # slow path: mirrored
+    ack = tcp_segment("A", seq=101, ack=1)
+    assert pipe.forward(ack, "net") is True  # fast path once the service has counters
+    assert pipe.counters.services["web"].packets == 2 and pipe.counters.services["web"].to_host == 2
+    pipe.set_failsafe("web", True, 2.0)
+    assert pipe.forward(ack, "net") is False  # fail-safe: must be rewritten
+    pipe.process(tcp_segment("S", sport=5555), "net", 2.0)
+    pipe.set_failsafe("web", False, 3.0)
+    moved = tcp_segment("A", sport=5555, seq=101, ack=1)
+    assert pipe.forward(moved, "net") is False  # a tracked connection stays on its backup
+    assert Ether(pipe.process(moved, "net", 3.1)[0][1])[IP].dst == BACKUP

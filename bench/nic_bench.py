@@ -1,0 +1,240 @@
+"""Benchmarks the fail-safe NIC process against a Linux bridge on the same namespace path.
+
+Run as root: `.venv/bin/python bench/nic_bench.py [--seconds 3]`. Prints a table and writes
+bench/results/nic_bench-<time>.json. Measures TCP throughput (iperf3) and 64-byte UDP packet rate
+through the NIC in normal and fail-safe mode, each as a ratio to a Linux bridge in the NIC's
+namespace; added UDP ping-pong latency (median, p99); failover time (fault -> first reply from the
+backup) for heartbeat intervals of 10, 100 and 500 ms; requests lost across a host-down failover
+at 100 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from testbed import proc  # noqa: E402
+from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig  # noqa: E402
+from testbed.failsafe.control import call  # noqa: E402
+from testbed.failsafe.labnet import BACKUP_IP, MAIN_IP, NIC_IP, Lab, in_netns  # noqa: E402
+from testbed.failsafe.launcher import NicProcess, start_nic  # noqa: E402
+from testbed.ledger import Ledger  # noqa: E402
+
+log = logging.getLogger("nic_bench")
+IPERF_PORT = 5201
+
+
+def nic_config(rid: str, tmp: Path, interval: float, threshold: float, min_rtt: float) -> NicConfig:
+    """The benchmark NIC: echo (udp 5000) and iperf (tcp+udp 5201) are critical, backed by the backup host."""
+    return NicConfig(
+        node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
+        services=(ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb"),
+                  ServiceConfig("iperf-tcp", "tcp", IPERF_PORT, message="tcp"),
+                  ServiceConfig("iperf-udp", "udp", IPERF_PORT, message="icmp")),
+        default_backups=((BACKUP_IP, 0),), interval_s=interval, threshold=threshold, learn=5, hysteresis=3,
+        min_rtt_s=min_rtt, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
+        events_path=str(tmp / f"events-{interval}.jsonl"))
+
+
+def iperf(lab: Lab, seconds: float, udp: bool) -> float:
+    """TCP Mbit/s, or received 64-byte UDP packets/s, from client to MAIN_IP:5201."""
+    args = ["iperf3", "-c", MAIN_IP, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
+    if udp:
+        args += ["-u", "-b", "400M", "-l", "22"]
+    res = lab.ns_cmd("c", *args, check=False)
+    data = json.loads(res.stdout or "{}")
+    if "error" in data or "end" not in data:
+        raise RuntimeError(f"iperf3 failed: {data.get('error', res.stderr)}")
+    end = data["end"]
+    if udp:
+        s = end["sum"]
+        return (s["packets"] - s["lost_packets"]) / s["seconds"]
+    return end["sum_received"]["bits_per_second"] / 1e6
+
+
+def pingpong(lab: Lab, port: int, count: int) -> list[float]:
+    """RTTs (s) of `count` sequential UDP requests from the client to MAIN_IP:`port`."""
+    sock = in_netns(lab.ns["c"], lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sock.settimeout(1.0)
+    rtts = []
+    try:
+        for i in range(count):
+            t0 = time.perf_counter()
+            sock.sendto(b"%d" % i, (MAIN_IP, port))
+            try:
+                sock.recv(2048)
+            except socket.timeout:
+                continue
+            rtts.append(time.perf_counter() - t0)
+    finally:
+        sock.close()
+    return rtts
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile of `values`."""
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
+
+
+def failover(lab: Lab, nic: NicProcess, spacing: float) -> dict:
+    """Pull the main host's link; time to the first backup reply and requests lost, at 1/`spacing` req/s."""
+    sock = in_netns(lab.ns["c"], lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sent: dict[int, float] = {}
+    got: dict[int, tuple[float, str]] = {}
+
+    def pump(until: float) -> None:
+        nxt = time.monotonic()
+        while time.monotonic() < until:
+            if time.monotonic() >= nxt:
+                seq = len(sent)
+                sent[seq] = time.monotonic()
+                sock.sendto(b"%d" % seq, (MAIN_IP, 5000))
+                nxt += spacing
+            sock.settimeout(max(0.0002, nxt - time.monotonic()))
+            try:
+                data = sock.recv(2048)
+            except OSError:
+                continue
+            name, _, body = data.partition(b":")
+            if body.isdigit():
+                got.setdefault(int(body), (time.monotonic(), name.decode()))
+
+    interval = nic.config.interval_s
+    try:
+        pump(time.monotonic() + 0.3)
+        t_fault = time.monotonic()
+        lab.ns_cmd("m", "ip", "link", "set", "eth0", "down")
+        pump(time.monotonic() + max(0.5, 3 * interval))
+        lab.ns_cmd("m", "ip", "link", "set", "eth0", "up")
+        pump(time.monotonic() + 0.5)
+    finally:
+        lab.ns_cmd("m", "ip", "link", "set", "eth0", "up", check=False)
+        sock.close()
+    backup = [t for t, name in got.values() if name == "backup"]
+    lost = [s for s, t in sent.items() if s not in got and t < time.monotonic() - 0.3]
+    hb = call(nic.socket, "heartbeat_show")
+    return {"interval_ms": interval * 1e3, "failover_ms": (min(backup) - t_fault) * 1e3 if backup else None,
+            "sent": len(sent), "lost": len(lost), "rate_per_s": round(1 / spacing),
+            "timeout_ms": max(hb["platform"]["rtt_avg_ms"] or 0, nic.config.min_rtt_s * 1e3) * nic.config.threshold}  # type: ignore[index]
+
+
+def wait_learned(nic: NicProcess, timeout: float) -> None:
+    """Wait until every heartbeat target has learnt its RTT_avg and is in normal mode."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hb = call(nic.socket, "heartbeat_show")
+        if all(v["mode"] == "normal" for v in hb.values()):  # type: ignore[union-attr]
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"heartbeats not learned: {call(nic.socket, 'heartbeat_show')}")
+
+
+def with_lab(tmp: Path, rid: str, nic: bool):  # noqa: ANN201
+    """A built lab with echo and iperf3 servers on both hosts."""
+    ledger = Ledger(rid, run_dir=tmp, state_dir=tmp / "state")
+    lab = Lab(ledger.prefix + ("n" if nic else "r"), ledger, tmp, nic=nic)
+    lab.build()
+    for key, name in (("m", "main"), ("b", "backup")):
+        lab.echo(key, name, [5000, 5001], [], tmp / f"delay-{name}")
+        lab.spawn(key, ["iperf3", "-s", "-p", str(IPERF_PORT)], f"iperf3 server {name}")
+    time.sleep(0.3)
+    return lab, ledger
+
+
+def measure_path(lab: Lab, seconds: float) -> dict:
+    """Throughput, packet rate and latency from the client to the main host."""
+    out = {"tcp_mbit": iperf(lab, seconds, udp=False)}
+    time.sleep(0.3)
+    out["udp64_pps"] = iperf(lab, seconds, udp=True)
+    rtts = pingpong(lab, 5000, 2000)
+    out["rtt_median_us"] = statistics.median(rtts) * 1e6
+    out["rtt_p99_us"] = pct(rtts, 0.99) * 1e6
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each iperf3 run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if os.geteuid() != 0:
+        print("nic_bench needs root", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="nic_bench-"))
+    rid = secrets.token_hex(2)
+    results: dict = {"rid": rid, "seconds": args.seconds, "started": time.time()}
+    # 1. the baseline: a Linux bridge where the NIC would be
+    lab, _ = with_lab(tmp, rid, nic=False)
+    try:
+        results["bridge"] = measure_path(lab, args.seconds)
+    finally:
+        lab.destroy()
+    # 2. the NIC, normal mode then forced fail-safe
+    lab, ledger = with_lab(tmp, rid, nic=True)
+    nic = None
+    try:
+        nic = start_nic(lab.holder(), nic_config(rid, tmp, 0.1, 4.0, 0.002), ledger, tmp)
+        wait_learned(nic, 10)
+        results["nic_normal"] = measure_path(lab, args.seconds)
+        for svc in ("echo", "iperf-tcp", "iperf-udp"):
+            call(nic.socket, "mode", service=svc, mode="on")
+        results["nic_failsafe"] = measure_path(lab, args.seconds)
+        results["nic_failsafe_counters"] = call(nic.socket, "counters")
+        for svc in ("echo", "iperf-tcp", "iperf-udp"):
+            call(nic.socket, "mode", service=svc, mode="auto")
+        nic.stop()
+        results["failover"] = []
+        for interval, spacing in ((0.01, 0.002), (0.1, 0.01), (0.5, 0.01)):
+            nic = start_nic(lab.holder(), nic_config(rid, tmp, interval, 4.0, 0.002), ledger, tmp)
+            wait_learned(nic, 5 + 10 * interval)
+            results["failover"].append(failover(lab, nic, spacing))
+            nic.stop()
+            nic = None
+    finally:
+        if nic is not None:
+            nic.stop()
+        lab.destroy()
+        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
+    b = results["bridge"]
+    for mode in ("nic_normal", "nic_failsafe"):
+        m = results[mode]
+        m["tcp_ratio"] = m["tcp_mbit"] / b["tcp_mbit"]
+        m["udp64_ratio"] = m["udp64_pps"] / b["udp64_pps"]
+        m["added_median_us"] = m["rtt_median_us"] - b["rtt_median_us"]
+        m["added_p99_us"] = m["rtt_p99_us"] - b["rtt_p99_us"]
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"nic_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"{'path':<14}{'TCP Mbit/s':>12}{'ratio':>8}{'UDP64 pps':>12}{'ratio':>8}{'RTT med us':>12}{'p99 us':>10}"
+          f"{'+med us':>9}{'+p99 us':>9}")
+    for name in ("bridge", "nic_normal", "nic_failsafe"):
+        m = results[name]
+        print(f"{name:<14}{m['tcp_mbit']:>12.0f}{m.get('tcp_ratio', 1):>8.2f}{m['udp64_pps']:>12.0f}"
+              f"{m.get('udp64_ratio', 1):>8.2f}{m['rtt_median_us']:>12.0f}{m['rtt_p99_us']:>10.0f}"
+              f"{m.get('added_median_us', 0):>9.0f}{m.get('added_p99_us', 0):>9.0f}")
+    print(f"\n{'interval ms':>12}{'timeout ms':>12}{'failover ms':>13}{'req/s':>7}{'sent':>6}{'lost':>6}")
+    for f in results["failover"]:
+        fo = "none" if f["failover_ms"] is None else f"{f['failover_ms']:.1f}"
+        print(f"{f['interval_ms']:>12.0f}{f['timeout_ms']:>12.2f}{fo:>13}{f['rate_per_s']:>7}{f['sent']:>6}{f['lost']:>6}")
+    print(f"\nsaved {path}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _ = proc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
