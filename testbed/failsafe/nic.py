@@ -42,6 +42,10 @@ SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 BATCH = 256
 SIOCGIFMTU = 0x8921
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID = 0x10
+AUX_SPACE = socket.CMSG_SPACE(20)
+SO_ATTACH_FILTER = 26
 HOUSEKEEPING_S = 0.5
 MAX_EVENTS = 1000
 
@@ -247,10 +251,31 @@ def iface_mtu(iface: str) -> int:
     return struct.unpack("16si12x", raw)[1]
 
 
-def open_port(iface: str) -> socket.socket:
+def mac_filter(mac: bytes, accept: bool) -> bytes:
+    """Classic BPF: keep frames whose destination MAC is `mac` (or, with accept=False, all others)."""
+    yes, no = (0xFFFF, 0) if accept else (0, 0xFFFF)
+    insns = [(0x20, 0, 0, 0),  # ld [0]
+             (0x15, 0, 3, int.from_bytes(mac[:4], "big")),  # jeq #mac[0:4], next, no
+             (0x28, 0, 0, 4),  # ldh [4]
+             (0x15, 0, 1, int.from_bytes(mac[4:], "big")),  # jeq #mac[4:6], next, no
+             (0x06, 0, 0, yes), (0x06, 0, 0, no)]
+    return b"".join(struct.pack("HBBI", *i) for i in insns)
+
+
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """Attach classic BPF `program` to `sock` (SO_ATTACH_FILTER)."""
+    buf = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def open_port(iface: str, program: bytes | None = None) -> socket.socket:
     """A non-blocking AF_PACKET socket on `iface` that does not see its own transmissions."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    if program is not None:
+        attach_filter(sock, program)  # before bind: no unfiltered frame gets queued
     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     sock.bind((iface, 0))
@@ -282,18 +307,24 @@ class NicLoop:
         if cfg.tune_ifaces:
             for iface in (cfg.host_iface, cfg.net_iface):
                 tune_iface(iface)
-        self.sock = {HOST: open_port(cfg.host_iface), NET: open_port(cfg.net_iface)}
+        # Frames from the host to the NIC's own MAC (heartbeat replies) get a socket of their own,
+        # read first: their RTT must not include the time spent behind bulk traffic in one queue.
+        self.sock = {HOST: open_port(cfg.host_iface, mac_filter(nic.nic_mac, accept=False)),
+                     NET: open_port(cfg.net_iface)}
+        self.cpu_sock = open_port(cfg.host_iface, mac_filter(nic.nic_mac, accept=True))
         self.timer = TimerFd()
         self.control = ControlServer(Path(cfg.control_socket), nic.handlers()) if cfg.control_socket else None
         self.epoll = select.epoll()
         self.epoll.register(self.sock[HOST].fileno(), select.EPOLLIN)
         self.epoll.register(self.sock[NET].fileno(), select.EPOLLIN)
         self.epoll.register(self.timer.fd, select.EPOLLIN)
+        self.epoll.register(self.cpu_sock.fileno(), select.EPOLLIN)
         if self.control is not None:
             self.epoll.register(self.control.fileno(), select.EPOLLIN)
         self.send_errors = 0
         self._housekeeping = 0.0
         # frames are at most MTU + Ethernet header + one VLAN tag (offloads are off, so no GRO/TSO)
+        self.vlan_passthrough = cfg.vlan_passthrough
         self.bufsize = max(iface_mtu(cfg.host_iface), iface_mtu(cfg.net_iface)) + 18
 
     def send(self, frames: list[tuple[str, bytes]]) -> None:
@@ -308,8 +339,16 @@ class NicLoop:
                 self.send_errors += 1
 
     def drain(self, ingress: str) -> None:
-        """Receive and handle frames on `ingress` until the socket is empty (or a batch is done)."""
+        """Receive and handle frames on `ingress` until the socket is empty (or a batch is done).
+
+        The kernel moves an 802.1Q tag out of every received frame into metadata; with
+        `vlan_passthrough` (the default) PACKET_AUXDATA hands it back and the tag is re-inserted, so
+        tagged frames cross the NIC unchanged. Without it (about 15% faster: recv instead of recvmsg)
+        tagged frames leave the NIC untagged.
+        """
+        recvmsg = self.sock[ingress].recvmsg
         recv = self.sock[ingress].recv
+        aux = self.vlan_passthrough
         bufsize = self.bufsize
         egress = self.sock[NET if ingress == HOST else HOST]
         out_send = egress.send
@@ -318,11 +357,18 @@ class NicLoop:
         tx = pipe.counters.ports[NET if ingress == HOST else HOST]
         for _ in range(BATCH):
             try:
-                frame = recv(bufsize)
+                if aux:
+                    frame, anc, _, _ = recvmsg(bufsize, AUX_SPACE)
+                else:
+                    frame, anc = recv(bufsize), None
             except BlockingIOError:
                 return
             except OSError:
                 continue
+            if anc and anc[0][2][0] & TP_STATUS_VLAN_VALID:
+                aux = anc[0][2]
+                frame = frame[:12] + (aux[18:20] if aux[18:20] != b"\x00\x00" else b"\x00\x81")[::-1] \
+                    + aux[16:18][::-1] + frame[12:]
             if fwd(frame, ingress):
                 try:
                     out_send(frame)
@@ -332,6 +378,19 @@ class NicLoop:
                     self.send_errors += 1
                 continue
             self.send(pipe.process_slow(frame, ingress, time.monotonic()))
+
+    def drain_cpu(self) -> None:
+        """Handle frames from the host addressed to the NIC itself, each timestamped as it is read."""
+        recv = self.cpu_sock.recv
+        process = self.nic.pipeline.process
+        for _ in range(BATCH):
+            try:
+                frame = recv(self.bufsize)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            self.send(process(frame, HOST, time.monotonic()))
 
     def timed(self, now: float) -> None:
         """Heartbeats due, timeouts, announcements, housekeeping; then re-arm the timer."""
@@ -347,13 +406,19 @@ class NicLoop:
     def run(self) -> None:
         """The event loop."""
         hfd, nfd, tfd = self.sock[HOST].fileno(), self.sock[NET].fileno(), self.timer.fd
+        pfd = self.cpu_sock.fileno()
         cfd = self.control.fileno() if self.control is not None else -1
         self.send(self.nic.sync_modes(time.monotonic()))
         self.timed(time.monotonic())
         poll = self.epoll.poll
         while True:
-            for fd, _ in poll():
-                if fd == nfd:
+            events = poll()
+            if len(events) > 1:
+                events.sort(key=lambda e: e[0] != pfd)  # heartbeat replies first
+            for fd, _ in events:
+                if fd == pfd:
+                    self.drain_cpu()
+                elif fd == nfd:
                     self.drain(NET)
                 elif fd == hfd:
                     self.drain(HOST)
@@ -371,7 +436,7 @@ class NicLoop:
         """Release sockets, timer and the control socket."""
         if self.control is not None:
             self.control.close()
-        for s in self.sock.values():
+        for s in (*self.sock.values(), self.cpu_sock):
             s.close()
         self.timer.close()
         self.epoll.close()

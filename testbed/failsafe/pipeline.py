@@ -7,7 +7,9 @@ the NIC itself: heartbeat replies, discovery). Pure logic: no sockets, time pass
 Rules, in order (each outcome is counted):
 * Frames shorter than an Ethernet header: dropped ("truncated").
 * 802.1Q/QinQ-tagged frames: forwarded unchanged, never classified ("vlan"); the NIC only
-  protects untagged traffic, which is what the testbed's access links carry.
+  protects untagged traffic, which is what the testbed's access links carry. (The kernel strips
+  the tag on receive; the NIC loop puts it back from PACKET_AUXDATA before the pipeline sees the
+  frame, unless the config's `vlan_passthrough` is off.)
 * ARP: requests for the NIC's own IP are answered (from either side) and consumed; replies to the
   NIC teach it neighbours (backups' MACs) and are consumed; every ARP's sender is learnt; while the
   platform is in fail-safe, requests from the network for the host's IP are answered for it (so

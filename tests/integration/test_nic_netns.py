@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot1Q, Ether
 
 from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig
 from testbed.failsafe.control import call
@@ -223,3 +223,41 @@ def test_nic_survives_garbage(env: Env) -> None:
     rules = call(env.nic.socket, "counters")["rules"]  # type: ignore[index]
     for rule in ("bad_ihl", "bad_total_length", "truncated_l4", "bad_arp", "truncated_ip"):
         assert rules.get(rule, 0) >= 50, (rule, rules)
+
+
+def test_vlan_tag_crosses_the_nic(env: Env) -> None:
+    marker = secrets.token_bytes(8)
+    tagged = bytes(Ether(src="02:09:00:00:00:07", dst="02:09:00:00:00:11") / Dot1Q(vlan=5) /
+                   IP(src="10.9.0.7", dst="10.9.0.99") / UDP(sport=9, dport=9) / marker)
+
+    def listen() -> socket.socket:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        s.setsockopt(263, 8, 1)  # PACKET_AUXDATA
+        s.bind(("eth0", 0))
+        s.settimeout(0.2)
+        return s
+
+    rx = in_netns(env.lab.ns["m"], listen)
+
+    def send() -> None:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        s.bind((env.lab.prefix + "sn", 0))
+        s.send(tagged)
+        s.close()
+
+    try:
+        in_netns(env.lab.ns["s"], send)
+        deadline = time.monotonic() + 2
+        found = None
+        while time.monotonic() < deadline and found is None:
+            try:
+                data, anc, _, _ = rx.recvmsg(2048, socket.CMSG_SPACE(20))
+            except socket.timeout:
+                continue
+            if marker in data:
+                found = anc
+        assert found, "tagged frame never reached the host"
+        status, tci = int.from_bytes(found[0][2][0:4], "little"), int.from_bytes(found[0][2][16:18], "little")
+        assert status & 0x10 and tci & 0x0FFF == 5  # TP_STATUS_VLAN_VALID, VLAN 5
+    finally:
+        rx.close()
