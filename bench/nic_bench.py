@@ -11,6 +11,7 @@ at 100 requests/s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -189,12 +190,18 @@ def main() -> int:
         nic = start_nic(lab.holder(), nic_config(rid, tmp, 0.1, 4.0, 0.002), ledger, tmp)
         wait_learned(nic, 10)
         results["nic_normal"] = measure_path(lab, args.seconds)
+        results["nic_normal_events"] = len(call(nic.socket, "events"))  # false fail-safe under load
         for svc in ("echo", "iperf-tcp", "iperf-udp"):
             call(nic.socket, "mode", service=svc, mode="on")
         results["nic_failsafe"] = measure_path(lab, args.seconds)
         results["nic_failsafe_counters"] = call(nic.socket, "counters")
         for svc in ("echo", "iperf-tcp", "iperf-udp"):
             call(nic.socket, "mode", service=svc, mode="auto")
+        nic.stop()
+        fast = dataclasses.replace(nic_config(rid, tmp, 0.1, 4.0, 0.002), vlan_passthrough=False)
+        nic = start_nic(lab.holder(), fast, ledger, tmp)
+        wait_learned(nic, 10)
+        results["nic_no_vlan"] = measure_path(lab, args.seconds)
         nic.stop()
         results["failover"] = []
         for interval, spacing in ((0.01, 0.002), (0.1, 0.01), (0.5, 0.01)):
@@ -209,7 +216,7 @@ def main() -> int:
         lab.destroy()
         shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
     b = results["bridge"]
-    for mode in ("nic_normal", "nic_failsafe"):
+    for mode in ("nic_normal", "nic_no_vlan", "nic_failsafe"):
         m = results[mode]
         m["tcp_ratio"] = m["tcp_mbit"] / b["tcp_mbit"]
         m["udp64_ratio"] = m["udp64_pps"] / b["udp64_pps"]
@@ -221,11 +228,12 @@ def main() -> int:
     path.write_text(json.dumps(results, indent=2, default=str))
     print(f"{'path':<14}{'TCP Mbit/s':>12}{'ratio':>8}{'UDP64 pps':>12}{'ratio':>8}{'RTT med us':>12}{'p99 us':>10}"
           f"{'+med us':>9}{'+p99 us':>9}")
-    for name in ("bridge", "nic_normal", "nic_failsafe"):
+    for name in ("bridge", "nic_normal", "nic_no_vlan", "nic_failsafe"):
         m = results[name]
         print(f"{name:<14}{m['tcp_mbit']:>12.0f}{m.get('tcp_ratio', 1):>8.2f}{m['udp64_pps']:>12.0f}"
               f"{m.get('udp64_ratio', 1):>8.2f}{m['rtt_median_us']:>12.0f}{m['rtt_p99_us']:>10.0f}"
               f"{m.get('added_median_us', 0):>9.0f}{m.get('added_p99_us', 0):>9.0f}")
+    print(f"fail-safe transitions during the normal-mode runs (should be 0): {results['nic_normal_events']}")
     print(f"\n{'interval ms':>12}{'timeout ms':>12}{'failover ms':>13}{'req/s':>7}{'sent':>6}{'lost':>6}")
     for f in results["failover"]:
         fo = "none" if f["failover_ms"] is None else f"{f['failover_ms']:.1f}"
