@@ -93,7 +93,7 @@ def plot_delivery(packets: Sequence[PacketRow], events: Sequence[EventRow], vari
             continue
         color = COLORS[i % len(COLORS)]
         xs, ys = delivered_per_window(rows, window)
-        top.step(xs, ys, where="post", color=color, label=v)
+        top.step(xs, ys, where="pre", color=color, label=v)
         bottom.plot([p.seq for p in rows], [p.rtt_ms if p.rtt_ms is not None else 0.0 for p in rows],
                     color=color, linewidth=1, label=v)
     first = next((v for v in variants if _run(packets, v)), None)
