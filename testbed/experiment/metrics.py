@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 PACKET_FIELDS = ("variant", "repetition", "seq", "send_time", "rtt_ms", "answered_by", "flow")
 EVENT_FIELDS = ("time", "variant", "repetition", "kind", "action", "target", "detail")
 NIC_KIND = "nic"  # events.csv kind of NIC transitions; action "activate" | "deactivate"
+NOT_FAULTS = (NIC_KIND, "force_failsafe")  # event kinds that are not injected faults
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def run_metrics(packets: Sequence[PacketRow], events: Sequence[EventRow], *, pri
     answered = [r for r in rows if r.rtt_ms is not None]
     rtts = [r.rtt_ms for r in answered]
     primary = primary or _most_common([r.answered_by for r in answered]) or ""
-    faults = sorted((e for e in events if e.kind != NIC_KIND and e.action == "apply"), key=lambda e: e.time)
+    faults = sorted((e for e in events if e.kind not in NOT_FAULTS and e.action == "apply"), key=lambda e: e.time)
     base = dict(variant=rows[0].variant, repetition=rows[0].repetition, sent=len(rows), received=len(answered),
                 delivered_ratio=len(answered) / len(rows),
                 rtt_p50_ms=percentile(rtts, 50) if rtts else None, rtt_p99_ms=percentile(rtts, 99) if rtts else None,

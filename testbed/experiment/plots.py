@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from testbed.experiment.metrics import NIC_KIND, EventRow, PacketRow, Summary  # noqa: E402
+from testbed.experiment.metrics import NOT_FAULTS, EventRow, PacketRow, Summary  # noqa: E402
 
 COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
@@ -24,7 +24,7 @@ def fault_windows(rows: Sequence[PacketRow], events: Sequence[EventRow], variant
     """(first, last) request numbers of each fault's window in one run (to the last request if not undone)."""
     if not rows:
         return []
-    evs = sorted((e for e in events if e.variant == variant and e.repetition == rep and e.kind != NIC_KIND
+    evs = sorted((e for e in events if e.variant == variant and e.repetition == rep and e.kind not in NOT_FAULTS
                   and e.action in ("apply", "undo")), key=lambda e: e.time)
 
     def seq_at(t: float) -> float:
