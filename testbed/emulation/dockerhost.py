@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import subprocess
+import time
 from typing import Any, Sequence
 
 from mininet.node import Host
@@ -104,6 +105,8 @@ class DockerHost(Host):
         self.pid = self.cpid
         self.pollOut = select.poll()
         self.pollOut.register(self.stdout)
+        self._poll_in = select.poll()  # input only: pollOut also reports POLLOUT, always ready
+        self._poll_in.register(self.stdout, select.POLLIN | select.POLLPRI)
         self.outToNode[self.stdout.fileno()] = self
         self.inToNode[self.stdin.fileno()] = self
         self.execed = False
@@ -118,6 +121,46 @@ class DockerHost(Host):
             self.pollOut.poll(1000)
         self.waiting = False
         self.cmd("unset HISTFILE; stty -echo; set +m")
+
+    def cmd(self, *args: Any, **kwargs: Any) -> str:
+        """Mininet's cmd; a host whose container was killed has no shell, so its commands are no-ops."""
+        if self.shell is None or self.shell.poll() is not None:
+            log.debug("%s: shell gone (container killed?): %s not run", self.name, args)
+            return ""
+        return super().cmd(*args, **kwargs)
+
+    def waitOutput(self, verbose: bool = False, findPid: bool = True) -> str:  # noqa: N802
+        """Mininet's waitOutput, but it gives up when the container is killed or frozen."""
+        output, quiet_since = "", time.monotonic()
+        while self.waiting:
+            if self.shell.poll() is not None:
+                self.waiting = False
+                break
+            if not self.readbuf:
+                events = self._poll_in.poll(200)
+                if not events:
+                    if time.monotonic() - quiet_since > 1.0 and not self.running():
+                        log.debug("%s: container not running; command abandoned", self.name)
+                        self.waiting = False
+                    continue
+                if not any(ev & (select.POLLIN | select.POLLPRI) for _, ev in events):  # hang-up
+                    self.waiting = False
+                    break
+            try:
+                data = self.monitor(timeoutms=0, findPid=findPid)
+            except OSError:
+                data, self.waiting = "", False
+            output += data
+            quiet_since = time.monotonic()
+        return output
+
+    def running(self) -> bool:
+        """True while the container runs (not killed, not paused)."""
+        try:
+            self.container.reload()
+        except Exception:
+            return False
+        return self.container.status == "running"
 
     def popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen:
         """A process inside the container (`docker exec -i`), like Node.popen in a namespace."""

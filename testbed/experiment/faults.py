@@ -69,27 +69,13 @@ class Fault(ABC):
         """Take the fault back; returns what was done."""
 
 
-def _forget_shell(node: Any) -> None:
-    """After its container is killed, stop the Mininet node from waiting on a shell that is gone.
-
-    Mininet's teardown runs `ip link del` through each node's shell before it terminates hosts;
-    the killed container's `docker exec` shell never answers, so teardown would hang. The
-    interfaces died with the container's namespace, so the node's commands become no-ops.
-    (Workaround on this side until the emulation layer handles dead containers itself.)
-    """
-    node.cmd = lambda *args, **kwargs: ""
-    node.waiting = False
-
-
 class HostKill(Fault):
     """The host crashes: its container is killed (no undo)."""
 
     can_undo = False
 
     def apply(self, tb: Any, now: float) -> str:
-        node = tb.node(self.spec.host)
         tb.container(self.spec.host).kill()
-        _forget_shell(node)
         return "docker kill"
 
     def undo(self, tb: Any, now: float) -> str:

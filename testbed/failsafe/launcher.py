@@ -72,8 +72,8 @@ def start_nic(netns_pid: int, config: NicConfig, ledger: Ledger, run_dir: Path) 
     cfg_path = run_dir / f"nic-{config.node}.json"
     log_path = run_dir / f"nic-{config.node}.log"
     sock = Path(config.control_socket)
-    for path in (cfg_path, log_path, sock):
-        ledger.record("file", str(path), what=f"fail-safe NIC {config.node}")
+    # The config and log are results kept in the run directory; only the socket is ours to remove.
+    ledger.record("file", str(sock), what=f"fail-safe NIC {config.node}")
     cfg_path.write_text(config.to_json(), encoding="utf-8")
     env = dict(os.environ)
     root = str(Path(testbed.__file__).resolve().parent.parent)

@@ -167,7 +167,6 @@ def test_app_delay_service_down_and_kill():
     assert not kill.can_undo
     kill.apply(tb, 0)
     assert ("kill", "mec1") in tb.log
-    assert tb.node("mec1").cmd("ip", "link", "del", "x") == ""  # teardown must not wait on the dead shell
 
 
 def test_report_regenerates_from_csvs(tmp_path):
