@@ -1,0 +1,52 @@
+"""The command line: verbs exist, bad usage and bad files are one line with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+VERBS = ("run", "topo", "validate", "doctor", "clean", "images", "report", "failsafe")
+
+
+def testbed(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=60)
+
+
+def test_help_lists_every_verb():
+    out = testbed("--help").stdout
+    for verb in VERBS:
+        assert verb in out
+    for verb in VERBS:
+        assert testbed(verb, "--help").returncode == 0
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["run"], ["clean", "--run", "zz"], ["images", "frobnicate"],
+                                  ["report", "/nonexistent"]])
+def test_bad_usage_is_one_line_and_exit_2(args):
+    done = testbed(*args)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("path", sorted((DATA / "bad_topologies").glob("*.yaml"))[:5]
+                         + sorted((DATA / "bad_experiments").glob("*.yaml"))[:5], ids=lambda p: p.name)
+def test_bad_files_exit_2_and_leave_nothing(path, tmp_path):
+    for verb in ("validate", "run") if "experiments" in str(path.parent) else ("validate", "topo"):
+        done = testbed(verb, str(path), cwd=tmp_path)
+        assert done.returncode == 2, (verb, done.stderr)
+        assert path.name in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no run directory was made
+
+
+def test_shipped_files_validate():
+    root = Path(__file__).resolve().parents[2]
+    files = [str(p) for p in sorted((root / "experiments").glob("*.yaml"))]
+    files += [str(p) for p in sorted((root / "topologies").glob("*.*"))]
+    done = testbed("validate", *files, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ok:") == len(files)
