@@ -12,23 +12,23 @@ DATA = Path(__file__).parent / "data"
 VERBS = ("run", "topo", "validate", "doctor", "clean", "images", "report", "failsafe")
 
 
-def testbed(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "testbed.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=60)
 
 
 def test_help_lists_every_verb():
-    out = testbed("--help").stdout
+    out = run_cli("--help").stdout
     for verb in VERBS:
         assert verb in out
     for verb in VERBS:
-        assert testbed(verb, "--help").returncode == 0
+        assert run_cli(verb, "--help").returncode == 0
 
 
 @pytest.mark.parametrize("args", [["bogus"], ["run"], ["clean", "--run", "zz"], ["images", "frobnicate"],
                                   ["report", "/nonexistent"]])
 def test_bad_usage_is_one_line_and_exit_2(args):
-    done = testbed(*args)
+    done = run_cli(*args)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
@@ -37,7 +37,7 @@ def test_bad_usage_is_one_line_and_exit_2(args):
                          + sorted((DATA / "bad_experiments").glob("*.yaml"))[:5], ids=lambda p: p.name)
 def test_bad_files_exit_2_and_leave_nothing(path, tmp_path):
     for verb in ("validate", "run") if "experiments" in str(path.parent) else ("validate", "topo"):
-        done = testbed(verb, str(path), cwd=tmp_path)
+        done = run_cli(verb, str(path), cwd=tmp_path)
         assert done.returncode == 2, (verb, done.stderr)
         assert path.name in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # no run directory was made
@@ -47,6 +47,6 @@ def test_shipped_files_validate():
     root = Path(__file__).resolve().parents[2]
     files = [str(p) for p in sorted((root / "experiments").glob("*.yaml"))]
     files += [str(p) for p in sorted((root / "topologies").glob("*.*"))]
-    done = testbed("validate", *files, cwd=root)
+    done = run_cli("validate", *files, cwd=root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("ok:") == len(files)
