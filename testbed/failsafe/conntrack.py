@@ -3,21 +3,33 @@
 A flow is (proto, client ip, client port, service ip, service port). Its connection remembers the
 backup it was given (so it stays there), the NIC source port used towards the backup, and the MACs
 needed to send replies back. Time is passed in; `expire(now)` drops idle connections.
+
+Keys are raw bytes laid out as in the frame, so the NIC's fast path finds a connection from two
+slices of an untagged, option-less frame: `frame[23:24] + frame[26:38]` (protocol, source IP,
+destination IP, source port, destination port) is a client's request's `flow_key`, and the same
+slices of a backup's reply are its connection's `reply_key`. Each connection carries precomputed
+rewrites (`packet.Rewrite`) for both directions, so translating a packet builds no objects.
 """
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass
 
-from testbed.failsafe.packet import PROTO_TCP, TCP_FIN, TCP_RST
+from testbed.failsafe.packet import PROTO_TCP, TCP_FIN, TCP_RST, Rewrite, make_rewrite
 
 NAT_PORTS = (40000, 60999)
 
 
 def flow_key(proto: int, client_ip: bytes, client_port: int, service_ip: bytes, service_port: int) -> bytes:
-    """The raw key of a flow as seen from the client."""
-    return struct.pack("!B4sH4sH", proto, client_ip, client_port, service_ip, service_port)
+    """The raw key of a flow as seen from the client (protocol, IPs, ports: the frame's byte order)."""
+    return struct.pack("!B4s4sHH", proto, client_ip, service_ip, client_port, service_port)
+
+
+def reply_key(proto: int, backup_ip: bytes, backup_port: int, nic_ip: bytes, nat_port: int) -> bytes:
+    """The raw key of a backup's reply to the NIC (same layout as `flow_key`)."""
+    return struct.pack("!B4s4sHH", proto, backup_ip, nic_ip, backup_port, nat_port)
 
 
 @dataclass(slots=True)
@@ -38,10 +50,27 @@ class Conn:
     created: float
     last_seen: float
     closing: bool = False
+    nic_ip: bytes = b"\x00\x00\x00\x00"
+    backup_name: str = ""  # dotted backup IP, for per-backup counters
+    to_backup: Rewrite | None = None  # client -> service becomes NIC -> backup (MACs set by the caller)
+    to_client: Rewrite | None = None  # backup -> NIC becomes service -> client, MACs included
+
+    def __post_init__(self) -> None:
+        self.backup_name = socket.inet_ntoa(self.backup_ip)
+        request = struct.pack("!4s4sHH", self.client_ip, self.service_ip, self.client_port, self.service_port)
+        translated = struct.pack("!4s4sHH", self.nic_ip, self.backup_ip, self.nat_port, self.backup_port)
+        reply = struct.pack("!4s4sHH", self.backup_ip, self.nic_ip, self.backup_port, self.nat_port)
+        restored = struct.pack("!4s4sHH", self.service_ip, self.client_ip, self.service_port, self.client_port)
+        self.to_backup = make_rewrite(request, translated)
+        self.to_client = make_rewrite(reply, restored, self.client_mac + self.service_mac)
 
     @property
     def key(self) -> bytes:
         return flow_key(self.proto, self.client_ip, self.client_port, self.service_ip, self.service_port)
+
+    @property
+    def reply_key(self) -> bytes:
+        return reply_key(self.proto, self.backup_ip, self.backup_port, self.nic_ip, self.nat_port)
 
 
 @dataclass(frozen=True)
@@ -63,7 +92,10 @@ class ConnTrack:
         self.max_conns = max_conns
         self._by_key: dict[bytes, Conn] = {}
         self._by_nat: dict[tuple[int, int], Conn] = {}
+        self._by_reply: dict[bytes, Conn] = {}
         self._next = ports[0]
+        self.by_key = self._by_key.get  # the fast path's lookups: raw key -> Conn | None
+        self.by_reply = self._by_reply.get
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -78,8 +110,11 @@ class ConnTrack:
 
     def create(self, service: str, proto: int, client_ip: bytes, client_port: int, client_mac: bytes,
                service_ip: bytes, service_port: int, service_mac: bytes,
-               backup_ip: bytes, backup_port: int, now: float) -> Conn | None:
-        """Track a new flow and give it a free NAT port; None when the table or port range is full."""
+               backup_ip: bytes, backup_port: int, now: float, nic_ip: bytes = b"\x00\x00\x00\x00") -> Conn | None:
+        """Track a new flow and give it a free NAT port (towards the backup from `nic_ip`).
+
+        None when the table or the port range is full.
+        """
         if len(self._by_key) >= self.max_conns:
             self.expire(now)
             if len(self._by_key) >= self.max_conns:
@@ -88,9 +123,10 @@ class ConnTrack:
         if port is None:
             return None
         conn = Conn(service, proto, client_ip, client_port, client_mac, service_ip, service_port,
-                    service_mac, backup_ip, backup_port, port, now, now)
+                    service_mac, backup_ip, backup_port, port, now, now, nic_ip=nic_ip)
         self._by_key[conn.key] = conn
         self._by_nat[(proto, port)] = conn
+        self._by_reply[conn.reply_key] = conn
         return conn
 
     def seen(self, conn: Conn, now: float, tcp_flags: int = 0) -> None:
@@ -103,6 +139,7 @@ class ConnTrack:
         """Stop tracking `conn`."""
         self._by_key.pop(conn.key, None)
         self._by_nat.pop((conn.proto, conn.nat_port), None)
+        self._by_reply.pop(conn.reply_key, None)
 
     def expire(self, now: float) -> list[Conn]:
         """Drop connections idle longer than their timeout; returns them."""

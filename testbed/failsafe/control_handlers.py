@@ -142,6 +142,11 @@ def make_handlers(nic: "Nic", clock: Callable[[], float] = time.monotonic) -> di
         since = float(args.get("since") or 0.0)
         return [e for e in nic.events if e["time"] >= since]
 
-    return {"show": show, "counters": counters, "table_dump": table_dump, "table_add": table_add,
+    def discovery(args: dict) -> object:
+        if nic.discovery is None:
+            return {}
+        return {"announced": nic.announcement(), "peers": nic.discovery.status(clock())}
+
+    return {"show": show, "counters": counters, "discovery": discovery, "table_dump": table_dump, "table_add": table_add,
             "table_delete": table_delete, "heartbeat_show": heartbeat_show, "heartbeat_add": heartbeat_add,
             "heartbeat_delete": heartbeat_delete, "mode": mode, "events": events}

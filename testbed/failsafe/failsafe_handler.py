@@ -20,9 +20,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Sequence
 
-from testbed.failsafe.conntrack import ConnTrack, flow_key
-from testbed.failsafe.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Parsed, ip_bytes, ip_str,
-                                     rewrite_l3l4)
+from testbed.failsafe.conntrack import Conn, ConnTrack, flow_key
+from testbed.failsafe.packet import (ETH_LEN, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Parsed,
+                                     apply_rewrite, ip_bytes, ip_str, rewrite_l3l4)
 from testbed.failsafe.service_table import ServiceTable
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,10 @@ class FailsafeHandler:
         """Keep a copy of critical request `frame` until the host answers its flow."""
         if p.proto == PROTO_TCP and not (p.tcp_flags & TCP_SYN and not p.tcp_flags & TCP_ACK):
             return  # only connection attempts are worth replaying
-        key = flow_key(p.proto, p.src_ip, p.sport, p.dst_ip, p.dport)
+        self.mirror_key(flow_key(p.proto, p.src_ip, p.sport, p.dst_ip, p.dport), frame, service, now)
+
+    def mirror_key(self, key: bytes, frame: bytes, service: str, now: float) -> None:
+        """`mirror` for a request whose `flow_key` the caller already has (the fast path's raw slices)."""
         q = self._pending.get(key)
         if q is None:
             q = self._pending[key] = deque()
@@ -94,7 +97,10 @@ class FailsafeHandler:
 
     def answered(self, p: Parsed) -> None:
         """The host sent reply `p`: the oldest pending request of its flow is answered."""
-        key = flow_key(p.proto, p.dst_ip, p.dport, p.src_ip, p.sport)
+        self.answered_key(flow_key(p.proto, p.dst_ip, p.dport, p.src_ip, p.sport))
+
+    def answered_key(self, key: bytes) -> None:
+        """`answered` for the reply of the request flow `key`."""
         q = self._pending.get(key)
         if not q:
             return
@@ -158,20 +164,49 @@ class FailsafeHandler:
                 self.stats.no_backup += 1
                 return None
             conn = self.conntrack.create(service, p.proto, p.src_ip, p.sport, p.src_mac, p.dst_ip, p.dport,
-                                         p.dst_mac, ip_bytes(choice[0]), choice[1], now)
+                                         p.dst_mac, ip_bytes(choice[0]), choice[1], now, nic_ip=self.nic_ip)
             if conn is None:
                 self.stats.no_backup += 1
                 return None
-            log.info("flow %s:%d -> %s:%d (%s) goes to backup %s:%d", ip_str(p.src_ip), p.sport,
-                     ip_str(p.dst_ip), p.dport, service, choice[0], choice[1])
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("flow %s:%d -> %s:%d (%s) goes to backup %s:%d", ip_str(p.src_ip), p.sport,
+                          ip_str(p.dst_ip), p.dport, service, choice[0], choice[1])
         self.conntrack.seen(conn, now, p.tcp_flags)
-        out = bytearray(frame)
+        if p.l3 == ETH_LEN and p.ihl == 20 and conn.to_backup is not None:
+            out = apply_rewrite(frame, conn.to_backup, p.l4 + (16 if p.proto == PROTO_TCP else 6),
+                                p.proto == PROTO_UDP)
+        else:
+            out = bytearray(frame)
+            rewrite_l3l4(out, p.l3, p.l4, p.proto, self.nic_ip, conn.nat_port, conn.backup_ip, conn.backup_port)
         out[6:12] = self.nic_mac
-        rewrite_l3l4(out, p.l3, p.l4, p.proto, self.nic_ip, conn.nat_port, conn.backup_ip, conn.backup_port)
-        self.stats.translated += 1
-        name = ip_str(conn.backup_ip)
-        self.stats.per_backup[name] = self.stats.per_backup.get(name, 0) + 1
+        self.count_translated(conn)
         return out, conn.backup_ip
+
+    def count_translated(self, conn: Conn) -> None:
+        """Count one packet sent to `conn`'s backup."""
+        self.stats.translated += 1
+        per = self.stats.per_backup
+        per[conn.backup_name] = per.get(conn.backup_name, 0) + 1
+
+    def translate_fast(self, frame: bytes, conn: Conn, l4_csum_at: int, udp: bool, flags: int,
+                       now: float) -> bytearray:
+        """A request of established flow `conn` rewritten towards its backup (source MAC set, not the destination)."""
+        conn.last_seen = now
+        if flags & (TCP_FIN | TCP_RST) and not udp:
+            conn.closing = True
+        out = apply_rewrite(frame, conn.to_backup, l4_csum_at, udp)  # type: ignore[arg-type]
+        out[6:12] = self.nic_mac
+        self.count_translated(conn)
+        return out
+
+    def reverse_fast(self, frame: bytes, conn: Conn, l4_csum_at: int, udp: bool, flags: int,
+                     now: float) -> bytearray:
+        """A backup's reply on `conn` rewritten to come from the service and go to the client."""
+        conn.last_seen = now
+        if flags & (TCP_FIN | TCP_RST) and not udp:
+            conn.closing = True
+        self.stats.reversed += 1
+        return apply_rewrite(frame, conn.to_client, l4_csum_at, udp)  # type: ignore[arg-type]
 
     def sticky(self, p: Parsed) -> bool:
         """True when `p` belongs to a TCP connection already moved to a backup (it stays there)."""
@@ -189,10 +224,15 @@ class FailsafeHandler:
             self.stats.no_conn += 1
             return None
         self.conntrack.seen(conn, now, p.tcp_flags)
-        out = bytearray(frame)
-        out[0:6] = conn.client_mac
-        out[6:12] = conn.service_mac
-        rewrite_l3l4(out, p.l3, p.l4, p.proto, conn.service_ip, conn.service_port, conn.client_ip, conn.client_port)
+        if p.l3 == ETH_LEN and p.ihl == 20 and conn.nic_ip == p.dst_ip and conn.to_client is not None:
+            out = apply_rewrite(frame, conn.to_client, p.l4 + (16 if p.proto == PROTO_TCP else 6),
+                                p.proto == PROTO_UDP)
+        else:
+            out = bytearray(frame)
+            out[0:6] = conn.client_mac
+            out[6:12] = conn.service_mac
+            rewrite_l3l4(out, p.l3, p.l4, p.proto, conn.service_ip, conn.service_port, conn.client_ip,
+                         conn.client_port)
         self.stats.reversed += 1
         return out
 

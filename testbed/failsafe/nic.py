@@ -169,9 +169,7 @@ class Nic:
 
     def _announce(self, now: float) -> list[tuple[str, bytes]]:
         assert self.discovery is not None
-        services = {f"{self.config.host_ip}:{s.port}": {
-            "state": "failsafe" if self.pipeline.in_failsafe(s.name) else "normal", "capacity": 1}
-            for s in self.config.services}
+        services = self.announcement()
         out: list[tuple[str, bytes]] = []
         for peer, payload in self.discovery.announce(now, services):
             pip = ip_bytes(peer)
@@ -181,6 +179,20 @@ class Nic:
             body = udp(self.nic_ip, pip, DISCOVERY_PORT, DISCOVERY_PORT, payload)
             out.append((NET, ipv4_frame(mac, self.nic_mac, self.nic_ip, pip, PROTO_UDP, body)))
         return out
+
+    def announcement(self) -> dict[str, dict]:
+        """What this NIC tells its peers: each critical service's state, and "host_ip:*" for the platform.
+
+        The host-level key lets other NICs skip every backup on this host while it is down, also
+        services this NIC does not protect itself.
+        """
+        host = self.config.host_ip
+        services = {f"{host}:{s.port}": {
+            "state": "failsafe" if self.pipeline.in_failsafe(s.name) else "normal", "capacity": 1}
+            for s in self.config.services}
+        services[f"{host}:*"] = {"state": "failsafe" if self.pipeline.platform_failsafe else "normal",
+                                 "capacity": 1}
+        return services
 
     # -- control API ----------------------------------------------------------------------------
     def handlers(self, clock: Callable[[], float] = time.monotonic) -> dict[str, Callable[[dict], object]]:
@@ -354,7 +366,11 @@ class NicLoop:
         out_send = egress.send
         pipe = self.nic.pipeline
         fwd = pipe.forward
+        fast = pipe.fast
         tx = pipe.counters.ports[NET if ingress == HOST else HOST]
+        tx_of = pipe.counters.ports
+        socks = self.sock
+        now = time.monotonic()  # one clock read per batch for the fast path's last-seen times
         for _ in range(BATCH):
             try:
                 if aux:
@@ -374,6 +390,21 @@ class NicLoop:
                     out_send(frame)
                     tx.tx_packets += 1
                     tx.tx_bytes += len(frame)
+                except OSError:
+                    self.send_errors += 1
+                continue
+            try:
+                done = fast(frame, ingress, now)
+            except Exception:  # noqa: BLE001 - one bad frame must never stop the NIC
+                log.exception("fast path error on a %d-byte frame from %s", len(frame), ingress)
+                done = None
+            if done is not None:
+                port, out = done
+                try:
+                    socks[port].send(out)
+                    c = tx_of[port]
+                    c.tx_packets += 1
+                    c.tx_bytes += len(out)
                 except OSError:
                     self.send_errors += 1
                 continue

@@ -86,15 +86,32 @@ def pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     return ones_sum(src + dst + struct.pack("!BBH", 0, proto, length))
 
 
-def csum_update(csum: int, old: bytes, new: bytes) -> int:
-    """Checksum after 16-bit-aligned bytes `old` became `new` (RFC 1624: HC' = ~(~HC + ~m + m'))."""
-    total = ~csum & 0xFFFF
+def csum_delta(old: bytes, new: bytes) -> int:
+    """The ones' sum that 16-bit-aligned bytes `old` becoming `new` adds to ~checksum (RFC 1624: ~m + m').
+
+    It depends only on the bytes that change, so a NAT flow precomputes it once and applies it to
+    every packet with `csum_apply`.
+    """
+    total = 0
     for i in range(0, len(old), 2):
         total += (~((old[i] << 8) | old[i + 1])) & 0xFFFF
         total += (new[i] << 8) | new[i + 1]
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def csum_apply(csum: int, delta: int) -> int:
+    """Checksum `csum` after a change whose `csum_delta` is `delta` (RFC 1624, eqn. 3: HC' = ~(~HC + delta))."""
+    total = (~csum & 0xFFFF) + delta
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
+
+
+def csum_update(csum: int, old: bytes, new: bytes) -> int:
+    """Checksum after 16-bit-aligned bytes `old` became `new` (RFC 1624: HC' = ~(~HC + ~m + m'))."""
+    return csum_apply(csum, csum_delta(old, new))
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -291,20 +308,65 @@ def ipv4_frame(dst_mac: bytes, src_mac: bytes, src: bytes, dst: bytes, proto: in
 
 # --- rewriting -------------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """A precomputed NAT rewrite of an untagged, option-less IPv4 TCP/UDP frame.
+
+    Bytes 26..38 (source IP, destination IP, source port, destination port) become `l3l4`; the IPv4
+    header checksum gets `ip_delta` and the TCP/UDP checksum `l4_delta` (the pseudo-header covers
+    the addresses), both per RFC 1624; `macs` (12 bytes, or empty) replaces destination+source MAC.
+    """
+
+    l3l4: bytes
+    ip_delta: int
+    l4_delta: int
+    macs: bytes = b""
+
+
+def make_rewrite(old_l3l4: bytes, new_l3l4: bytes, macs: bytes = b"") -> Rewrite:
+    """The `Rewrite` turning addresses+ports `old_l3l4` (12 bytes as in the frame) into `new_l3l4`."""
+    ip_delta = csum_delta(old_l3l4[:8], new_l3l4[:8])
+    return Rewrite(new_l3l4, ip_delta, csum_delta(old_l3l4, new_l3l4), macs)
+
+
+def apply_rewrite(frame: bytes | bytearray, rw: Rewrite, l4_csum_at: int, udp: bool) -> bytearray:
+    """A copy of `frame` (untagged, IHL 5) with `rw` applied: 12 bytes replaced and two checksums updated.
+
+    `l4_csum_at` is 40 for UDP, 50 for TCP; a UDP checksum of zero ("none") stays zero.
+    """
+    out = bytearray(frame)
+    if rw.macs:
+        out[0:12] = rw.macs
+    out[26:38] = rw.l3l4
+    total = (~((out[24] << 8) | out[25]) & 0xFFFF) + rw.ip_delta
+    total = (total & 0xFFFF) + (total >> 16)
+    total = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
+    out[24], out[25] = total >> 8, total & 0xFF
+    old = (out[l4_csum_at] << 8) | out[l4_csum_at + 1]
+    if udp and old == 0:
+        return out
+    total = (~old & 0xFFFF) + rw.l4_delta
+    total = (total & 0xFFFF) + (total >> 16)
+    total = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
+    if udp and total == 0:
+        total = 0xFFFF
+    out[l4_csum_at], out[l4_csum_at + 1] = total >> 8, total & 0xFF
+    return out
+
+
 def rewrite_l3l4(frame: bytearray, l3: int, l4: int, proto: int,
                  src_ip: bytes, sport: int, dst_ip: bytes, dport: int) -> None:
     """Rewrite IPv4 source/destination and TCP/UDP ports in place, updating both checksums.
 
-    The IPv4 header checksum is recomputed; the TCP/UDP checksum is updated incrementally, and a UDP
+    Both checksums are updated incrementally (RFC 1624), so the payload is never re-read; a UDP
     checksum of zero ("none") is left zero.
     """
     old = bytes(frame[l3 + 12:l3 + 20]) + bytes(frame[l4:l4 + 4])
     new = src_ip + dst_ip + struct.pack("!HH", sport, dport)
     frame[l3 + 12:l3 + 20] = new[:8]
     frame[l4:l4 + 4] = new[8:]
-    ihl = (frame[l3] & 0x0F) * 4
-    frame[l3 + 10:l3 + 12] = b"\x00\x00"
-    frame[l3 + 10:l3 + 12] = checksum(frame[l3:l3 + ihl]).to_bytes(2, "big")
+    ip_c = (frame[l3 + 10] << 8) | frame[l3 + 11]
+    frame[l3 + 10:l3 + 12] = csum_update(ip_c, old[:8], new[:8]).to_bytes(2, "big")
     at = l4 + (16 if proto == PROTO_TCP else 6)
     old_c = (frame[at] << 8) | frame[at + 1]
     if proto == PROTO_UDP and old_c == 0:

@@ -17,6 +17,11 @@ Rules, in order (each outcome is counted):
 * Non-IPv4 (IPv6, LLDP, garbage ethertypes): forwarded unchanged ("non_ip").
 * IPv4 not addressed to a critical service or to the NIC: forwarded unchanged without further
   checks (the hot path: two slice compares and a dict lookup).
+* Untagged, option-less, unfragmented TCP/UDP frames of critical flows take `fast`, which looks the
+  flow up by raw header slices and builds no parse result: established NAT flows are rewritten with
+  the connection's precomputed template (both directions), critical requests in normal mode are
+  mirrored and forwarded, critical replies from the host mark their request answered. Anything
+  else (new flows, unknown backup MAC, odd headers) falls through to the full parse below.
 * IPv4 fragments (MF set or offset != 0): forwarded as non-critical ("fragment"): a non-first
   fragment carries no ports, so it cannot be classified, and NAT of fragments is not done.
 * Critical-looking frames whose IPv4 header is bad (ihl < 5, total length longer than the frame or
@@ -40,7 +45,7 @@ from dataclasses import dataclass, field
 from testbed.failsafe.classifier import Classifier
 from testbed.failsafe.failsafe_handler import FailsafeHandler
 from testbed.failsafe.packet import (ARP_REPLY, ARP_REQUEST, ETH_ARP, ETH_IPV4, ETH_QINQ, ETH_VLAN,
-                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_SYN, Parsed, arp_frame, checksum,
+                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Parsed, arp_frame, checksum,
                                      ip_str, mac_str, parse, parse_arp)
 
 log = logging.getLogger(__name__)
@@ -171,10 +176,91 @@ class Pipeline:
             return True  # only SYNs are kept pending for TCP: nothing to mark answered
         return (src + frame[23:24] + frame[34:36]) not in self._cls
 
+    def fast(self, frame: bytes, ingress: str, now: float) -> tuple[str, bytes] | None:
+        """The one (port, frame) to send for a critical frame that needs no parsing, else None.
+
+        Called after `forward` returned False (the frame is counted as received, not yet as sent);
+        None means nothing was done or counted and the frame belongs to `process_slow`.
+        """
+        n = len(frame)
+        if n < 42 or frame[12:14] != ETH_IPV4 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
+            return None
+        proto = frame[23]
+        total = (frame[16] << 8) | frame[17]
+        if total + 14 > n:
+            return None
+        if proto == PROTO_UDP:
+            if total < 28:
+                return None
+            at, udp, flags = 40, True, 0
+        elif proto == PROTO_TCP:
+            doff = (frame[46] >> 4) * 4 if n >= 54 else 0
+            if doff < 20 or doff + 20 > total:
+                return None
+            at, udp, flags = 50, False, frame[47]
+        else:
+            return None
+        key = frame[23:24] + frame[26:38]
+        handler = self.handler
+        if ingress == NET:
+            if frame[30:34] == self.nic_ip:
+                conn = handler.conntrack.by_reply(key)
+                if conn is None:
+                    return None
+                out = handler.reverse_fast(frame, conn, at, udp, flags, now)
+                sc = self.counters.services.get(conn.service)
+                if sc is not None:
+                    sc.from_backup += 1
+                self.counters.note("from_backup")
+                return NET, out
+            conn = handler.conntrack.by_key(key)
+            if conn is not None:
+                if not (self.failsafe.get(conn.service) or (not udp and not conn.closing)):
+                    return None  # the service recovered: new decision on the slow path
+                mac = self.neighbours.get(conn.backup_ip)
+                sc = self.counters.services.get(conn.service)
+                if mac is None or sc is None:
+                    return None
+                out = handler.translate_fast(frame, conn, at, udp, flags, now)
+                out[0:6] = mac
+                sc.packets += 1
+                sc.bytes += n
+                sc.to_backup += 1
+                self.counters.note("to_backup")
+                return NET, out
+            sid = self._cls.get(frame[30:34] + frame[23:24] + frame[36:38])
+            if sid is None or self.failsafe.get(sid):
+                return None
+            sc = self.counters.services.get(sid)
+            if sc is None:
+                return None
+            if udp or flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+                handler.mirror_key(key, frame, sid, now)
+            sc.packets += 1
+            sc.bytes += n
+            sc.to_host += 1
+            self.counters.note("critical")
+            return HOST, frame
+        if frame[30:34] == self.nic_ip:
+            return None
+        if self._cls.get(frame[26:30] + frame[23:24] + frame[34:36]) is None:
+            return None
+        handler.answered_key(frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36])
+        self.counters.note("reply")
+        return NET, frame
+
     def process(self, frame: bytes, ingress: str, now: float) -> list[tuple[str, bytes]]:
         """Everything to send because `frame` arrived on `ingress` ("host" or "net") at `now`."""
         if self.forward(frame, ingress):
             return self._out([(OTHER[ingress], frame)])
+        try:
+            done = self.fast(frame, ingress, now)
+        except Exception:  # noqa: BLE001 - one bad frame must never stop the NIC
+            log.exception("fast path error on a %d-byte frame from %s", len(frame), ingress)
+            self.counters.note("error")
+            return []
+        if done is not None:
+            return self._out([done])
         return self.process_slow(frame, ingress, now)
 
     def process_slow(self, frame: bytes, ingress: str, now: float) -> list[tuple[str, bytes]]:
