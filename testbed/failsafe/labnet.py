@@ -139,6 +139,58 @@ class Lab:
         return proc.run(list(args), netns=self.ns[ns_key], check=check)
 
 
+@dataclass
+class PeerLab(Lab):
+    """A lab with several hosts on one bridge, some behind a NIC of their own (for discovery between NICs).
+
+        client ns (c) --- bridge ns (s) --- NIC ns (n<k>: nic-n | NIC | nic-h) --- host ns (<k>)   for k with a NIC
+                                        \\--- host ns (<k>)                                         for k without
+
+    `hosts` maps a one-letter key to (IP, MAC, has_nic); each host's eth0 gets that address.
+    """
+
+    hosts: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
+
+    @property
+    def ns(self) -> dict[str, str]:
+        keys = ["c", "s"] + [k for k in self.hosts] + [f"n{k}" for k, (_, _, nic) in self.hosts.items() if nic]
+        return {k: f"{self.prefix}{k}" for k in keys}
+
+    def plan(self) -> list[list[str]]:
+        """The commands that build the lab, as data."""
+        p, ns = self.prefix, self.ns
+        cmds: list[list[str]] = [["ip", "netns", "add", n] for n in ns.values()]
+        links = [("c", "eth0", "s", f"{p}sc")]
+        for k, (_, _, nic) in self.hosts.items():
+            if nic:
+                links += [(f"n{k}", "nic-n", "s", f"{p}s{k}"), (k, "eth0", f"n{k}", "nic-h")]
+            else:
+                links.append((k, "eth0", "s", f"{p}s{k}"))
+        for a, an, b, bn in links:
+            cmds.append(["ip", "link", "add", an, "netns", ns[a], "type", "veth", "peer", "name", bn,
+                         "netns", ns[b]])
+        cmds.append(["ip", "-n", ns["s"], "link", "add", "br0", "type", "bridge", "stp_state", "0",
+                     "forward_delay", "0"])
+        for _, _, b, bn in links:
+            if b == "s":
+                cmds.append(["ip", "-n", ns["s"], "link", "set", bn, "master", "br0", "up"])
+        cmds.append(["ip", "-n", ns["s"], "link", "set", "br0", "up"])
+        addrs = [("c", CLIENT_IP, "02:09:00:00:00:07")] + [(k, ip, mac) for k, (ip, mac, _) in self.hosts.items()]
+        for key, ip, mac in addrs:
+            cmds += [["ip", "-n", ns[key], "link", "set", "eth0", "address", mac],
+                     ["ip", "-n", ns[key], "addr", "add", f"{ip}/24", "dev", "eth0"],
+                     ["ip", "-n", ns[key], "link", "set", "eth0", "up"],
+                     ["ip", "-n", ns[key], "link", "set", "lo", "up"],
+                     ["ip", "netns", "exec", ns[key], "ethtool", "-K", "eth0", "tx", "off"]]
+        for n in ns.values():
+            cmds.append(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        return cmds
+
+    def nic_holder(self, key: str) -> int:
+        """A process sitting in the namespace of host `key`'s NIC, whose PID `start_nic` enters."""
+        return self.spawn(f"n{key}", ["sleep", "3600"], f"NIC netns holder {key}").pid
+
+
 def in_netns(ns: str, make: Callable[[], T]) -> T:
     """Call `make` on a thread that joined network namespace `ns` (sockets it creates stay in `ns`)."""
     result: list[object] = []
