@@ -15,7 +15,7 @@ demo: setup
 	$(TESTBED) run $(DEMO)
 
 test: setup
-	$(PYTEST) -p no:cacheprovider tests
+	$(PYTEST) -p no:cacheprovider tests/unit tests/integration tests/experiments
 
 unit: setup
 	$(PYTEST) -p no:cacheprovider tests/unit

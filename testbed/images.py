@@ -128,10 +128,16 @@ def image_names() -> list[str]:
     return sorted(p.parent.name for p in IMAGES_DIR.glob("*/Dockerfile"))
 
 
+def _ignored(path: Path, context: Path) -> bool:
+    """Files that are not inputs: Python caches left by tests that import an image's program."""
+    rel = path.relative_to(context)
+    return "__pycache__" in rel.parts or path.suffix == ".pyc"
+
+
 def context_inputs(context: Path, base_id: str) -> str:
     """A digest of an image's build context and its base, so it is rebuilt only when they change."""
     h = hashlib.sha256(base_id.encode())
-    for f in sorted(p for p in context.rglob("*") if p.is_file()):
+    for f in sorted(p for p in context.rglob("*") if p.is_file() and not _ignored(p, context)):
         h.update(str(f.relative_to(context)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
