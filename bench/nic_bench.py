@@ -182,11 +182,64 @@ def measure_path(lab: Lab, seconds: float) -> dict:
     return out
 
 
+def micro(n: int = 20000) -> dict[str, float]:
+    """Microseconds of CPU per frame in `Pipeline.process` (no sockets): the NIC's own per-packet cost."""
+    from testbed.failsafe.classifier import Classifier
+    from testbed.failsafe.conntrack import ConnTrack
+    from testbed.failsafe.failsafe_handler import FailsafeHandler
+    from testbed.failsafe.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_PSH, ip_bytes, ipv4_frame, mac_bytes,
+                                         tcp, udp)
+    from testbed.failsafe.pipeline import NET, Pipeline
+    from testbed.failsafe.service_table import ServiceTable
+
+    client, host, backup, nic_ip = (ip_bytes(a) for a in ("10.9.0.7", MAIN_IP, BACKUP_IP, NIC_IP))
+    cmac, hmac, bmac, nmac = (mac_bytes(f"02:09:00:00:00:{x}") for x in ("07", "11", "12", "99"))
+
+    def pipeline() -> Pipeline:
+        cls = Classifier()
+        cls.add("echo", MAIN_IP, PROTO_UDP, 5000)
+        cls.add("web", MAIN_IP, PROTO_TCP, 7000)
+        handler = FailsafeHandler(nic_ip, nmac, ServiceTable(((BACKUP_IP, 0),)), ConnTrack())
+        return Pipeline(nic_ip, nmac, host, hmac, cls, handler, {backup: bmac})
+
+    def per_frame(pipe: Pipeline, frame: bytes) -> float:
+        process = pipe.process
+        t0 = time.perf_counter()
+        for i in range(n):
+            process(frame, NET, 1.0 + i * 1e-6)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    out: dict[str, float] = {}
+    req = ipv4_frame(hmac, cmac, client, host, PROTO_UDP, udp(client, host, 1111, 5000, b"x" * 18))
+    pipe = pipeline()
+    pipe.process(req, NET, 0.5)
+    out["normal_udp64_us"] = per_frame(pipe, req)
+    seg = ipv4_frame(hmac, cmac, client, host, PROTO_TCP,
+                     tcp(client, host, 2222, 7000, 1, 1, TCP_ACK | TCP_PSH, b"y" * 1448))
+    pipe = pipeline()
+    pipe.set_failsafe("echo", True, 0.0)
+    pipe.set_failsafe("web", True, 0.0)
+    first = pipe.process(req, NET, 0.5)[0][1]
+    out["failsafe_udp64_us"] = per_frame(pipe, req)
+    nat = int.from_bytes(first[34:36], "big")
+    reply = ipv4_frame(nmac, bmac, backup, nic_ip, PROTO_UDP, udp(backup, nic_ip, 5000, nat, b"z" * 18))
+    out["failsafe_reply64_us"] = per_frame(pipe, reply)
+    pipe.process(seg, NET, 0.5)
+    out["failsafe_tcp1500_us"] = per_frame(pipe, seg)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each iperf3 run")
     parser.add_argument("--no-failover", action="store_true", help="skip the failover-time runs")
+    parser.add_argument("--micro", action="store_true",
+                        help="only the per-frame CPU cost of the pipeline (no root, no sockets)")
     args = parser.parse_args()
+    if args.micro:
+        for name, us in micro().items():
+            print(f"{name:<22}{us:>8.2f} us/frame")
+        return 0
     logging.basicConfig(level=logging.WARNING)
     if os.geteuid() != 0:
         print("nic_bench needs root", file=sys.stderr)
