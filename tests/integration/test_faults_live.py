@@ -81,17 +81,21 @@ def answered(rows: list[Reply]) -> list[Reply]:
     return [r for r in rows if r.rtt_ms is not None]
 
 
-def median_rtt(rows: list[Reply]) -> float:
-    rtts = sorted(r.rtt_ms for r in rows if r.rtt_ms is not None)
+def min_rtt(rows: list[Reply]) -> float:
+    """The fastest answered request's RTT in ms (stalls of the shared machine only add delay)."""
+    rtts = [r.rtt_ms for r in rows if r.rtt_ms is not None]
     assert rtts, "nothing answered"
-    return rtts[len(rtts) // 2]
+    return min(rtts)
 
 
-def ping_rtt(tb: Testbed, host: str, count: int = 5, src: str = "gen") -> float | None:
-    """Average ping RTT in ms from `src` to `host`; None when nothing came back."""
-    out = tb.node(src).cmd("ping", "-c", str(count), "-i", "0.1", "-q", "-W", "1", IPS[host])
-    m = re.search(r"= [\d.]+/([\d.]+)/", out)
-    return float(m.group(1)) if m else None
+def ping_rtt(tb: Testbed, host: str, count: int = 7, src: str = "gen") -> float | None:
+    """The fastest of `count` ping RTTs in ms from `src` to `host` (None when none came back).
+
+    The minimum, because stalls of the shared machine only ever add delay: the fastest reply shows
+    the configured delay, which a fault must change."""
+    out = tb.node(src).cmd("ping", "-c", str(count), "-i", "0.1", "-W", "1", IPS[host])
+    rtts = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+    return min(rtts) if rtts else None
 
 
 def ping_loss(tb: Testbed, host: str, count: int) -> float:
@@ -193,15 +197,15 @@ def test_service_down_kills_the_service_only_and_undo_restarts_it(tb):
 
 def test_delay_app_slows_replies_and_undo_removes_it(tb):
     f = fault(tb, "delay", "app", host="mec2", delay_ms=80.0)
-    base = median_rtt(probe(tb, "mec2"))
+    base = min_rtt(probe(tb, "mec2"))
     f.apply(tb, time.time())
     try:
         slow = probe(tb, "mec2")
         assert len(answered(slow)) == len(slow)
-        assert 80.0 <= median_rtt(slow) <= 80.0 + base + 30.0, (base, median_rtt(slow))
+        assert 80.0 <= min_rtt(slow) <= 80.0 + base + 30.0, (base, min_rtt(slow))
     finally:
         f.undo(tb, time.time())
-    assert median_rtt(probe(tb, "mec2")) < base + 20.0
+    assert min_rtt(probe(tb, "mec2")) < base + 20.0
 
 
 def cpu_cgroup(tb: Testbed, host: str) -> Path:
@@ -260,12 +264,12 @@ def test_delay_link_adds_delay_to_the_access_link_and_undo_removes_it(tb):
     f.apply(tb, time.time())
     try:
         rtt = ping_rtt(tb, "mec1")
-        assert rtt is not None and 40.0 <= rtt <= 40.0 + base + 5.0, (base, rtt)
-        assert 40.0 <= median_rtt(probe(tb, "mec1")) <= 40.0 + base + 10.0
+        assert rtt is not None and 40.0 <= rtt <= 40.0 + base + 8.0, (base, rtt)
+        assert 40.0 <= min_rtt(probe(tb, "mec1")) <= 40.0 + base + 10.0
     finally:
         f.undo(tb, time.time())
     rtt = ping_rtt(tb, "mec1")
-    assert rtt is not None and rtt < base + 5.0, (base, rtt)
+    assert rtt is not None and rtt < base + 10.0, (base, rtt)  # well below the 40 ms of the fault
 
 
 def test_delay_link_without_an_emulated_access_link_is_refused(tb):
@@ -276,16 +280,16 @@ def test_delay_link_without_an_emulated_access_link_is_refused(tb):
 
 def test_network_delay_and_loss_on_the_wan_link_then_restored(tb):
     base = ping_rtt(tb, "cloud1")
-    assert base is not None and 2 * EDGE_WAN_DELAY_MS <= base <= 2 * EDGE_WAN_DELAY_MS + 4.0, base
+    assert base is not None and 2 * EDGE_WAN_DELAY_MS <= base <= 2 * EDGE_WAN_DELAY_MS + 6.0, base
     f = fault(tb, "network", "shape", link=("edge", "cloud"), delay_ms=30.0)
     assert "delay_ms=30" in f.apply(tb, time.time())
     try:
         rtt = ping_rtt(tb, "cloud1")
-        assert rtt is not None and 60.0 <= rtt <= 64.0, rtt
+        assert rtt is not None and 60.0 <= rtt <= 66.0, rtt
     finally:
         f.undo(tb, time.time())
     rtt = ping_rtt(tb, "cloud1")
-    assert rtt is not None and abs(rtt - base) < 3.0, (base, rtt)
+    assert rtt is not None and 2 * EDGE_WAN_DELAY_MS <= rtt < 2 * EDGE_WAN_DELAY_MS + 10.0, (base, rtt)
     lossy = fault(tb, "network", "shape", link=("cloud", "edge"), loss_pct=50.0)  # either order names it
     lossy.apply(tb, time.time())
     try:
