@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pty
 import select
 import subprocess
 import time
@@ -14,7 +13,8 @@ from mininet.node import Host
 
 from testbed.emulation.plainhost import tolerant_decoder
 from testbed.errors import TestbedError
-from testbed.ledger import LABEL, Ledger
+from testbed.emulation.prelaunch import ContainerPlan, Launched, launch_one, run_args, spawn_shell
+from testbed.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,24 @@ while :; do wait; sleep 1; done
 """
 
 
+#: What lets the entry script start the main command (run in the container once its network is up).
+READY_CMD = "touch /run/testbed/ready"
+#: How long `ready` waits at most for the main command to listen on the image's exposed ports.
+READY_WAIT_S = 5.0
+
+
+def ready_command(ports: Sequence[str] = (), wait_s: float = READY_WAIT_S) -> str:
+    """Shell command that lets the main command start, then waits (at most `wait_s`) until it
+    listens on each of `ports` (Docker's "7000/udp" notation; skipped where `ss` is missing)."""
+    if not ports:
+        return READY_CMD
+    checks = " && ".join(
+        f"ss -Hln{'u' if p.endswith('/udp') else 't'} 'sport = :{p.split('/')[0]}' | grep -q ." for p in ports)
+    tries = max(1, int(wait_s / 0.02))
+    return (f"{READY_CMD}; if command -v ss >/dev/null; then i=0; while [ $i -lt {tries} ]; do "
+            f"{checks} && break; sleep 0.02; i=$((i+1)); done; fi")
+
+
 def parse_memory(text: str | None) -> int | None:
     """Docker memory notation (`256m`, `1g`, `512k`, bytes) to bytes."""
     if text is None:
@@ -40,6 +58,22 @@ def parse_memory(text: str | None) -> int | None:
     if text and text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
+
+
+def container_name(ledger: Ledger, node: str) -> str:
+    """The container name of Docker host `node` in the ledger's run."""
+    return f"{ledger.prefix}-{node}"
+
+
+def image_command(client: Any, image: str) -> list[str]:
+    """An image's CMD as the host's main command (a bare shell counts as none)."""
+    cmd = client.images.get(image).attrs["Config"].get("Cmd") or []
+    return [] if cmd in (["bash"], ["/bin/bash"], ["sh"]) else list(cmd)
+
+
+def image_ports(client: Any, image: str) -> tuple[str, ...]:
+    """The ports an image EXPOSEs, in Docker's notation ("7000/udp", "7001/tcp")."""
+    return tuple(sorted(client.images.get(image).attrs["Config"].get("ExposedPorts") or {}))
 
 
 def docker_client():
@@ -61,45 +95,48 @@ class DockerHost(Host):
 
     def __init__(self, name: str, dimage: str, ledger: Ledger, cpu: float | None = None,
                  memory: str | None = None, environment: dict[str, str] | None = None,
-                 volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None, **params: Any) -> None:
+                 volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None,
+                 launched: Launched | None = None, client: Any = None, ready_ports: Sequence[str] = (),
+                 **params: Any) -> None:
         self.dimage = dimage
+        self.ready_ports = tuple(ready_ports)  # ready() waits until the main command listens on these
         self.ledger = ledger
-        self.cname = f"{ledger.prefix}-{name}"
+        self.cname = container_name(ledger, name)
         self.dcmd = list(dcmd) if dcmd is not None else None
-        self.client = docker_client()
-        ledger.record("container", self.cname, node=name, image=dimage)
-        env = {"TB_NODE": name, **(environment or {})}
-        try:
-            self.container = self.client.containers.run(
-                dimage, name=self.cname, hostname=name, detach=True, init=True,
-                entrypoint=["/bin/sh", "-c", ENTRY, "sh"], command=self._main_command(),
-                network_mode="none", cap_add=["NET_ADMIN"], labels={LABEL: ledger.rid, "testbed.node": name},
-                environment=env, volumes=list(volumes),
-                cpu_period=100_000 if cpu else None, cpu_quota=int(cpu * 100_000) if cpu else None,
-                mem_limit=parse_memory(memory),
-            )
-            self.container.reload()
-        except Exception as exc:
-            raise TestbedError(f"{name}: cannot start a container from {dimage}: {exc}") from None
-        self.cpid = int(self.container.attrs["State"]["Pid"])
+        self.client = client or docker_client()
+        self._preshell = launched.shell if launched is not None else None
+        self._removed = False
+        if launched is None:  # not prelaunched: create it here, recorded first
+            plan = self.plan(name, dimage, ledger, self.client, cpu, memory, environment, volumes, dcmd)
+            ledger.record("container", plan.cname, node=name, image=dimage)
+            launched = launch_one(self.client, plan, with_shell=False)
+        self.container = launched.container
+        self.cpid = launched.pid
         super().__init__(name, **params)
+
+    @staticmethod
+    def plan(name: str, dimage: str, ledger: Ledger, client: Any, cpu: float | None = None,
+             memory: str | None = None, environment: dict[str, str] | None = None,
+             volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None) -> ContainerPlan:
+        """The container Docker host `name` runs, as data (for `prelaunch`, or made here)."""
+        cname = container_name(ledger, name)
+        command = list(dcmd) if dcmd is not None else image_command(client, dimage)
+        args = run_args(name, cname, ledger.rid, dimage, ["/bin/sh", "-c", ENTRY, "sh"], command, cpu,
+                        parse_memory(memory), dict(environment or {}), volumes)
+        return ContainerPlan(name, cname, dimage, args)
 
     def _main_command(self) -> list[str]:
         """The service the container runs once its network is up: `command`, else the image's CMD."""
-        if self.dcmd is not None:
-            return self.dcmd
-        cmd = self.client.images.get(self.dimage).attrs["Config"].get("Cmd") or []
-        return [] if cmd in (["bash"], ["/bin/bash"], ["sh"]) else list(cmd)
+        return self.dcmd if self.dcmd is not None else image_command(self.client, self.dimage)
 
     def startShell(self, mnopts: Any = None) -> None:
         """Start the Mininet shell inside the container; `pid` is the container's (for netns moves)."""
         if self.shell:
             return
-        cmd = ["docker", "exec", "-it", "--env", "PS1=" + chr(127), self.cname,
-               "bash", "--norc", "--noediting", "-is", "mininet:" + self.name]
-        self.master, self.slave = pty.openpty()
-        self.shell = self._popen(cmd, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                                 close_fds=False, start_new_session=True)
+        pre, self._preshell = self._preshell, None
+        if pre is None:  # not prelaunched
+            pre = spawn_shell(self.cname, self.name)
+        self.master, self.slave, self.shell = pre.master, pre.slave, pre.popen
         self.stdin = os.fdopen(self.master, "r")
         self.stdout = self.stdin
         self.pid = self.cpid
@@ -167,9 +204,17 @@ class DockerHost(Host):
         kwargs.setdefault("mncmd", ["docker", "exec", "-i", self.cname])
         return super().popen(*args, **kwargs)
 
+    @property
+    def ready_command(self) -> str:
+        """The shell command `ready` runs in the container."""
+        return ready_command(self.ready_ports)
+
     def ready(self) -> None:
-        """Let the container's main command start: its interfaces are configured now."""
-        self.container.exec_run(["touch", "/run/testbed/ready"])
+        """Let the container's main command start (its interfaces are configured now); wait for its ports."""
+        if self.shell is not None and self.shell.poll() is None:
+            self.cmd(self.ready_command)  # through the open shell: no Docker API round trip
+        else:
+            self.container.exec_run(["sh", "-c", self.ready_command])
 
     def start_service(self) -> None:
         """(Re)start the main command in the background, as the entry script does."""
@@ -192,11 +237,13 @@ class DockerHost(Host):
         self.container.update(**kw)
 
     def terminate(self) -> None:
-        """Stop the shell and remove the container."""
+        """Stop the shell and remove the container (once: a second call does nothing)."""
         if self.shell and self.shell.poll() is None:
             self.shell.kill()
-        try:
-            self.container.remove(force=True)
-        except Exception as exc:  # already gone (killed by a fault, or by clean)
-            log.debug("%s: remove: %s", self.name, exc)
+        if not self._removed:
+            self._removed = True
+            try:
+                self.container.remove(force=True)
+            except Exception as exc:  # already gone (killed by a fault, or by clean)
+                log.debug("%s: remove: %s", self.name, exc)
         self.cleanup()

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,7 +16,8 @@ from mininet.node import Node, OVSSwitch, RemoteController
 
 from testbed import clean, doctor, ledger as ledger_mod, proc
 from testbed.controller import Controller
-from testbed.emulation.dockerhost import DockerHost
+from testbed.emulation.dockerhost import DockerHost, docker_client, image_command, image_ports
+from testbed.emulation.prelaunch import WORKERS, ContainerPlan, Launched, close_shell, prelaunch
 from testbed.emulation.link import TestbedLink
 from testbed.emulation.plainhost import PlainHost
 from testbed.errors import TestbedError
@@ -46,6 +48,22 @@ class _ListeningController(RemoteController):
         return None
 
 
+def cmd_all(commands: dict[Node, str]) -> None:
+    """Run each node's shell command, all at once: send every one, then wait for every one.
+
+    One round trip for all the nodes instead of one per node, which matters for Docker hosts, whose
+    shells are reached through the Docker engine. Nodes whose shell is gone are skipped.
+    """
+    busy = []
+    for node, command in commands.items():
+        if node.shell is None or node.shell.poll() is not None:
+            continue
+        node.sendCmd(command)
+        busy.append(node)
+    for node in busy:
+        node.waitOutput()
+
+
 class Testbed:
     """One run of a topology: switches, hosts, NICs, links, the controller; `with` tears it down."""
 
@@ -72,6 +90,10 @@ class Testbed:
         self.nic_nodes: dict[str, Node] = {}
         self.nics: dict[str, Any] = {}  # host -> NicProcess
         self._access_ids: dict[str, str] = {}
+        self._docker: Any = None  # one Docker SDK client for all hosts
+        self._plans: dict[str, ContainerPlan] = {}
+        self._launched: dict[str, Launched] = {}  # prelaunched, not yet adopted by a DockerHost
+        self._ready_ports: dict[str, tuple[str, ...]] = {}  # host -> ports its image's service listens on
         self._started = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -122,9 +144,7 @@ class Testbed:
         self.controller.wait_connected(list(self.switch_of.values()), timeout=30)
         self._prepare_interfaces()
         self._start_nics()
-        for node in self.net.hosts:
-            if isinstance(node, DockerHost):
-                node.ready()
+        cmd_all({node: node.ready_command for node in self.net.hosts if isinstance(node, DockerHost)})
         self._started = True
         self._write_manifest(time.monotonic() - t0)
         log.info("run %s up in %.1f s", self.rid, time.monotonic() - t0)
@@ -137,7 +157,12 @@ class Testbed:
             except Exception as exc:
                 log.warning("stopping a NIC: %s", exc)
         self.nics.clear()
+        for item in self._launched.values():  # start-up failed before every host adopted its shell
+            if item.shell is not None:
+                close_shell(item.shell)
+        self._launched.clear()
         if self.net is not None:
+            self._remove_containers()
             try:
                 self.net.stop()
             except Exception as exc:
@@ -170,10 +195,12 @@ class Testbed:
         if spec.mac:
             params["mac"] = spec.mac
         if spec.is_docker:
+            plan = self._plans[spec.name]
             return self.net.addHost(
                 spec.name, cls=DockerHost, dimage=spec.image, ledger=self.ledger, cpu=spec.cpu,
                 memory=spec.memory, environment=dict(spec.env), volumes=spec.volumes,
-                dcmd=spec.command, **params)
+                dcmd=plan.run_args["command"], launched=self._launched.pop(spec.name),
+                client=self._docker, ready_ports=self._ready_ports.get(spec.name, ()), **params)
         node = self.net.addHost(spec.name, cls=PlainHost, **params)
         self.ledger.record_process(node.pid, f"shell of {spec.name}")
         return node
@@ -182,8 +209,31 @@ class Testbed:
         emulated = spec.access.shaped or spec.name in self.shaped_access
         return emulated, spec.access
 
+    def _prelaunch_containers(self) -> None:
+        """Create and start every Docker host's container (and shell) in parallel, before Mininet's serial steps."""
+        specs = [h for site in self.topo.sites for h in site.hosts if h.is_docker]
+        if not specs:
+            return
+        self._docker = docker_client()
+        commands: dict[str, list[str]] = {}  # image -> its CMD, asked once per image
+        ports: dict[str, tuple[str, ...]] = {}  # image -> its exposed ports
+        for spec in specs:
+            dcmd = spec.command
+            if dcmd is None:  # the image's own service: start() waits until it listens on its ports
+                if spec.image not in commands:
+                    commands[spec.image] = image_command(self._docker, spec.image)
+                    ports[spec.image] = image_ports(self._docker, spec.image)
+                dcmd = commands[spec.image]
+                if dcmd:
+                    self._ready_ports[spec.name] = ports[spec.image]
+            self._plans[spec.name] = DockerHost.plan(
+                spec.name, spec.image, self.ledger, self._docker, spec.cpu, spec.memory, dict(spec.env),
+                spec.volumes, dcmd)
+        self._launched = prelaunch(self._docker, list(self._plans.values()), self.ledger)
+
     def _add_hosts(self) -> None:
         assert self.net is not None
+        self._prelaunch_containers()
         for site in self.topo.sites:
             switch = self.net[self.switch_of[site.name]]
             for spec in site.hosts:
@@ -219,10 +269,20 @@ class Testbed:
     def _prepare_interfaces(self) -> None:
         """Checksum offload off on host interfaces: the userspace datapath does not fill checksums in."""
         assert self.net is not None
+        commands = {}
         for node in self.net.hosts:
-            for intf in node.intfList():
-                if intf.name != "lo":
-                    node.cmd("ethtool", "-K", intf.name, "tx", "off", "tso", "off", "gso", "off")
+            names = [intf.name for intf in node.intfList() if intf.name != "lo"]
+            if names:
+                commands[node] = "; ".join(f"ethtool -K {n} tx off tso off gso off" for n in names)
+        cmd_all(commands)
+
+    def _remove_containers(self) -> None:
+        """Remove every Docker host's container in parallel (Mininet would, one at a time, in net.stop)."""
+        assert self.net is not None
+        docker_hosts = [node for node in self.net.hosts if isinstance(node, DockerHost)]
+        if docker_hosts:
+            with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="remove") as pool:
+                list(pool.map(DockerHost.terminate, docker_hosts))
 
     def _start_nics(self) -> None:
         if not self.nic_nodes:
