@@ -57,7 +57,7 @@ class NicSpec:
     threshold: float = 1.5
     hysteresis: int = 3  # consecutive good heartbeats before fail-safe is turned off
     learn: int = 10  # heartbeats that make up RTT_avg before detection starts
-    min_rtt_ms: float = 2.0  # floor under RTT_avg, so software timing noise is not a fault
+    min_rtt_ms: float = 5.0  # floor under RTT_avg: a software NIC on a shared CPU sees ms-scale noise
     platform: HeartbeatSpec = field(default_factory=HeartbeatSpec)
     services: tuple[CriticalService, ...] = ()
 

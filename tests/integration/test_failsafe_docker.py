@@ -16,7 +16,7 @@ from testbed.topology.loader import load_topology
 
 INTERVAL = 0.05  # s; heartbeat interval used here
 THRESHOLD = 1.5
-MIN_RTT_S = 0.002
+MIN_RTT_S = 0.005
 TIMEOUT = MIN_RTT_S * THRESHOLD  # the NIC's timeout: max(RTT_avg, floor) x threshold
 
 
@@ -124,7 +124,7 @@ def two_services(tmp_path):
     services = [t.service("echo-udp", "udp", 7000), t.service("aux-udp", "udp", 7100)]
     t.addDocker("mec1", site="lab", dimage="testbed/echo", ip="10.0.0.11",
                 nic=t.nic(ip="10.0.0.111", backups=["mec2"], services=services, interval="50ms",
-                          threshold=THRESHOLD, min_rtt="2ms"))
+                          threshold=THRESHOLD, min_rtt="5ms"))
     t.addDocker("mec2", site="lab", dimage="testbed/echo", ip="10.0.0.12")
     return Testbed(t.build(), tmp_path / "run")
 
