@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,3 +353,64 @@ def test_host_kill_has_no_undo_and_the_run_still_tears_down(tb):
         f.undo(tb, time.time())
     assert subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", tb.container("cloud1").id],
                           capture_output=True, text=True).stdout.strip() == "false"
+
+
+# -- the same faults seen by a fail-safe NIC (fatriot: gen, mec1 behind a NIC backed by mec2) ----------
+FATRIOT = {"gen": "10.0.0.1", "mec1": "10.0.0.11", "mec2": "10.0.0.12"}
+
+
+# A 20 ms RTT floor (timeout 30 ms): with the 2 ms default the NIC flapped into fail-safe several
+# times in 12 s of idle traffic on the loaded 2-core machine (more with mec1's access link emulated
+# in userspace), and with 10 ms still at load 15; the faults below add 40 ms or stop answers.
+@pytest.fixture(scope="module")
+def nic_tb(tmp_path_factory):
+    from testbed.topology.loader import load_topology
+
+    bed = Testbed(load_topology("fatriot"), tmp_path_factory.mktemp("faults-nic") / "run", shaped_access={"mec1"},
+                  nic_overrides={"interval_s": 0.05, "threshold": 1.5, "min_rtt_ms": 20.0})
+    with bed:
+        assert wait_for(lambda: all(m == "normal" for m in nic_modes(bed).values()), 20), nic_modes(bed)
+        yield bed
+    assert leftovers(bed.rid) == []
+    assert live_processes(bed.run_dir) == []
+
+
+def nic_modes(tb: Testbed) -> dict[str, str]:
+    """Each heartbeat target's mode on mec1's NIC (control API heartbeat_show)."""
+    from testbed.failsafe.control import call
+
+    return {target: row["mode"] for target, row in call(tb.nic_socket("mec1"), "heartbeat_show").items()}
+
+
+def answered_by(tb: Testbed, count: int = 10) -> Counter:
+    """How many of a short probe burst from gen to mec1's address each host answered ('' counts lost ones)."""
+    p = tb.node("gen").popen(["python3", "/app/probe.py", "--target", f"{FATRIOT['mec1']}:7000", "--rate", "20",
+                              "--count", str(count), "--proto", "udp", "--timeout", "0.5"], text=True)
+    out, err = p.communicate(timeout=30)
+    rows = [line.split(",") for line in out.splitlines() if line[:1].isdigit()]
+    assert len(rows) == count, (out, err)
+    return Counter(row[4].strip() for row in rows)
+
+
+@pytest.mark.parametrize("kind,mode,kw,target", [
+    ("service_down", "kill", {}, "echo-udp"),            # the service heartbeat fails, the host's does not
+    ("host_down", "isolate", {}, "platform"),             # nothing of the host answers
+    ("delay", "link", {"delay_ms": 20.0}, "platform"),    # every heartbeat's RTT far above the learned one
+])
+def test_nic_fails_over_during_the_fault_and_back_after_undo(nic_tb, kind, mode, kw, target):
+    """A request or two may be lost or answered by the backup around a (false) transition on the
+    loaded machine, so each phase asks for a clear majority; mec1 never answers during the fault."""
+    f = make_fault(FaultSpec(kind, mode, Trigger(time_s=0.0), host="mec1", duration_s=1.0, **kw),
+                   lambda host: start_service(nic_tb, ServiceRun(host, "echo")))
+    assert answered_by(nic_tb)["mec1"] >= 7
+    f.apply(nic_tb, time.time())
+    try:
+        assert wait_for(lambda: nic_modes(nic_tb)[target] == "failsafe", 5), nic_modes(nic_tb)
+        if kind == "service_down":
+            assert nic_modes(nic_tb)["platform"] == "normal"
+        during = answered_by(nic_tb)
+        assert during["mec1"] == 0 and during["mec2"] >= 7, during
+    finally:
+        f.undo(nic_tb, time.time())
+    assert wait_for(lambda: all(m == "normal" for m in nic_modes(nic_tb).values()), 15), nic_modes(nic_tb)
+    assert answered_by(nic_tb)["mec1"] >= 7
