@@ -141,8 +141,8 @@ class Testbed:
         self.net.build()
         self.net.start()
         self._tag_bridges()
+        self._prepare_interfaces()  # while the switches connect to the controller
         self.controller.wait_connected(list(self.switch_of.values()), timeout=30)
-        self._prepare_interfaces()
         self._start_nics()
         cmd_all({node: node.ready_command for node in self.net.hosts if isinstance(node, DockerHost)})
         self._started = True
