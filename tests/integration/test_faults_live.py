@@ -20,6 +20,7 @@ from testbed.emulation.testbed import Testbed
 from testbed.experiment.faults import Fault, make_fault
 from testbed.experiment.runner import start_service
 from testbed.experiment.spec import FaultSpec, ServiceRun
+from testbed.experiment.traffic import wait_listening
 from testbed.experiment.values import Trigger
 from testbed.testing import leftovers, live_processes
 from testbed.topology.api import MecTopo
@@ -305,7 +306,7 @@ def iperf_mbps(tb: Testbed) -> float:
     """UDP throughput gen -> cloud1 for 1 s, offered at 20 Mbit/s, as received by the server."""
     server = tb.node("cloud1").popen(["iperf3", "-s", "-1", "-p", "5299"])
     try:
-        time.sleep(0.3)
+        assert wait_listening(tb.node("cloud1"), 5299), "iperf3 server not listening"
         out = tb.node("gen").cmd("iperf3", "-c", IPS["cloud1"], "-p", "5299", "-u", "-b", "20M", "-t", "1",
                                  "-l", "1200")
     finally:
@@ -402,6 +403,7 @@ def test_nic_fails_over_during_the_fault_and_back_after_undo(nic_tb, kind, mode,
     loaded machine, so each phase asks for a clear majority; mec1 never answers during the fault."""
     f = make_fault(FaultSpec(kind, mode, Trigger(time_s=0.0), host="mec1", duration_s=1.0, **kw),
                    lambda host: start_service(nic_tb, ServiceRun(host, "echo")))
+    assert wait_for(lambda: all(m == "normal" for m in nic_modes(nic_tb).values()), 15), nic_modes(nic_tb)
     assert answered_by(nic_tb)["mec1"] >= 7
     f.apply(nic_tb, time.time())
     try:
