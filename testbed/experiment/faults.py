@@ -155,20 +155,35 @@ class SiteDown(Fault):
         links = [tb.wan_link_id(w.a, w.b) for w in tb.topo.wan if self.spec.site in (w.a, w.b)]
         return list(site.hosts), links
 
+    @staticmethod
+    def _each(steps: list[tuple[str, Callable[[], Any]]]) -> None:
+        """Run every step even when one fails (a killed host must not keep the rest of the site up)."""
+        failed = []
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                failed.append(f"{what}: {exc}")
+        if failed:
+            raise TestbedError("; ".join(failed))
+
+    @staticmethod
+    def _host_step(tb: Any, h: Any, down: bool) -> tuple[str, Callable[[], Any]]:
+        if h.is_docker:
+            box = tb.container(h.name)
+            return h.name, (box.pause if down else box.unpause)
+        return h.name, lambda: tb.set_interfaces(h.name, not down)
+
     def apply(self, tb: Any, now: float) -> str:
         hosts, links = self._parts(tb)
-        for h in hosts:
-            tb.container(h.name).pause() if h.is_docker else tb.set_interfaces(h.name, False)
-        for link in links:
-            tb.links.set_up(link, False)
+        self._each([self._host_step(tb, h, True) for h in hosts] +
+                   [(link, lambda link=link: tb.links.set_up(link, False)) for link in links])
         return f"hosts {','.join(h.name for h in hosts)} down; links {','.join(links) or '-'} down"
 
     def undo(self, tb: Any, now: float) -> str:
         hosts, links = self._parts(tb)
-        for link in links:
-            tb.links.set_up(link, True)
-        for h in hosts:
-            tb.container(h.name).unpause() if h.is_docker else tb.set_interfaces(h.name, True)
+        self._each([(link, lambda link=link: tb.links.set_up(link, True)) for link in links] +
+                   [self._host_step(tb, h, False) for h in hosts])
         return "site back up"
 
 
