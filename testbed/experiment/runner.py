@@ -249,12 +249,15 @@ def _on_probe_line(ctx: RunContext, tb: Any, faults: list[Fault], schedule: Faul
 def _execute(ctx: RunContext, tb: Any, faults: list[Fault], dues: list) -> None:
     for due in dues:
         fault = faults[due.index]
-        when = time.time()
+        started = time.time()
         try:
-            detail = fault.apply(tb, when) if due.action == "apply" else fault.undo(tb, when)
+            detail = fault.apply(tb, started) if due.action == "apply" else fault.undo(tb, started)
         except Exception as exc:  # a fault that cannot be applied is recorded, the run goes on
             log.error("fault %s %s on %s failed: %s", fault.spec.kind, due.action, fault.target, exc)
             detail = f"FAILED: {exc}"
+        # stamped when the fault is surely in effect (docker kill/pause take a while to return)
+        when = time.time()
+        detail = f"{detail} (took {1000 * (when - started):.0f} ms)"
         ctx.event(fault.spec.kind, due.action, fault.target, f"{fault.spec.mode}: {detail}", when=when)
 
 
