@@ -48,12 +48,13 @@ def test_mec_sites_all_hosts_reach_each_other(tmp_path):
     topo = load_topology("mec-sites")
     tb = Testbed(topo, tmp_path / "run", nics=False)
     with tb:
+        tb.net.pingAll(timeout="2")  # the first round also learns MACs and installs flows
         assert tb.net.pingAll(timeout="2") == 0.0
         rows = tb.selfcheck(count=3)
         assert len(rows) == len(topo.wan)
         for row in rows:
             assert row["measured"] is not None, row
-            assert abs(row["error_ms"]) < 3.0, row
+            assert abs(row["error_ms"]) < 3.0 + 0.05 * row["configured_rtt_ms"], row
         # the controller installed learned flows next to its table-miss entry
         flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", tb.switch_of["edge1"]],
                                capture_output=True, text=True, check=True).stdout
