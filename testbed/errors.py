@@ -6,6 +6,7 @@ from __future__ import annotations
 class TestbedError(Exception):
     """A failure the user should see as one line, not as a traceback."""
 
+    __test__ = False  # not a pytest test class
     exit_code = 1
 
 
