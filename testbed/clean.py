@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import ledger, proc
-from testbed.ledger import LABEL, Resource
+from testbed.ledger import LABEL, RUN_ROOT, Resource
 
 log = logging.getLogger(__name__)
-RUN_ROOT = Path("/run/testbed")
 
 
 @dataclass

@@ -15,6 +15,8 @@ from typing import Iterator
 LABEL = "testbed.run"
 #: Where the ledgers of all runs are kept (survives the run's process, and reboots).
 STATE_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/var/lib/testbed"))
+#: Where runs keep their sockets and other run-time state (removed with the run).
+RUN_ROOT = Path("/run/testbed")
 KINDS = ("process", "container", "ovs_bridge", "interface", "netns", "qdisc", "file")
 _RID = re.compile(r"^[0-9a-f]{4}$")
 

@@ -21,12 +21,11 @@ from testbed.emulation.prelaunch import WORKERS, ContainerPlan, Launched, close_
 from testbed.emulation.link import TestbedLink
 from testbed.emulation.plainhost import PlainHost
 from testbed.errors import TestbedError
-from testbed.ledger import LABEL, Ledger
+from testbed.ledger import LABEL, Ledger, RUN_ROOT
 from testbed.links.base import LinkBackend
 from testbed.topology.model import HostSpec, Shape, TopologySpec
 
 log = logging.getLogger(__name__)
-RUN_ROOT = Path("/run/testbed")
 
 
 def make_backend(name: str, ledger: Ledger, run_dir: Path) -> LinkBackend:

@@ -16,8 +16,8 @@ from typing import Any
 from testbed.errors import SpecError
 from testbed.failsafe.packet import PROTO_NAMES, ip_bytes, mac_bytes
 from testbed.topology.model import HostSpec, TopologySpec
+from testbed.ledger import RUN_ROOT
 
-RUN_ROOT = Path("/run/testbed")
 
 
 @dataclass(frozen=True)

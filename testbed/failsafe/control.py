@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from testbed.errors import TestbedError, UsageError
+from testbed.ledger import RUN_ROOT
 
 log = logging.getLogger(__name__)
 
-#: NIC sockets live at RUN_ROOT / rid / f"nic-{node}.sock"
-RUN_ROOT = Path("/run/testbed")
 #: longest request line accepted (bytes, without the newline)
 MAX_REQUEST = 64 * 1024
 #: replies a client has not read yet, beyond which it is dropped (bytes)

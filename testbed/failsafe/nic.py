@@ -34,6 +34,7 @@ from testbed.failsafe.packet import (PROTO_UDP, ip_bytes, ip_str, ipv4_frame, ma
 from testbed.failsafe.pipeline import CPU, HOST, NET, Pipeline
 from testbed.failsafe.probes import Prober
 from testbed.failsafe.service_table import ServiceTable
+from testbed.timerfd import Timer
 
 log = logging.getLogger(__name__)
 
@@ -210,49 +211,6 @@ except ImportError:  # pragma: no cover - discovery.py not there yet
 
 # --- the I/O loop ------------------------------------------------------------------------------
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-class TimerFd:
-    """A CLOCK_MONOTONIC timerfd armed at absolute deadlines (sub-millisecond wakeups for epoll)."""
-
-    CLOCK_MONOTONIC = 1
-    TFD_NONBLOCK = 0o4000
-    TFD_CLOEXEC = 0o2000000
-    TFD_TIMER_ABSTIME = 1
-
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        fd = self._libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_NONBLOCK | self.TFD_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self.fd = fd
-        self.armed_at = 0.0
-
-    def arm(self, deadline: float) -> None:
-        """Fire at monotonic time `deadline` (seconds); a deadline in the past fires at once."""
-        ns = max(int(deadline * 1e9), 1)
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(ns // 1_000_000_000, ns % 1_000_000_000))
-        if self._libc.timerfd_settime(self.fd, self.TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
-        self.armed_at = deadline
-
-    def clear(self) -> None:
-        """Consume the expiry count so the fd stops polling readable."""
-        try:
-            os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 def iface_mtu(iface: str) -> int:
     """The MTU of `iface` (SIOCGIFMTU); 1500 if it cannot be read."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -324,7 +282,8 @@ class NicLoop:
         self.sock = {HOST: open_port(cfg.host_iface, mac_filter(nic.nic_mac, accept=False)),
                      NET: open_port(cfg.net_iface)}
         self.cpu_sock = open_port(cfg.host_iface, mac_filter(nic.nic_mac, accept=True))
-        self.timer = TimerFd()
+        self.timer = Timer()
+        self._deadline = 0.0  # when timed() must run next
         self.control = ControlServer(Path(cfg.control_socket), nic.handlers()) if cfg.control_socket else None
         self.epoll = select.epoll()
         self.epoll.register(self.sock[HOST].fileno(), select.EPOLLIN)
@@ -432,6 +391,7 @@ class NicLoop:
             self._housekeeping = now + HOUSEKEEPING_S
             self.send(nic.housekeeping(now))
         deadline = min(nic.next_deadline(), self._housekeeping)
+        self._deadline = deadline
         self.timer.arm(deadline)
 
     def run(self) -> None:
@@ -454,13 +414,13 @@ class NicLoop:
                 elif fd == hfd:
                     self.drain(HOST)
                 elif fd == tfd:
-                    self.timer.clear()
+                    self.timer.consume()
                 elif fd == cfd and self.control is not None:
                     self.control.on_readable(fd)
                     out, self.nic.pending_out = self.nic.pending_out, []
                     self.send(out)
             now = time.monotonic()
-            if now >= self.timer.armed_at:
+            if now >= self._deadline:
                 self.timed(now)
 
     def close(self) -> None:

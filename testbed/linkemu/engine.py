@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from testbed import proc
 from testbed.linkemu.schedule import Direction, ShapeParams, direction_rng
-from testbed.linkemu.timerfd import Timer
+from testbed.timerfd import Timer
 
 log = logging.getLogger(__name__)
 

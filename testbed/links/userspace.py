@@ -15,7 +15,7 @@ from typing import Any
 import testbed
 from testbed import proc
 from testbed.errors import SpecError, TestbedError
-from testbed.ledger import Ledger
+from testbed.ledger import Ledger, RUN_ROOT
 from testbed.linkemu.control import ControlClient
 from testbed.linkemu.engine import offload_args
 from testbed.linkemu.schedule import parse_shape
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Unix socket paths longer than this do not fit in sockaddr_un.
 SOCKET_PATH_MAX = 107
-RUN_ROOT = Path("/run/testbed")
 
 
 def shape_to_wire(shape: Shape) -> dict[str, Any]:
