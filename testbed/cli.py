@@ -192,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mininet").propagate = False  # Mininet prints through its own handler
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
