@@ -192,7 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mininet").propagate = False  # Mininet prints through its own handler
+    try:
+        from mininet.log import lg  # Mininet prints through its own handler: not twice
+    except ImportError:
+        pass
+    else:
+        lg.propagate = False
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
