@@ -10,7 +10,8 @@ import pytest
 
 from testbed.emulation.testbed import Testbed
 from testbed.topology.api import MecTopo
-from testbed.topology.loader import load_topology
+from testbed.emulation.dockerhost import DockerHost
+from testbed.topology.loader import load_topology, shipped_topologies
 from testbed.topology.model import Shape
 
 from testbed.testing import leftovers, live_processes
@@ -44,19 +45,23 @@ def wan_bed(tmp_path):
     assert live_processes(tb.run_dir) == []
 
 
-def test_mec_sites_all_hosts_reach_each_other(tmp_path):
-    topo = load_topology("mec-sites")
-    tb = Testbed(topo, tmp_path / "run", nics=False)
+@pytest.mark.parametrize("name", shipped_topologies())
+def test_shipped_topology_all_hosts_reach_each_other(tmp_path, name):
+    topo = load_topology(name)
+    tb = Testbed(topo, tmp_path / "run")  # with the fail-safe NICs the topology declares
     with tb:
-        tb.net.pingAll(timeout="2")  # the first round also learns MACs and installs flows
-        assert tb.net.pingAll(timeout="2") == 0.0
+        hosts = [tb.node(h.name) for h in topo.hosts()]  # not the NICs: they have no kernel address
+        assert all(isinstance(h, DockerHost) for h in hosts if topo.host(h.name).is_docker)
+        tb.net.ping(hosts, timeout="2")  # the first round also learns MACs and installs flows
+        assert tb.net.ping(hosts, timeout="2") == 0.0
         rows = tb.selfcheck(count=3)
         assert len(rows) == len(topo.wan)
         for row in rows:
             assert row["measured"] is not None, row
             assert abs(row["error_ms"]) < 3.0 + 0.05 * row["configured_rtt_ms"], row
         # the controller installed learned flows next to its table-miss entry
-        flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", tb.switch_of["edge1"]],
+        edge = tb.switch_of[topo.sites[0].name]
+        flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", edge],
                                capture_output=True, text=True, check=True).stdout
         assert "actions=CONTROLLER" in flows
         assert "dl_dst=" in flows

@@ -82,10 +82,16 @@ def fatriot(tmp_path):
 
 def test_host_crash_moves_requests_to_the_backup(fatriot):
     p = probe(fatriot, "10.0.0.11:7000", rate=50, count=150)
+    p_tcp = probe(fatriot, "10.0.0.11:7001", rate=10, count=30, proto="tcp")
     time.sleep(1.0)
     crash = time.time()
     fatriot.container("mec1").kill()
     rows = replies(p)
+    tcp = replies(p_tcp)
+    # the TCP service too: a new connection per request, and those after the crash reach the backup
+    tcp_after = [r for r in tcp if r.send > crash + 0.5]
+    assert share([r for r in tcp if r.send < crash - 0.05], "mec1") >= 0.9
+    assert tcp_after and share(tcp_after, "mec2") >= 0.9, [(r.seq, r.by) for r in tcp_after]
     before = [r for r in rows if r.send < crash - 0.05]
     after = [r for r in rows if r.send > crash + 0.5]
     events = fatriot.nic_events()
