@@ -37,6 +37,15 @@ CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 
+def host_cmds(ns: str, ip: str, mac: str) -> list[list[str]]:
+    """Commands that give a lab host's eth0 (in namespace `ns`) its address and bring it up."""
+    return [["ip", "-n", ns, "link", "set", "eth0", "address", mac],
+            ["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0"],
+            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"]]
+
+
 @dataclass
 class Lab:
     """The lab's names, and what was started in it (to stop exactly that)."""
@@ -73,13 +82,9 @@ class Lab:
             cmds.append(["ip", "-n", ns["n"], "link", "set", "br0", "up"])
         for key, ip, mac in (("c", CLIENT_IP, "02:09:00:00:00:07"), ("m", MAIN_IP, "02:09:00:00:00:11"),
                              ("b", BACKUP_IP, "02:09:00:00:00:12")):
-            cmds += [["ip", "-n", ns[key], "link", "set", "eth0", "address", mac],
-                     ["ip", "-n", ns[key], "addr", "add", f"{ip}/24", "dev", "eth0"],
-                     ["ip", "-n", ns[key], "link", "set", "eth0", "up"],
-                     ["ip", "-n", ns[key], "link", "set", "lo", "up"],
-                     ["ip", "netns", "exec", ns[key], "ethtool", "-K", "eth0", "tx", "off"]]
-        for n in ns.values():
-            cmds.append(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            cmds += host_cmds(ns[key], ip, mac)
+        cmds += [["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]
+                 for n in ns.values()]
         return cmds
 
     def build(self) -> None:
@@ -177,13 +182,9 @@ class PeerLab(Lab):
         cmds.append(["ip", "-n", ns["s"], "link", "set", "br0", "up"])
         addrs = [("c", CLIENT_IP, "02:09:00:00:00:07")] + [(k, ip, mac) for k, (ip, mac, _) in self.hosts.items()]
         for key, ip, mac in addrs:
-            cmds += [["ip", "-n", ns[key], "link", "set", "eth0", "address", mac],
-                     ["ip", "-n", ns[key], "addr", "add", f"{ip}/24", "dev", "eth0"],
-                     ["ip", "-n", ns[key], "link", "set", "eth0", "up"],
-                     ["ip", "-n", ns[key], "link", "set", "lo", "up"],
-                     ["ip", "netns", "exec", ns[key], "ethtool", "-K", "eth0", "tx", "off"]]
-        for n in ns.values():
-            cmds.append(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            cmds += host_cmds(ns[key], ip, mac)
+        cmds += [["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]
+                 for n in ns.values()]
         return cmds
 
     def nic_holder(self, key: str) -> int:

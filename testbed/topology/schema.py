@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from testbed.errors import SpecError
 from testbed.topology import units
@@ -24,6 +24,8 @@ _NIC_KEYS = ("ip", "mac", "backups", "interval", "threshold", "hysteresis", "lea
 _HEARTBEAT_KEYS = ("message", "payload", "expect", "interval", "threshold")
 _SERVICE_KEYS = ("name", "proto", "port", "heartbeat", "backups")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+T = TypeVar("T", HostSpec, NicSpec)
 
 
 def join(path: str, key: object) -> str:
@@ -161,15 +163,7 @@ def nic(data: object, path: str, book: AddressBook) -> NicSpec:
     if data is True:
         data = {}
     d = mapping(data, path, _NIC_KEYS)
-    spec = NicSpec(ip="")
-    if "ip" in d:
-        addr = parse_ip(d["ip"], join(path, "ip"), book.subnet)
-        book.claim_ip(addr, join(path, "ip"))
-        spec = replace(spec, ip=f"{addr}/{book.subnet.prefixlen}")
-    if "mac" in d:
-        mac = parse_mac(d["mac"], join(path, "mac"))
-        book.claim_mac(mac, join(path, "mac"))
-        spec = replace(spec, mac=mac)
+    spec = _addresses(NicSpec(ip=""), d, path, book)
     if "backups" in d:
         spec = replace(spec, backups=backups(d["backups"], join(path, "backups")))
     if "interval" in d:
@@ -186,6 +180,19 @@ def nic(data: object, path: str, book: AddressBook) -> NicSpec:
         spec = replace(spec, platform=platform)
     if "services" in d:
         spec = replace(spec, services=_services(d["services"], join(path, "services")))
+    return spec
+
+
+def _addresses(spec: T, d: dict, path: str, book: AddressBook) -> T:
+    """`spec` with the ip and mac given in `d`, each claimed in the address book (no duplicates)."""
+    if "ip" in d:
+        addr = parse_ip(d["ip"], join(path, "ip"), book.subnet)
+        book.claim_ip(addr, join(path, "ip"))
+        spec = replace(spec, ip=f"{addr}/{book.subnet.prefixlen}")
+    if "mac" in d:
+        mac = parse_mac(d["mac"], join(path, "mac"))
+        book.claim_mac(mac, join(path, "mac"))
+        spec = replace(spec, mac=mac)
     return spec
 
 
@@ -214,14 +221,7 @@ def host(name: str, site: str, data: object, path: str, book: AddressBook) -> Ho
         for key in _DOCKER_ONLY:
             if key in d and not (key == "nic" and d[key] in (None, False)):
                 raise SpecError(join(path, key), f"only a Docker host takes {key} (this host has no image)")
-    if "ip" in d:
-        addr = parse_ip(d["ip"], join(path, "ip"), book.subnet)
-        book.claim_ip(addr, join(path, "ip"))
-        spec = replace(spec, ip=f"{addr}/{book.subnet.prefixlen}")
-    if "mac" in d:
-        mac = parse_mac(d["mac"], join(path, "mac"))
-        book.claim_mac(mac, join(path, "mac"))
-        spec = replace(spec, mac=mac)
+    spec = _addresses(spec, d, path, book)
     if "cpu" in d:
         spec = replace(spec, cpu=units.cpu_cores(d["cpu"], join(path, "cpu")))
     if "memory" in d:
