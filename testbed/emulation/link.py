@@ -21,10 +21,10 @@ def netns_of(node: Node) -> int | None:
 class TestbedLink(Link):
     """A Mininet Link made by the testbed; `backend` set means it is emulated (shapable, can go down)."""
 
-    def __init__(self, node1: Node, node2: Node, *, link_id: str, ledger: Ledger,
+    def __init__(self, node1: Node, node2: Node, *, ledger: Ledger, link_id: str = "",
                  backend: LinkBackend | None = None, forward: Shape = Shape(), reverse: Shape = Shape(),
                  **params: Any) -> None:
-        self.link_id = link_id
+        self.link_id = link_id or f"{node1.name}-{node2.name}"
         self.ledger = ledger
         self.backend = backend
         self.forward = forward
