@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testbed import proc  # noqa: E402
+from testbed import proc
+from testbed.testing import entered_netns  # noqa: E402
 from testbed.ledger import Ledger, new_run_id  # noqa: E402
 from testbed.links.base import LinkBackend, LinkEnds  # noqa: E402
 from testbed.topology.model import Shape  # noqa: E402
@@ -63,15 +64,7 @@ class Bench:
             proc.run(["ip", "link", "set", "lo", "up"], netns=ns)
 
     def _pid(self, i: int) -> int:
-        target = os.stat(f"/run/netns/{self.ns[i]}").st_ino
-        for _ in range(500):
-            try:
-                if os.stat(f"/proc/{self.holders[i].pid}/ns/net").st_ino == target:
-                    return self.holders[i].pid
-            except FileNotFoundError:
-                pass
-            time.sleep(0.01)
-        raise RuntimeError(f"holder never entered {self.ns[i]}")
+        return entered_netns(self.holders[i].pid, self.ns[i], timeout=5.0)
 
     def shape(self, shape: Shape) -> None:
         self.backend.shape("bench", shape, shape)

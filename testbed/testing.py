@@ -36,3 +36,19 @@ def live_processes(run_dir: Path) -> list[str]:
         if item["kind"] == "process" and ledger.proc_start_time(int(item["name"])) == item.get("start"):
             alive.append(f"process {item['name']} ({item.get('what')})")
     return alive
+
+
+def entered_netns(pid: int, netns: str, timeout: float = 5.0) -> int:
+    """Wait until process `pid` (started with `ip netns exec NETNS`) is inside `netns`; return pid."""
+    import time
+
+    target = os.stat(f"/run/netns/{netns}").st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == target:
+                return pid
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"process {pid} never entered network namespace {netns}")

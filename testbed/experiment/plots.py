@@ -15,6 +15,18 @@ from testbed.experiment.metrics import NOT_FAULTS, EventRow, PacketRow, Summary 
 COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
+def _save(fig, path: Path, grids, legends=None) -> Path:
+    """Grid and legend the axes, lay the figure out, write it as PNG and free it."""
+    for ax in grids:
+        ax.grid(alpha=0.3)
+    for ax in (grids if legends is None else legends):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _run(packets: Sequence[PacketRow], variant: str, rep: int = 0) -> list[PacketRow]:
     return sorted((p for p in packets if p.variant == variant and p.repetition == rep), key=lambda p: p.seq)
 
@@ -65,12 +77,7 @@ def plot_rtt(packets: Sequence[PacketRow], events: Sequence[EventRow], variants:
     ax.set_xlabel("request number")
     ax.set_ylabel("RTT (ms)")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, (ax,))
 
 
 def delivered_per_window(rows: Sequence[PacketRow], window: int = 10) -> tuple[list[float], list[float]]:
@@ -105,13 +112,7 @@ def plot_delivery(packets: Sequence[PacketRow], events: Sequence[EventRow], vari
     bottom.set_ylabel("RTT (ms; 0 = lost)")
     bottom.set_xlabel("request number")
     top.set_title(title)
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, (top, bottom))
 
 
 def plot_bars(summary: Summary, path: Path, title: str) -> Path:
@@ -138,9 +139,5 @@ def plot_bars(summary: Summary, path: Path, title: str) -> Path:
                yerr=[s.std if s else 0 for s in stats], label=metric.split("_")[1], capsize=3)
     ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=15)
     ax.set_ylabel("RTT (ms)")
-    ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, (), legends=(ax,))

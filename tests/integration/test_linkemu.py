@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from testbed import proc
+from testbed.testing import entered_netns
 from testbed.ledger import Ledger, new_run_id
 from testbed.links.base import LinkEnds
 from testbed.links.userspace import UserspaceBackend
@@ -43,16 +44,7 @@ class Pair:
 
     def pid(self, i: int) -> int:
         """The holder PID of namespace i, once `ip netns exec` has entered it."""
-        deadline = time.monotonic() + 5
-        target = os.stat(f"/run/netns/{self.ns[i]}").st_ino
-        while time.monotonic() < deadline:
-            try:
-                if os.stat(f"/proc/{self.holders[i].pid}/ns/net").st_ino == target:
-                    return self.holders[i].pid
-            except FileNotFoundError:
-                pass
-            time.sleep(0.01)
-        raise RuntimeError(f"holder of {self.ns[i]} never entered it")
+        return entered_netns(self.holders[i].pid, self.ns[i])
 
     def connect(self, shape: Shape) -> None:
         ends = LinkEnds(self.link_id, self.intf[0], self.pid(0), self.intf[1], self.pid(1))

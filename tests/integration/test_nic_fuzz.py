@@ -35,6 +35,7 @@ import pytest
 
 from testbed import ledger as ledger_mod
 from testbed import proc
+from testbed.testing import entered_netns
 from testbed import errors
 from testbed.failsafe import control
 from testbed.failsafe.config import NicConfig, ServiceConfig
@@ -155,17 +156,7 @@ class Bed:
     def holder_pid(self) -> int:
         """A process in the NIC's namespace, for the launcher's nsenter."""
         self.spawn("nic-holder", self.ns("n"), ["sleep", "3600"])
-        target = os.stat(f"/run/netns/{self.ns('n')}").st_ino
-        pid = self.procs["nic-holder"].pid
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                if os.stat(f"/proc/{pid}/ns/net").st_ino == target:
-                    return pid
-            except FileNotFoundError:
-                pass
-            time.sleep(0.01)
-        raise RuntimeError("holder never entered the NIC namespace")
+        return entered_netns(self.procs["nic-holder"].pid, self.ns("n"))
 
     def start_nic(self) -> NicProcess:
         config = NicConfig(
