@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="run directory (default: runs/topo-NAME-TIMESTAMP)")
     sp.add_argument("--no-cli", action="store_true", help="do not open the CLI: bring up, check, tear down")
     sp.add_argument("--no-nic", action="store_true", help="leave out the fail-safe NICs")
+    sp.add_argument("--controller", metavar="FILE",
+                    help="controller app instead of the topology's: learning or an os-ken app file")
     sp.add_argument("--no-selfcheck", action="store_true", help="skip measuring each WAN link")
     sp.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
                     help="with --no-cli: keep the network up this long before tearing down")

@@ -100,6 +100,13 @@ def topo_command(args: argparse.Namespace) -> int:
     from testbed.topology.loader import load_topology
 
     topo = load_topology(args.topology)
+    if getattr(args, "controller", None):
+        from testbed.topology import checks, schema
+        from testbed.topology.model import ControllerSpec
+
+        app = schema.controller_app(args.controller, "--controller")
+        topo = checks.with_controller(topo, ControllerSpec(app=app, config_json=topo.controller.config_json
+                                                           if app == topo.controller.app else "{}"))
     return bring_up(topo, args.out, cli=not args.no_cli, nics=not args.no_nic,
                     selfcheck=not args.no_selfcheck, hold=args.hold)
 

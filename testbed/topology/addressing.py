@@ -70,12 +70,19 @@ class AddressBook:
     subnet: ipaddress.IPv4Network
     ips: dict[ipaddress.IPv4Address, str] = field(default_factory=dict)
     macs: dict[str, str] = field(default_factory=dict)
+    shared: set[ipaddress.IPv4Address] = field(default_factory=set)  # claimed by anycast hosts only
 
-    def claim_ip(self, addr: ipaddress.IPv4Address, path: str) -> None:
-        """Record that `path` uses `addr`; a SpecError if someone else already does."""
+    def claim_ip(self, addr: ipaddress.IPv4Address, path: str, shared: bool = False) -> None:
+        """Record that `path` uses `addr`; a SpecError if someone else already does (unless both share it)."""
+        if shared and addr in self.shared:
+            return
         if addr in self.ips:
-            raise SpecError(path, f"IP address {addr} is already used by {self.ips[addr]}")
+            hint = " (hosts may share an IP only when all of them are marked anycast: true)" if shared or \
+                addr in self.shared else ""
+            raise SpecError(path, f"IP address {addr} is already used by {self.ips[addr]}{hint}")
         self.ips[addr] = path
+        if shared:
+            self.shared.add(addr)
 
     def claim_mac(self, mac: str, path: str) -> None:
         """Record that `path` uses `mac`; a SpecError if someone else already does."""

@@ -6,6 +6,7 @@
     t.addDocker("mec1", site="edge1", dimage="testbed/echo", ip="10.0.0.11", cpu=1.0,
                 nic=t.nic(ip="10.0.0.111", backups=["mec2"]))
     t.addWan("edge1", "cloud", bw=100, delay="10ms", jitter="1ms", loss=0.1, max_queue_size=100)
+    t.addController("controllers/simple_switch_13.py", config={"key": "value"})  # default: learning
     spec = t.build()
 
 Option values are written as in YAML (`"10ms"`, `100`, `"256m"`); build() turns them into a plain
@@ -43,6 +44,7 @@ class MecTopo:
         self.subnet = subnet
         self._sites: dict[str, dict[str, Any]] = {}
         self._wan: list[dict[str, Any]] = []
+        self._controller: dict[str, Any] | None = None
 
     def addSite(self, name: str, kind: str = "mec") -> str:
         """Add a site (`mec` or `cloud`): one edge switch that its hosts attach to; returns its name."""
@@ -52,20 +54,27 @@ class MecTopo:
         return name
 
     def addHost(self, name: str, site: str, ip: str | None = None, mac: str | None = None,
-                access: Mapping[str, Any] | None = None) -> str:
+                access: Mapping[str, Any] | None = None, anycast: bool | None = None) -> str:
         """Add a plain Mininet host (a network namespace) to `site`; returns its name."""
-        self._hosts(site, name)[name] = _options(ip=ip, mac=mac, access=access)
+        self._hosts(site, name)[name] = _options(ip=ip, mac=mac, access=access, anycast=anycast)
         return name
+
+    def addController(self, app: str = "learning", config: Mapping[str, Any] | None = None) -> str:
+        """Choose the controller: `learning` or the path of an os-ken app file, with its config; returns `app`."""
+        if self._controller is not None:
+            raise SpecError("controller", "already chosen; a topology has one controller", self._source)
+        self._controller = _options(app=app, config=config)
+        return app
 
     def addDocker(self, name: str, site: str, dimage: str, ip: str | None = None, mac: str | None = None,
                   cpu: float | None = None, memory: str | int | None = None,
                   env: Mapping[str, str] | None = None, volumes: Sequence[str] | None = None,
                   command: Sequence[str] | str | None = None, access: Mapping[str, Any] | None = None,
-                  nic: Mapping[str, Any] | bool | None = None) -> str:
+                  nic: Mapping[str, Any] | bool | None = None, anycast: bool | None = None) -> str:
         """Add a Docker host running image `dimage` to `site`, optionally behind a fail-safe NIC; returns its name."""
         self._hosts(site, name)[name] = _options(
             image=dimage, ip=ip, mac=mac, cpu=cpu, memory=memory, env=env, volumes=volumes,
-            command=command, access=access, nic=nic)
+            command=command, access=access, nic=nic, anycast=anycast)
         return name
 
     def addWan(self, a: str, b: str, bw: float | str | None = None, delay: float | str | None = None,
@@ -107,6 +116,8 @@ class MecTopo:
         data["sites"] = _plain(self._sites)
         if self._wan:
             data["wan"] = _plain(self._wan)
+        if self._controller is not None:
+            data["controller"] = _plain(self._controller)
         return data
 
     def build(self) -> TopologySpec:

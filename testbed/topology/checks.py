@@ -1,11 +1,12 @@
-"""Whole-topology checks: unique names, backups that exist, a WAN that is a tree."""
+"""Whole-topology checks: unique names, backups that exist, a WAN that is a tree where the controller needs one."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from testbed.errors import SpecError
-from testbed.topology.model import SiteSpec, TopologySpec, WanLinkSpec
+from testbed.topology.model import ControllerSpec, SiteSpec, TopologySpec, WanLinkSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ def check_backups(spec: TopologySpec) -> None:
             _check_backup_list(spec, h.name, svc.backups, f"{path}.services[{i}].backups")
 
 
-def check_wan(sites: tuple[SiteSpec, ...], wan: tuple[WanLinkSpec, ...]) -> None:
-    """WAN links join two different existing sites, at most once each, and the site graph has no loop."""
+def check_wan(sites: tuple[SiteSpec, ...], wan: tuple[WanLinkSpec, ...], tree: bool = True) -> None:
+    """WAN links join two different existing sites, at most once each; with `tree` (the learning app,
+    which floods) the site graph has no loop, otherwise a loop is only logged."""
     names = {s.name for s in sites}
     parent = {n: n for n in names}
 
@@ -79,9 +81,11 @@ def check_wan(sites: tuple[SiteSpec, ...], wan: tuple[WanLinkSpec, ...]) -> None
             raise SpecError(path, f"duplicate WAN link {link.name}: wan[{seen[pair]}] already joins these sites")
         seen[pair] = i
         ra, rb = root(link.a), root(link.b)
-        if ra == rb:
+        if ra == rb and tree:
             raise SpecError(path, f"WAN link {link.name} closes a loop; the controller is an L2 learning switch, "
-                            "so the site graph must be a tree")
+                            "so the site graph must be a tree (or choose another controller app)")
+        if ra == rb:
+            log.warning("WAN link %s closes a loop: the controller app must not flood around it", link.name)
         parent[ra] = rb
     groups: dict[str, list[str]] = {}
     for site in sites:
@@ -90,3 +94,9 @@ def check_wan(sites: tuple[SiteSpec, ...], wan: tuple[WanLinkSpec, ...]) -> None
         parts = " | ".join(", ".join(g) for g in groups.values())
         log.warning("the WAN does not connect all sites; these groups cannot reach each other: %s", parts)
 
+
+
+def with_controller(spec: TopologySpec, controller: ControllerSpec) -> TopologySpec:
+    """`spec` run by another controller app (`testbed topo --controller`), checked for what that app needs."""
+    check_wan(spec.sites, spec.wan, tree=controller.is_learning)
+    return replace(spec, controller=controller)

@@ -43,7 +43,10 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
       cloud:
         kind: cloud
         hosts: {vm1: {image: testbed/echo}}
-    wan:                           # optional list of WAN links; the site graph must be a tree
+    controller:                    # optional; README "Choosing the controller"
+      app: learning                # learning (default) | path of an os-ken app file
+      config: {idle_timeout: 30s}  # optional; handed to the app (TESTBED_CONTROLLER_CONFIG)
+    wan:                           # optional list of WAN links; with the learning app a tree
       - between: [edge1, cloud]    # two site names
         bw: 100                    # Mbit/s (or '100Mbit', '1Gbit', '500kbit'); applies to both directions
         delay: 10ms                # ONE WAY, per direction (a bare number is ms)
@@ -78,7 +81,7 @@ from testbed.topology.units import describe
 #: Where the shipped topologies live (`fatriot` -> topologies/fatriot.yaml).
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "topologies"
 DEFAULT_SUBNET = "10.0.0.0/24"
-_TOP_KEYS = ("name", "subnet", "sites", "wan")
+_TOP_KEYS = ("name", "subnet", "sites", "wan", "controller")
 _SITE_KEYS = ("kind", "hosts")
 _TOPOLOGY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -197,9 +200,10 @@ def _parse(data: object) -> TopologySpec:
     sites = _allocate(sites, book)
     wan_data = top.get("wan") or []
     wan = tuple(schema.wan_link(w, f"wan[{i}]") for i, w in enumerate(schema.sequence(wan_data, "wan")))
+    controller = schema.controller(top.get("controller"), "controller")
     checks.check_names(sites)
-    checks.check_wan(sites, wan)
-    spec = TopologySpec(name=name, sites=sites, wan=wan, subnet=str(subnet))
+    checks.check_wan(sites, wan, tree=controller.is_learning)
+    spec = TopologySpec(name=name, sites=sites, wan=wan, subnet=str(subnet), controller=controller)
     checks.check_backups(spec)
     return spec
 

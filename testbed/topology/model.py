@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 #: The kernel's limit on interface names (IFNAMSIZ - 1).
 IFNAME_MAX = 15
@@ -78,6 +80,7 @@ class HostSpec:
     command: tuple[str, ...] | None = None
     access: Shape = Shape()  # the host's link to its edge switch (both directions)
     nic: NicSpec | None = None
+    anycast: bool = False  # may share its IP with other anycast hosts; the controller steers between them
 
     @property
     def is_docker(self) -> bool:
@@ -107,6 +110,28 @@ class WanLinkSpec:
         return f"{self.a}-{self.b}"
 
 
+#: The app name that means the shipped L2 learning switch (controllers/l2_switch.py).
+LEARNING = "learning"
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """The os-ken app that controls the switches: `learning`, or the absolute path of an app file."""
+
+    app: str = LEARNING
+    config_json: str = "{}"  # the app's `config`, as canonical JSON (kept frozen)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The app's configuration, a fresh dict each time."""
+        return json.loads(self.config_json)
+
+    @property
+    def is_learning(self) -> bool:
+        """True for the shipped learning switch, which needs a tree and offers the northbound socket."""
+        return self.app == LEARNING
+
+
 @dataclass(frozen=True)
 class TopologySpec:
     """A whole topology: sites with their hosts, and the WAN links between sites."""
@@ -115,6 +140,7 @@ class TopologySpec:
     sites: tuple[SiteSpec, ...]
     wan: tuple[WanLinkSpec, ...] = ()
     subnet: str = "10.0.0.0/24"
+    controller: ControllerSpec = ControllerSpec()
 
     def hosts(self) -> tuple[HostSpec, ...]:
         """Every host of every site, in declaration order."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import math
 import re
 import shlex
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from testbed.errors import SpecError
 from testbed.topology import units
 from testbed.topology.addressing import AddressBook, parse_ip, parse_mac
-from testbed.topology.model import IFNAME_MAX, CriticalService, HeartbeatSpec, HostSpec, NicSpec, Shape, WanLinkSpec
+from testbed.topology.model import (
+    IFNAME_MAX, LEARNING, ControllerSpec, CriticalService, HeartbeatSpec, HostSpec, NicSpec, Shape, WanLinkSpec,
+)
 from testbed.topology.units import describe
 
 #: Names of sites and hosts: they become Mininet node names and parts of interface names.
@@ -18,7 +24,7 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Longest host name: `NAME-eth0` must fit the kernel's 15-character interface names.
 HOST_NAME_MAX = IFNAME_MAX - len("-eth0")
 SHAPE_KEYS = ("bw", "delay", "jitter", "loss", "max_queue_size")
-_HOST_KEYS = ("ip", "mac", "image", "cpu", "memory", "env", "volumes", "command", "access", "nic")
+_HOST_KEYS = ("ip", "mac", "image", "cpu", "memory", "env", "volumes", "command", "access", "nic", "anycast")
 _DOCKER_ONLY = ("cpu", "memory", "env", "volumes", "command", "nic")
 _NIC_KEYS = ("ip", "mac", "backups", "interval", "threshold", "hysteresis", "learn", "min_rtt", "platform", "services")
 _HEARTBEAT_KEYS = ("message", "payload", "expect", "interval", "threshold")
@@ -184,10 +190,10 @@ def nic(data: object, path: str, book: AddressBook) -> NicSpec:
 
 
 def _addresses(spec: T, d: dict, path: str, book: AddressBook) -> T:
-    """`spec` with the ip and mac given in `d`, each claimed in the address book (no duplicates)."""
+    """`spec` with the ip and mac given in `d`, each claimed in the address book (no duplicates but anycast)."""
     if "ip" in d:
         addr = parse_ip(d["ip"], join(path, "ip"), book.subnet)
-        book.claim_ip(addr, join(path, "ip"))
+        book.claim_ip(addr, join(path, "ip"), shared=getattr(spec, "anycast", False))
         spec = replace(spec, ip=f"{addr}/{book.subnet.prefixlen}")
     if "mac" in d:
         mac = parse_mac(d["mac"], join(path, "mac"))
@@ -215,6 +221,12 @@ def host(name: str, site: str, data: object, path: str, book: AddressBook) -> Ho
                         f"so that its interface name {name}-eth0 fits the kernel's {IFNAME_MAX}-character limit")
     d = mapping({} if data is None else data, path, _HOST_KEYS)
     spec = HostSpec(name=name, site=site, ip="")
+    if "anycast" in d:
+        if not isinstance(d["anycast"], bool):
+            raise SpecError(join(path, "anycast"), f"expected true or false, got {describe(d['anycast'])}")
+        if d["anycast"] and "ip" not in d:
+            raise SpecError(join(path, "anycast"), "an anycast host needs an explicit ip (the one it shares)")
+        spec = replace(spec, anycast=d["anycast"])
     if "image" in d:
         spec = replace(spec, image=string(d["image"], join(path, "image"), "a Docker image name"))
     else:
@@ -293,3 +305,86 @@ def wan_link(data: object, path: str) -> WanLinkSpec:
     forward = shape(d["forward"], join(path, "forward"), both) if "forward" in d else both
     reverse = shape(d["reverse"], join(path, "reverse"), both) if "reverse" in d else both
     return WanLinkSpec(a=a, b=b, forward=forward, reverse=reverse)
+
+
+#: The keys of the learning app's `config`, each a whole number of seconds.
+LEARNING_CONFIG = ("idle_timeout", "mac_timeout")
+_CONTROLLER_KEYS = ("app", "config")
+#: Where relative app paths are also looked for (after the current directory): the repository root.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def controller(data: object, path: str) -> ControllerSpec:
+    """The `controller` section: `app` (learning, or an os-ken app file) and its `config` mapping."""
+    if data is None:
+        return ControllerSpec()
+    d = mapping(data, path, _CONTROLLER_KEYS)
+    app = controller_app(d.get("app", LEARNING), join(path, "app"))
+    config = mapping({} if d.get("config") is None else d["config"], join(path, "config"))
+    if app == LEARNING:
+        config = _learning_config(config, join(path, "config"))
+    else:
+        _check_json(config, join(path, "config"))
+    return ControllerSpec(app=app, config_json=json.dumps(config, sort_keys=True))
+
+
+def controller_app(value: object, path: str) -> str:
+    """`learning`, or the absolute path of an existing os-ken app file (given absolute, or relative to
+    the current directory or the repository root) that parses as Python and does not import ryu."""
+    text = string(value, path, "learning or the path of an os-ken app file (.py)")
+    if text == LEARNING:
+        return LEARNING
+    if not text.endswith(".py"):
+        raise SpecError(path, f"expected learning or the path of an os-ken app file (.py), got {describe(value)}")
+    given = Path(text)
+    found = next((p for p in (given, REPO_ROOT / given) if p.is_file()), None)
+    if found is None:
+        raise SpecError(path, f"no such file {text!r}")
+    if found.resolve() == REPO_ROOT / "controllers" / "l2_switch.py":
+        return LEARNING
+    try:
+        tree = ast.parse(found.read_text(encoding="utf-8"), str(found))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(path, f"cannot read {text!r}: {exc}") from None
+    except SyntaxError as exc:
+        raise SpecError(path, f"{text!r} is not valid Python (line {exc.lineno}): {exc.msg}") from None
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if any(n == "ryu" or n.startswith("ryu.") for n in names):
+            raise SpecError(path, f"{text!r} imports ryu (line {node.lineno}), which cannot run on this Python; "
+                            "port it by renaming ryu to os_ken and RyuApp to OSKenApp")
+    return str(found.resolve())
+
+
+def _learning_config(config: Mapping[str, Any], path: str) -> dict[str, int]:
+    """The learning app's config: idle_timeout (flows) and mac_timeout (MAC table), whole seconds."""
+    out = {}
+    for key, value in config.items():
+        where = join(path, key)
+        if key not in LEARNING_CONFIG:
+            raise SpecError(where, f"unknown key; the learning app takes: {', '.join(LEARNING_CONFIG)}")
+        seconds = units.positive_duration_s(value, where)
+        if seconds != int(seconds) or seconds > 65535:
+            raise SpecError(where, f"expected whole seconds 1..65535, got {describe(value)}")
+        out[key] = int(seconds)
+    return out
+
+
+def _check_json(value: object, path: str) -> None:
+    """`value` is plain data JSON can carry: strings, finite numbers, booleans, null, lists, string-keyed mappings."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SpecError(path, f"expected a finite number, got {describe(value)}")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in mapping(value, path).items():
+            _check_json(item, join(path, key))
+        return
+    raise SpecError(path, f"expected plain data (string, number, boolean, list or mapping), got {describe(value)}")
