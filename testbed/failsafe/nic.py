@@ -270,7 +270,7 @@ class NicLoop:
     """Runs a `Nic` on its two interfaces until SIGTERM/SIGINT."""
 
     def __init__(self, nic: Nic) -> None:
-        from testbed.failsafe.control import ControlServer
+        from testbed.control import ControlServer
 
         self.nic = nic
         cfg = nic.config

@@ -1,13 +1,13 @@
-"""The emulator's JSON-lines control protocol on a root-only unix socket: requests, replies, and a client.
+"""The emulator's control commands, served with testbed.control's protocol from the engine's loop.
 
-One JSON object per line each way; every reply has "ok" (and "error" when false). Requests:
+Requests are `{"cmd": CMD, "args": {...}}` (see testbed.control); commands and their args:
 
-    {"op": "ping"}                                   -> {"ok": true, "pid": N, "links": N}
-    {"op": "add", "link_id": ID, "a": IF, "b": IF, "forward": SHAPE, "reverse": SHAPE, "seed": S?}
-    {"op": "set", "link_id": ID, "forward": SHAPE?, "reverse": SHAPE?}   (keys left out keep their value)
-    {"op": "down"|"up"|"remove", "link_id": ID}
-    {"op": "stats", "link_id": ID?}                  -> {"ok": true, "links": {ID: {"forward": {...}, ...}}}
-    {"op": "shutdown"}
+    ping                                   -> {"pid": N, "links": N}
+    add     {link_id, a, b, forward?: SHAPE, reverse?: SHAPE, seed?}
+    set     {link_id, forward?: SHAPE, reverse?: SHAPE}      (directions left out keep their shape)
+    down | up | remove  {link_id}
+    stats   {link_id?}                     -> {ID: {"forward": {...}, "reverse": {...}, ...}}
+    shutdown                               (the engine's loop ends)
 
 SHAPE: {"bw_mbit": float|null, "delay_ms": float, "jitter_ms": float, "jitter_dist": "uniform"|"normal",
         "loss_pct": float, "queue_pkts": int|null}; forward is a→b (frames received on a leave by b).
@@ -15,28 +15,23 @@ SHAPE: {"bw_mbit": float|null, "delay_ms": float, "jitter_ms": float, "jitter_di
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
-import socket
-import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from testbed.control import ControlServer, Handler
 from testbed.errors import TestbedError
 from testbed.linkemu.engine import Engine
 from testbed.linkemu.schedule import parse_shape
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 1 << 20
-OPS = ("ping", "add", "set", "down", "up", "remove", "stats", "shutdown")
 
-
-def _text(req: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
-    """Field `key` of a request as a non-empty string (ValueError otherwise)."""
-    value = req.get(key)
+def _text(args: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
+    """Argument `key` as a non-empty string (ValueError otherwise)."""
+    value = args.get(key)
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value:
@@ -44,188 +39,75 @@ def _text(req: Mapping[str, Any], key: str, *, optional: bool = False) -> str | 
     return value
 
 
-def handle(engine: Engine, req: Any) -> dict[str, Any]:
-    """Carry out one request against `engine`; the reply always has `ok` and, when false, `error`."""
-    try:
-        if not isinstance(req, dict):
-            raise ValueError("request must be a JSON object")
-        op = req.get("op")
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid(), "links": len(engine.links)}
-        if op == "add":
-            fwd = parse_shape(req.get("forward") or {})
-            rev = parse_shape(req.get("reverse") or {})
-            seed = req.get("seed")
-            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str))):
-                raise ValueError(f"seed: expected an integer or a string, got {seed!r}")
-            engine.add_link(_text(req, "link_id"), _text(req, "a"), _text(req, "b"), fwd, rev, seed)
-            return {"ok": True}
-        if op == "set":
-            link = engine.link(_text(req, "link_id"))
-            fwd = parse_shape(req["forward"], link.forward.params) if req.get("forward") is not None else None
-            rev = parse_shape(req["reverse"], link.reverse.params) if req.get("reverse") is not None else None
-            engine.set_shape(link.link_id, fwd, rev)
-            return {"ok": True}
-        if op in ("down", "up"):
-            engine.set_up(_text(req, "link_id"), op == "up")
-            return {"ok": True}
-        if op == "remove":
-            engine.remove_link(_text(req, "link_id"))
-            return {"ok": True}
-        if op == "stats":
-            return {"ok": True, "links": engine.stats(_text(req, "link_id", optional=True))}
-        if op == "shutdown":
-            engine.running = False
-            return {"ok": True}
-        raise ValueError(f"op: expected one of {', '.join(OPS)}, got {op!r}")
-    except Exception as exc:  # any bad request is answered, never fatal
-        log.warning("request %r failed: %s", req, exc)
-        return {"ok": False, "error": str(exc) or type(exc).__name__}
+def _seed(args: Mapping[str, Any]) -> int | str | None:
+    seed = args.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str))):
+        raise ValueError(f"seed: expected an integer or a string, got {seed!r}")
+    return seed
 
 
-class ControlServer:
-    """Accepts control connections on a 0600 unix socket and answers each request line from the engine's loop."""
+def make_handlers(engine: Engine) -> dict[str, Handler]:
+    """The handler of every control command, bound to `engine`."""
 
-    def __init__(self, engine: Engine, path: Path) -> None:
-        self.engine = engine
-        self.path = path
-        path.unlink(missing_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
+    def ping(args: dict) -> object:
+        return {"pid": os.getpid(), "links": len(engine.links)}
+
+    def add(args: dict) -> object:
+        link_id, a, b = _text(args, "link_id"), _text(args, "a"), _text(args, "b")
+        fwd = parse_shape(args.get("forward") or {})
+        rev = parse_shape(args.get("reverse") or {})
         try:
-            self.sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-        self.conns: dict[int, tuple[socket.socket, bytearray]] = {}
-        engine.extra_fds[self.sock.fileno()] = self._accept
-        engine.epoll.register(self.sock.fileno(), select.EPOLLIN)
+            engine.add_link(link_id, a, b, fwd, rev, _seed(args))
+        except OSError as exc:
+            raise TestbedError(f"link {link_id}: {exc}") from None
+        return {"link_id": link_id}
 
-    def _accept(self, _fd: int) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
-            return
-        conn.setblocking(False)
-        self.conns[conn.fileno()] = (conn, bytearray())
-        self.engine.extra_fds[conn.fileno()] = self._readable
-        self.engine.epoll.register(conn.fileno(), select.EPOLLIN)
+    def set_(args: dict) -> object:
+        link = engine.link(_text(args, "link_id"))
+        fwd = parse_shape(args["forward"], link.forward.params) if args.get("forward") is not None else None
+        rev = parse_shape(args["reverse"], link.reverse.params) if args.get("reverse") is not None else None
+        engine.set_shape(link.link_id, fwd, rev)
+        return {"link_id": link.link_id}
 
-    def _drop(self, fd: int) -> None:
-        conn, _ = self.conns.pop(fd)
-        self.engine.extra_fds.pop(fd, None)
-        try:
-            self.engine.epoll.unregister(fd)
-        except OSError:
-            pass
-        conn.close()
-
-    def _readable(self, fd: int) -> None:
-        conn, buf = self.conns[fd]
-        try:
-            chunk = conn.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self._drop(fd)
-            return
-        buf += chunk
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            if line.strip():
-                self._reply(fd, conn, self._answer(line))
-                if fd not in self.conns:
-                    return
-        if len(buf) > MAX_LINE:
-            self._reply(fd, conn, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
-            self._drop(fd)
-
-    def _answer(self, line: bytes) -> dict[str, Any]:
-        try:
-            req = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return {"ok": False, "error": f"not JSON: {exc}"}
-        return handle(self.engine, req)
-
-    def _reply(self, fd: int, conn: socket.socket, reply: dict[str, Any]) -> None:
-        try:
-            conn.settimeout(2.0)
-            conn.sendall(json.dumps(reply).encode() + b"\n")
-            conn.setblocking(False)
-        except OSError:
-            self._drop(fd)
-
-    def close(self) -> None:
-        """Close every connection and remove the socket file."""
-        for fd in list(self.conns):
-            self._drop(fd)
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
-
-
-class ControlClient:
-    """Sends requests to a running emulator and returns its replies; safe to share between threads."""
-
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
-        self.path = path
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._file: Any = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self.path))
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
-        self._file = sock.makefile("rb")
-
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one request; return the reply, or raise TestbedError with the emulator's error."""
-        line = json.dumps({"op": op, **fields}).encode() + b"\n"
-        with self._lock:
+    def updown(up: bool) -> Handler:
+        def handler(args: dict) -> object:
+            link_id = _text(args, "link_id")
             try:
-                if self._sock is None:
-                    self._connect()
-                assert self._sock is not None
-                self._sock.sendall(line)
-                raw = self._file.readline()
+                engine.set_up(link_id, up)
             except OSError as exc:
-                self.close()
-                raise TestbedError(f"link emulator at {self.path}: {exc}") from None
-            if not raw:
-                self.close()
-                raise TestbedError(f"link emulator at {self.path} closed the connection")
-        reply = json.loads(raw)
-        if not reply.get("ok"):
-            raise TestbedError(f"link emulator refused {op}: {reply.get('error')}")
-        return reply
+                raise TestbedError(f"link {link_id}: {exc}") from None
+            return {"link_id": link_id, "up": up}
+        return handler
 
-    def close(self) -> None:
-        """Drop the connection (the next request reconnects)."""
-        if self._file is not None:
-            self._file.close()
-        if self._sock is not None:
-            self._sock.close()
-        self._sock = None
-        self._file = None
+    def remove(args: dict) -> object:
+        link_id = _text(args, "link_id")
+        engine.remove_link(link_id)
+        return {"link_id": link_id}
+
+    def stats(args: dict) -> object:
+        return engine.stats(_text(args, "link_id", optional=True))
+
+    def shutdown(args: dict) -> object:
+        engine.running = False
+        return None
+
+    return {"ping": ping, "add": add, "set": set_, "down": updown(False), "up": updown(True),
+            "remove": remove, "stats": stats, "shutdown": shutdown}
 
 
 def serve(engine: Engine, path: Path, on_stop: Callable[[], None] | None = None) -> None:
     """Run `engine` with a control server on `path` until a shutdown request or `engine.running` is cleared."""
-    server = ControlServer(engine, path)
+    server = ControlServer(path, make_handlers(engine))
+    engine.extra_fds[server.fileno()] = server.on_readable
+    engine.epoll.register(server.fileno(), select.EPOLLIN)
     try:
         engine.run()
     finally:
+        engine.extra_fds.pop(server.fileno(), None)
+        try:
+            engine.epoll.unregister(server.fileno())
+        except (OSError, ValueError):
+            pass
         server.close()
         if on_stop:
             on_stop()

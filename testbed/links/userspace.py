@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import testbed
-from testbed import proc
+from testbed import daemon, proc
 from testbed.errors import SpecError, TestbedError
 from testbed.ledger import Ledger, RUN_ROOT
-from testbed.linkemu.control import ControlClient
 from testbed.linkemu.engine import offload_args
 from testbed.linkemu.schedule import parse_shape
 from testbed.links.base import LinkBackend, LinkEnds
@@ -83,8 +77,7 @@ class UserspaceBackend(LinkBackend):
         self.netns = f"{ledger.prefix}-le"
         self.log_path = self.run_dir / "linkemu.log"
         self.ctl_path = self._socket_path()
-        self._proc: subprocess.Popen | None = None
-        self._client: ControlClient | None = None
+        self._daemon: daemon.Daemon | None = None
         self._links: dict[str, _LinkState] = {}
         self._next_inner = 0
 
@@ -99,54 +92,34 @@ class UserspaceBackend(LinkBackend):
     @property
     def pid(self) -> int | None:
         """PID of the emulator process while it runs."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        return self._daemon.pid if self._daemon is not None and self._daemon.alive() else None
 
-    def _ensure_started(self) -> ControlClient:
+    def _ensure_started(self) -> daemon.Daemon:
         """Start the emulator in its namespace on first use and wait until it answers `ping`."""
-        if self._client is not None:
-            return self._client
+        if self._daemon is not None:
+            return self._daemon
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.ctl_path.parent.mkdir(parents=True, exist_ok=True)
         self.ledger.record("netns", self.netns)
         proc.run(["ip", "netns", "add", self.netns], timeout=10)
-        self.ledger.record("file", str(self.ctl_path))
-        args = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "testbed.linkemu",
-                "--ctl", self.ctl_path, "--log", self.log_path]
+        args = daemon.module_argv("testbed.linkemu", "--ctl", self.ctl_path, "--log", self.log_path)
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
-        env = dict(os.environ)
-        root = str(Path(testbed.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._proc = proc.spawn(args, output=self.run_dir / "linkemu.out", env=env, cwd=Path(root))
-        self.ledger.record_process(self._proc.pid, "link emulator")
-        client = ControlClient(self.ctl_path)
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise TestbedError(f"link emulator exited with status {self._proc.returncode}; "
-                                   f"see {self.run_dir / 'linkemu.out'} and {self.log_path}")
-            try:
-                client.request("ping")
-                break
-            except TestbedError:
-                if time.monotonic() > deadline:
-                    raise TestbedError(f"link emulator did not answer on {self.ctl_path} "
-                                       f"within {self.start_timeout:g} s") from None
-                time.sleep(0.02)
-        log.info("link emulator running: pid %d, netns %s, control %s", self._proc.pid, self.netns, self.ctl_path)
-        self._client = client
-        return client
+        self._daemon = daemon.start("link emulator", args, socket=self.ctl_path, netns=self.netns,
+                                    log_path=self.run_dir / "linkemu.out", ledger=self.ledger,
+                                    timeout=self.start_timeout)
+        log.info("link emulator running: pid %d, netns %s, control %s", self._daemon.pid, self.netns, self.ctl_path)
+        return self._daemon
 
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one control request to the emulator (starting it if needed)."""
-        return self._ensure_started().request(op, **fields)
+    def request(self, cmd: str, **args: Any) -> Any:
+        """Send one control request to the emulator (starting it if needed); its result."""
+        return self._ensure_started().call(cmd, timeout=10.0, **args)
 
     def stats(self, link_id: str | None = None) -> dict[str, Any]:
         """Per-direction counters, held frames and shapes, for one link or all."""
-        if self._client is None:
+        if self._daemon is None:
             return {}
-        fields = {"link_id": link_id} if link_id is not None else {}
-        return self._client.request("stats", **fields)["links"]
+        args = {"link_id": link_id} if link_id is not None else {}
+        return self.request("stats", **args)
 
     # ---- links -----------------------------------------------------------------------------
     def _state(self, link_id: str) -> _LinkState:
@@ -212,17 +185,14 @@ class UserspaceBackend(LinkBackend):
 
     def close(self) -> None:
         """Delete every link, stop the emulator and delete its namespace."""
-        if self._client is not None:
+        if self._daemon is not None:
             for link_id in list(self._links):
                 try:
                     self.delete(link_id)
                 except TestbedError as exc:
                     log.warning("deleting link %s: %s", link_id, exc)
-            self._client.close()
-            self._client = None
-        if self._proc is not None:
-            self._stop_process(self._proc)
-            self._proc = None
+            self._daemon.stop(timeout=3.0)
+            self._daemon = None
         if os.path.exists(f"/run/netns/{self.netns}"):
             for state in self._links.values():  # links a failed delete left behind
                 for inner in (state.a_inner, state.b_inner):
@@ -230,14 +200,3 @@ class UserspaceBackend(LinkBackend):
             proc.run(["ip", "netns", "del", self.netns], timeout=10, check=False)
         self._links.clear()
         self.ctl_path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _stop_process(p: subprocess.Popen) -> None:
-        """SIGTERM the emulator, SIGKILL it if it has not exited within 3 s."""
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=3)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+
+from testbed.control import answer, encode_request
 from testbed.linkemu import control
 from testbed.links.userspace import check_shape, in_netns_args, shape_to_wire
 from testbed.errors import SpecError
@@ -53,35 +57,50 @@ class FakeEngine:
         return {"n": len(self.links)}
 
 
+def ask(eng, cmd, **args):
+    """One request through the shared protocol to the emulator's handlers: the decoded reply."""
+    return json.loads(answer(control.make_handlers(eng), encode_request(cmd, args)))
+
+
 def test_add_set_up_down_remove():
     eng = FakeEngine()
-    assert control.handle(eng, {"op": "add", "link_id": "l1", "a": "le0a", "b": "le0b",
-                                "forward": {"delay_ms": 10}, "seed": 3}) == {"ok": True}
+    assert ask(eng, "add", link_id="l1", a="le0a", b="le0b", forward={"delay_ms": 10}, seed=3) == \
+        {"ok": True, "result": {"link_id": "l1"}}
     op, _, a, b, fwd, rev, seed = eng.calls[-1]
     assert (a, b, fwd.delay_s, rev.delay_s, seed) == ("le0a", "le0b", 0.010, 0.0, 3)
-    assert control.handle(eng, {"op": "set", "link_id": "l1", "reverse": {"loss_pct": 50}})["ok"]
+    assert ask(eng, "set", link_id="l1", reverse={"loss_pct": 50})["ok"]
     _, _, fwd, rev = eng.calls[-1]
     assert fwd is None and rev.loss == 0.5
-    assert control.handle(eng, {"op": "down", "link_id": "l1"})["ok"]
-    assert control.handle(eng, {"op": "up", "link_id": "l1"})["ok"]
-    assert control.handle(eng, {"op": "stats"}) == {"ok": True, "links": {"n": 1}}
-    assert control.handle(eng, {"op": "remove", "link_id": "l1"})["ok"]
-    assert control.handle(eng, {"op": "shutdown"})["ok"] and eng.running is False
+    assert ask(eng, "down", link_id="l1")["result"] == {"link_id": "l1", "up": False}
+    assert ask(eng, "up", link_id="l1")["ok"]
+    assert eng.calls[-2:] == [("down", "l1"), ("up", "l1")]
+    assert ask(eng, "stats") == {"ok": True, "result": {"n": 1}}
+    assert ask(eng, "remove", link_id="l1")["ok"] and eng.links == {}
+    assert ask(eng, "shutdown")["ok"] and eng.running is False
 
 
-@pytest.mark.parametrize("req", [
-    None, [], "ping", {"op": "nope"}, {"op": "add", "link_id": "l1"},
-    {"op": "add", "link_id": "l1", "a": "x", "b": "y", "forward": {"delay_ms": -5}},
-    {"op": "add", "link_id": "l1", "a": "x", "b": "y", "seed": 1.5},
-    {"op": "set", "link_id": "missing", "forward": {}}, {"op": "down"}, {"op": "remove", "link_id": 7},
+@pytest.mark.parametrize("cmd,args,message", [
+    ("nope", {}, "unknown command 'nope'; known: add, down, ping, remove, set, shutdown, stats, up"),
+    ("add", {"link_id": "l1"}, "add: a: expected a non-empty string, got None"),
+    ("add", {"link_id": "l1", "a": "x", "b": "y", "forward": {"delay_ms": -5}}, "add: delay_ms: -5"),
+    ("add", {"link_id": "l1", "a": "x", "b": "y", "seed": 1.5}, "add: seed: expected an integer or a string"),
+    ("set", {"link_id": "missing", "forward": {}}, "set: no link 'missing'"),
+    ("down", {}, "down: link_id: expected a non-empty string"),
+    ("remove", {"link_id": 7}, "remove: link_id: expected a non-empty string, got 7"),
 ])
-def test_bad_requests_get_an_error_reply(req):
-    reply = control.handle(FakeEngine(), req)
-    assert reply["ok"] is False and reply["error"]
+def test_bad_requests_get_an_error_reply(cmd, args, message):
+    reply = ask(FakeEngine(), cmd, **args)
+    assert reply["ok"] is False and reply["error"].startswith(message)
+
+
+@pytest.mark.parametrize("line", [b"null", b"[]", b'"ping"', b'{"op": "ping"}', b"\xff\xfe"])
+def test_malformed_requests_get_an_error_reply(line):
+    reply = json.loads(answer(control.make_handlers(FakeEngine()), line))
+    assert reply["ok"] is False and reply["error"].startswith("bad request")
 
 
 def test_ping():
-    assert control.handle(FakeEngine(), {"op": "ping"})["ok"] is True
+    assert ask(FakeEngine(), "ping") == {"ok": True, "result": {"pid": os.getpid(), "links": 0}}
 
 
 def test_shape_to_wire_and_check():
@@ -102,18 +121,18 @@ def test_server_survives_garbage_and_answers_over_the_socket(tmp_path):
     import stat
     import threading
 
+    from testbed.control import call
     from testbed.errors import TestbedError
-    from testbed.linkemu.control import ControlClient, serve
+    from testbed.linkemu.control import serve
     from testbed.linkemu.engine import Engine
 
     eng = Engine(seed=1)
     path = tmp_path / "ctl.sock"
     t = threading.Thread(target=serve, args=(eng, path), kwargs={"on_stop": eng.close}, daemon=True)
     t.start()
-    client = ControlClient(path, timeout=5)
     for _ in range(200):  # readiness: the socket answers
         try:
-            client.request("ping")
+            call(path, "ping")
             break
         except TestbedError:
             import time
@@ -128,10 +147,10 @@ def test_server_survives_garbage_and_answers_over_the_socket(tmp_path):
     assert replies.count(b'"ok": false') == 3
     raw.close()
     with pytest.raises(TestbedError, match="no link"):
-        client.request("down", link_id="ghost")
+        call(path, "down", link_id="ghost")
     with pytest.raises(TestbedError, match="no interface"):
-        client.request("add", link_id="l1", a="no-such-if0", b="no-such-if1")
-    assert client.request("ping")["links"] == 0  # still alive
-    client.request("shutdown")
+        call(path, "add", link_id="l1", a="no-such-if0", b="no-such-if1")
+    assert call(path, "ping")["links"] == 0  # still alive
+    call(path, "shutdown")
     t.join(timeout=5)
     assert not t.is_alive() and not path.exists()
