@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,12 @@ class NicConfig:
     neighbours: dict[str, str] = field(default_factory=dict)
     control_socket: str = ""
     events_path: str = ""
-    pending_max_age_s: float = 1.0
+    pending_max_age_s: float = 1.0  # replay window: a flow at r req/s keeps about r x this many requests
+    pending_per_flow: int = 0  # cap on one flow's replay store (0: none but the window and the total)
+    pending_total: int = 4096  # cap on the replay store of all flows together
+    conntrack_max: int = 16384  # tracked (redirected) flows; when full, unassured ones are dropped early
+    neighbours_max: int = 1024  # learnt ARP entries (static ones and backups never evicted)
+    passive_evidence: bool = True  # RST / ICMP unreachable from a critical service port turns fail-safe on
     udp_timeout_s: float = 30.0
     tcp_timeout_s: float = 300.0
     tune_ifaces: bool = True
@@ -175,6 +180,11 @@ class NicConfig:
                           payload=s.heartbeat.payload, expect=s.heartbeat.expect,
                           backups=resolve(s.backups, f"{where}.services[{i}].backups"))
             for i, s in enumerate(nic.services))
+        if _is_echo(host.image):
+            services = tuple(_echo_tcp_heartbeat(s) for s in services)
+        for peer in backed_up_by(host, topo):  # NICs that may send this host traffic learn its state too
+            if peer not in peers:
+                peers.append(peer)
         run = RUN_ROOT / rid
         return cls(
             node=host.name, rid=rid, host_ip=host.ip.split("/")[0], host_mac=host.mac,
@@ -186,8 +196,40 @@ class NicConfig:
             platform_threshold=nic.platform.threshold,
             interval_s=nic.interval_s, threshold=nic.threshold, hysteresis=nic.hysteresis, learn=nic.learn,
             min_rtt_s=nic.min_rtt_ms / 1000.0, peers=tuple(peers),
+            passive_evidence=bool(getattr(nic, "passive", True)),
             control_socket=str(run / f"nic-{host.name}.sock"),
             events_path=str(Path(run_dir) / f"events-{host.name}.jsonl"))
+
+
+#: the TCP heartbeat of the echo image's critical TCP services: a line it echoes (a frozen host's
+#: kernel still completes a handshake, but no reply line comes back)
+ECHO_TCP_PAYLOAD = b"fatriot-hb\n"
+ECHO_IMAGE = "testbed/echo"
+
+
+def _is_echo(image: str | None) -> bool:
+    return bool(image) and image.rsplit(":", 1)[0] == ECHO_IMAGE  # type: ignore[union-attr]
+
+
+def _echo_tcp_heartbeat(service: ServiceConfig) -> ServiceConfig:
+    """`service` with a payload/expect TCP heartbeat if it has a plain connect one."""
+    if service.proto != "tcp" or service.message != "tcp" or service.payload:
+        return service
+    return replace(service, payload=ECHO_TCP_PAYLOAD, expect=ECHO_TCP_PAYLOAD.rstrip(b"\n"))
+
+
+def backed_up_by(host: HostSpec, topo: TopologySpec) -> list[str]:
+    """NIC IPs of the other hosts that list `host` as a backup (default or per service)."""
+    out: list[str] = []
+    for other in topo.hosts():
+        if other.nic is None or other.name == host.name:
+            continue
+        names = list(other.nic.backups) + [b for s in other.nic.services for b in s.backups]
+        if any(n.partition(":")[0] == host.name for n in names):
+            ip = other.nic.ip.split("/")[0]
+            if ip and ip not in out:
+                out.append(ip)
+    return out
 
 
 def default_mac(rid: str, node: str) -> str:

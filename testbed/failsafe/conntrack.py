@@ -2,7 +2,10 @@
 
 A flow is (proto, client ip, client port, service ip, service port). Its connection remembers the
 backup it was given (so it stays there), the NIC source port used towards the backup, and the MACs
-needed to send replies back. Time is passed in; `expire(now)` drops idle connections.
+needed to send replies back. Time is passed in; `expire(now)` drops idle connections. A connection is *assured* once the client
+sent again after the backup replied (as Linux conntrack's ASSURED); when the table is full, a new
+flow first expires idle connections, then early-drops the oldest unassured one (counted), and is
+refused only when every tracked connection is assured.
 
 Keys are raw bytes laid out as in the frame, so the NIC's fast path finds a connection from two
 slices of an untagged, option-less frame: `frame[23:24] + frame[26:38]` (protocol, source IP,
@@ -16,6 +19,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from testbed.failsafe.packet import PROTO_TCP, TCP_FIN, TCP_RST, Rewrite, make_rewrite
 
@@ -54,6 +58,9 @@ class Conn:
     backup_name: str = ""  # dotted backup IP, for per-backup counters
     to_backup: Rewrite | None = None  # client -> service becomes NIC -> backup (MACs set by the caller)
     to_client: Rewrite | None = None  # backup -> NIC becomes service -> client, MACs included
+    replied: bool = False  # the backup answered
+    assured: bool = False  # the client sent again after a reply: not dropped early
+    relayed: bool = False  # the client is another NIC (traffic it had already redirected)
 
     def __post_init__(self) -> None:
         self.backup_name = socket.inet_ntoa(self.backup_ip)
@@ -94,6 +101,9 @@ class ConnTrack:
         self._by_nat: dict[tuple[int, int], Conn] = {}
         self._by_reply: dict[bytes, Conn] = {}
         self._next = ports[0]
+        self.early_drops = 0  # unassured connections dropped to make room
+        self.full = 0  # new flows refused: table full of assured connections (or no free port)
+        self.on_drop: Callable[[Conn], None] | None = None  # told of each early-dropped connection
         self.by_key = self._by_key.get  # the fast path's lookups: raw key -> Conn | None
         self.by_reply = self._by_reply.get
 
@@ -116,11 +126,16 @@ class ConnTrack:
         None when the table or the port range is full.
         """
         if len(self._by_key) >= self.max_conns:
-            self.expire(now)
-            if len(self._by_key) >= self.max_conns:
+            gone = self.expire(now)
+            if len(self._by_key) >= self.max_conns and not self._early_drop():
+                self.full += 1
                 return None
+            for c in gone:
+                if self.on_drop is not None:
+                    self.on_drop(c)
         port = self._free_port(proto)
         if port is None:
+            self.full += 1
             return None
         conn = Conn(service, proto, client_ip, client_port, client_mac, service_ip, service_port,
                     service_mac, backup_ip, backup_port, port, now, now, nic_ip=nic_ip)
@@ -129,9 +144,13 @@ class ConnTrack:
         self._by_reply[conn.reply_key] = conn
         return conn
 
-    def seen(self, conn: Conn, now: float, tcp_flags: int = 0) -> None:
-        """Note traffic on `conn` at `now` (a TCP FIN or RST starts its short closing timeout)."""
+    def seen(self, conn: Conn, now: float, tcp_flags: int = 0, reply: bool = False) -> None:
+        """Note traffic on `conn` at `now`, a request or (`reply`) the backup's answer; FIN/RST start closing."""
         conn.last_seen = now
+        if reply:
+            conn.replied = True
+        elif conn.replied:
+            conn.assured = True
         if conn.proto == PROTO_TCP and tcp_flags & (TCP_FIN | TCP_RST):
             conn.closing = True
 
@@ -147,6 +166,17 @@ class ConnTrack:
         for c in gone:
             self.remove(c)
         return gone
+
+    def _early_drop(self) -> bool:
+        """Remove the oldest unassured connection; False when there is none."""
+        victim = next((c for c in self._by_key.values() if not c.assured), None)
+        if victim is None:
+            return False
+        self.remove(victim)
+        self.early_drops += 1
+        if self.on_drop is not None:
+            self.on_drop(victim)
+        return True
 
     def conns(self) -> list[Conn]:
         """All tracked connections."""

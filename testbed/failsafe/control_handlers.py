@@ -6,7 +6,8 @@ ValueError/KeyError/TableError with a message for the user.
 Argument names: table_dump {table}; table_add {table, action, match: [str], params: [str], priority?};
 table_delete {table, match: [str]}; heartbeat_add {target, message, interval, threshold, port?,
 payload?, expect?} (payload/expect as text); heartbeat_delete {target}; mode {service, mode};
-events {since?} (wall-clock seconds).
+events {since?} (wall-clock seconds); failover {} (per backup, relayed, dropped, no_backup and the
+bounds hit: `Nic.failover_counters`), also under "failover" in counters; passive {mode: on|off}.
 """
 
 from __future__ import annotations
@@ -61,7 +62,17 @@ def make_handlers(nic: "Nic", clock: Callable[[], float] = time.monotonic) -> di
                 "ports": {p: dataclasses.asdict(c) for p, c in nic.pipeline.counters.ports.items()},
                 "rules": dict(nic.pipeline.counters.reasons),
                 "failsafe_handler": dataclasses.asdict(nic.handler.stats),
-                "probes": dataclasses.asdict(nic.prober.stats)}
+                "probes": dataclasses.asdict(nic.prober.stats), "failover": nic.failover_counters()}
+
+    def failover(args: dict) -> object:
+        return nic.failover_counters()
+
+    def passive(args: dict) -> object:
+        want = str(args.get("mode", ""))
+        if want not in ("on", "off"):
+            raise ValueError(f"passive evidence mode must be on or off, got {want!r}")
+        nic.pipeline.passive = want == "on"
+        return {"passive": want}
 
     def table_dump(args: dict) -> object:
         return table(args).dump()
@@ -149,4 +160,5 @@ def make_handlers(nic: "Nic", clock: Callable[[], float] = time.monotonic) -> di
 
     return {"show": show, "counters": counters, "discovery": discovery, "table_dump": table_dump, "table_add": table_add,
             "table_delete": table_delete, "heartbeat_show": heartbeat_show, "heartbeat_add": heartbeat_add,
-            "heartbeat_delete": heartbeat_delete, "mode": mode, "events": events}
+            "heartbeat_delete": heartbeat_delete, "mode": mode, "events": events, "failover": failover,
+            "passive": passive}

@@ -7,6 +7,11 @@ Datagram (compact JSON, at most MAX_DATAGRAM bytes; more services are split over
   "services": {"10.0.0.11:5000": {"state": "normal", "capacity": 100}, "10.0.0.11:*": {...}}}`
 A key "ip:*" (additive) stands for the whole host behind the NIC (its platform state).
 
+Who hears whom: a NIC announces to its peers (the NICs of its backups, and of the hosts that list
+its host as a backup), and to every NIC that announced to it (a *listener*, up to MAX_LISTENERS,
+dropped after dead_after_s of silence). So a NIC learns the state of each backup it may send traffic
+to whether or not that backup lists it in turn. A listener's announcements count as a peer's.
+
 Health of a backup (ip, port):
 * announced "failsafe" (for "ip:port" or "ip:*") by a NIC that is alive -> failed;
 * announced by a NIC (a peer) that has been silent for dead_after_s -> failed, until it speaks again;
@@ -36,6 +41,7 @@ DISCOVERY_PORT = 7946
 VERSION = 1
 MAX_DATAGRAM = 1200  # bytes of JSON: fits in one unfragmented UDP datagram
 MAX_SERVICES_PER_PEER = 1024
+MAX_LISTENERS = 256
 STATES = ("normal", "failsafe")
 _MAX_SEQ = (1 << 32) - 1
 
@@ -60,6 +66,7 @@ class _Peer:
     boot: int | None = None
     seq: int = -1
     services: dict[str, _Announced] | None = None
+    listener: bool = False  # not configured: it announced to us first
 
 
 class Discovery:
@@ -77,7 +84,7 @@ class Discovery:
         self._last_sent: dict[str, dict] | None = None
         self._flows: dict[Hashable, Backup] = {}
         self._load: dict[Backup, int] = {}
-        self.garbage = 0  # messages ignored as malformed or from strangers
+        self.garbage = 0  # messages ignored as malformed (or from strangers beyond MAX_LISTENERS)
 
     # -- sending ----------------------------------------------------------------------
     def announce(self, now: float, services: dict[str, dict]) -> list[tuple[str, bytes]]:
@@ -86,10 +93,19 @@ class Discovery:
             return []
         self._last_sent = {k: dict(v) for k, v in services.items()}
         self._next = now + self.interval_s
+        self._forget_listeners(now)
         out: list[tuple[str, bytes]] = []
         for payload in self._encode(services):
             out += [(ip, payload) for ip in self._peers]
         return out
+
+    def nics(self) -> list[str]:
+        """IPs of every NIC this one talks to (configured peers and listeners)."""
+        return list(self._peers)
+
+    def _forget_listeners(self, now: float) -> None:
+        for ip in [ip for ip, p in self._peers.items() if p.listener and not self._alive(p, now)]:
+            del self._peers[ip]
 
     def _encode(self, services: dict[str, dict]) -> list[bytes]:
         """The announcement as one or more datagrams of at most MAX_DATAGRAM bytes (at least one)."""
@@ -126,13 +142,19 @@ class Discovery:
 
     def _take(self, src_ip: str, payload: bytes, now: float) -> None:
         peer = self._peers.get(src_ip)
-        if peer is None or len(payload) > MAX_DATAGRAM * 2:
+        if len(payload) > MAX_DATAGRAM * 2 or src_ip == self.nic_ip:
             self.garbage += 1
             return
         msg = json.loads(payload)
         if not (isinstance(msg, dict) and msg.get("v") == VERSION and msg.get("nic_ip") == src_ip):
             self.garbage += 1
             return
+        if peer is None:
+            if sum(p.listener for p in self._peers.values()) >= MAX_LISTENERS:
+                self.garbage += 1
+                return
+            peer = self._peers[src_ip] = _Peer(src_ip, listener=True)
+            self._next = now  # tell the newcomer our state at once
         seq, boot, services = msg.get("seq"), msg.get("boot"), msg.get("services")
         if not (isinstance(seq, int) and isinstance(boot, int) and isinstance(services, dict)):
             self.garbage += 1
@@ -215,6 +237,7 @@ class Discovery:
         return {
             p.ip: {
                 "alive": self._alive(p, now),
+                "listener": p.listener,
                 "heard_s_ago": None if p.heard is None else round(now - p.heard, 3),
                 "services": {k: {"state": a.state, "capacity": a.capacity} for k, a in (p.services or {}).items()},
             }

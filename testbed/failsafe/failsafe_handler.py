@@ -7,7 +7,9 @@ service's IP/port and its destination back to the client, and is sent to the cli
 
 In normal mode the classifier mirrors critical requests here; each is kept until the host answers the
 flow (the oldest pending request of a flow is answered by each reply the host sends on it), bounded
-in number and age. When a service enters fail-safe mode its pending requests are re-sent to a backup:
+by age (`pending_max_age_s`: a flow at r requests/s keeps about r x that many, which must cover the
+heartbeat interval + timeout), optionally per flow (`pending_per_flow`), and in total; requests
+dropped by the per-flow or total bounds are counted as overflows. When a service enters fail-safe mode its pending requests are re-sent to a backup:
 UDP requests and TCP SYNs (a connection the host never accepted is opened on the backup instead).
 Segments of TCP connections the host had already accepted are not replayed: once redirected, the
 backup answers them with RST, so the client learns at once that it must reconnect.
@@ -49,8 +51,11 @@ class HandlerStats:
     mirrored: int = 0
     answered: int = 0
     resent: int = 0
-    pending_evicted: int = 0
+    pending_evicted: int = 0  # dropped because the whole store was full
+    pending_overflow: int = 0  # dropped because the flow's own store was full
     pending_expired: int = 0
+    pending_refused: int = 0  # pending SYNs cleared by the host's RST (the client got the RST)
+    relayed: int = 0  # packets redirected for a client that is itself a NIC (already redirected once)
     per_backup: dict[str, int] = field(default_factory=dict)
 
 
@@ -59,7 +64,7 @@ class FailsafeHandler:
 
     def __init__(self, nic_ip: bytes, nic_mac: bytes, services: ServiceTable, conntrack: ConnTrack,
                  chooser: Chooser = first_backup, release: Releaser | None = None,
-                 pending_per_flow: int = 64, pending_total: int = 4096, pending_max_age_s: float = 1.0) -> None:
+                 pending_per_flow: int = 0, pending_total: int = 4096, pending_max_age_s: float = 1.0) -> None:
         self.nic_ip = nic_ip
         self.nic_mac = nic_mac
         self.services = services
@@ -72,6 +77,8 @@ class FailsafeHandler:
         self.stats = HandlerStats()
         self._pending: dict[bytes, deque[tuple[float, str, bytes]]] = {}
         self._pending_count = 0
+        self.relay_sources: set[bytes] = set()  # raw IPs of other NICs (their redirected traffic is relayed)
+        conntrack.on_drop = self._dropped
 
     # -- normal mode: the mirror ------------------------------------------------------------
     def mirror(self, frame: bytes, p: Parsed, service: str, now: float) -> None:
@@ -85,10 +92,15 @@ class FailsafeHandler:
         q = self._pending.get(key)
         if q is None:
             q = self._pending[key] = deque()
-        while q and (now - q[0][0] > self.pending_max_age_s or len(q) >= self.pending_per_flow):
+        while q and now - q[0][0] > self.pending_max_age_s:
             q.popleft()
             self._pending_count -= 1
             self.stats.pending_expired += 1
+        cap = self.pending_per_flow
+        while cap and len(q) >= cap:
+            q.popleft()
+            self._pending_count -= 1
+            self.stats.pending_overflow += 1
         while self._pending_count >= self.pending_total:
             self._evict_oldest_flow(keep=key)
         q.append((now, service, bytes(frame)))
@@ -109,6 +121,19 @@ class FailsafeHandler:
         self.stats.answered += 1
         if not q:
             del self._pending[key]
+
+    def has_pending(self, key: bytes) -> bool:
+        """True when flow `key` has a request the host has not answered."""
+        return bool(self._pending.get(key))
+
+    def clear_pending(self, key: bytes) -> int:
+        """Forget flow `key`'s pending requests (the host refused them); how many there were."""
+        q = self._pending.pop(key, None)
+        if not q:
+            return 0
+        self._pending_count -= len(q)
+        self.stats.pending_refused += len(q)
+        return len(q)
 
     def take_pending(self, service: str, now: float) -> list[bytes]:
         """Remove and return the unanswered, still fresh requests of `service`, oldest first."""
@@ -168,6 +193,7 @@ class FailsafeHandler:
             if conn is None:
                 self.stats.no_backup += 1
                 return None
+            conn.relayed = p.src_ip in self.relay_sources
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("flow %s:%d -> %s:%d (%s) goes to backup %s:%d", ip_str(p.src_ip), p.sport,
                           ip_str(p.dst_ip), p.dport, service, choice[0], choice[1])
@@ -187,11 +213,15 @@ class FailsafeHandler:
         self.stats.translated += 1
         per = self.stats.per_backup
         per[conn.backup_name] = per.get(conn.backup_name, 0) + 1
+        if conn.relayed:
+            self.stats.relayed += 1
 
     def translate_fast(self, frame: bytes, conn: Conn, l4_csum_at: int, udp: bool, flags: int,
                        now: float) -> bytearray:
         """A request of established flow `conn` rewritten towards its backup (source MAC set, not the destination)."""
         conn.last_seen = now
+        if conn.replied:
+            conn.assured = True
         if flags & (TCP_FIN | TCP_RST) and not udp:
             conn.closing = True
         out = apply_rewrite(frame, conn.to_backup, l4_csum_at, udp)  # type: ignore[arg-type]
@@ -203,6 +233,7 @@ class FailsafeHandler:
                      now: float) -> bytearray:
         """A backup's reply on `conn` rewritten to come from the service and go to the client."""
         conn.last_seen = now
+        conn.replied = True
         if flags & (TCP_FIN | TCP_RST) and not udp:
             conn.closing = True
         self.stats.reversed += 1
@@ -223,7 +254,7 @@ class FailsafeHandler:
         if conn is None or conn.backup_ip != p.src_ip or conn.backup_port != p.sport:
             self.stats.no_conn += 1
             return None
-        self.conntrack.seen(conn, now, p.tcp_flags)
+        self.conntrack.seen(conn, now, p.tcp_flags, reply=True)
         if p.l3 == ETH_LEN and p.ihl == 20 and conn.nic_ip == p.dst_ip and conn.to_client is not None:
             out = apply_rewrite(frame, conn.to_client, p.l4 + (16 if p.proto == PROTO_TCP else 6),
                                 p.proto == PROTO_UDP)
@@ -235,6 +266,11 @@ class FailsafeHandler:
                          conn.client_port)
         self.stats.reversed += 1
         return out
+
+    def _dropped(self, conn: Conn) -> None:
+        """Connection tracking dropped `conn` to make room: its backup choice is released."""
+        if self.release is not None:
+            self.release((ip_str(conn.backup_ip), conn.backup_port), conn.key)
 
     def _evict_oldest_flow(self, keep: bytes) -> None:
         for key in self._pending:

@@ -26,6 +26,8 @@ Semantics, following section 3.4 of the paper:
   failed themselves. Transitions are only emitted when a target's effective mode changes.
 * Heartbeats keep going at the interval while a target is in fail-safe: that is how recovery
   is seen. Sequence numbers are per entry and wrap at 16 bits.
+* Evidence: `fail(target, now, reason)` is a failed heartbeat seen without waiting for one (the
+  NIC's passive signal: a RST or ICMP unreachable from the service's port); recovery is the same.
 * `force(target, "on"|"off"|"auto")` (additive to the agreed interface) pins a target's mode
   for experiments; transitions caused by add/remove/force are returned by the next `poll()`.
 """
@@ -176,6 +178,12 @@ class HeartbeatManager:
         state.forced = forced[mode]
         self._now = max(self._now, now)
         return self._drain() + self._settle(now, f"forced {mode}" if mode != "auto" else "back to auto", target)
+
+    def fail(self, target: str, now: float, reason: str) -> list[Transition]:
+        """Failure evidence for `target` seen at `now` (KeyError if unknown); returns the mode changes."""
+        state = self._targets[target]
+        self._now = max(self._now, now)
+        return self._bad(state, now, reason)
 
     # -- the NIC loop's calls ---------------------------------------------------------
     def due(self, now: float) -> list[tuple[HeartbeatEntry, int]]:

@@ -71,12 +71,20 @@ class Nic:
         chooser = self.discovery.choose if self.discovery is not None else first_backup
         release = self.discovery.release if self.discovery is not None else None
         timeouts = Timeouts(udp=config.udp_timeout_s, tcp=config.tcp_timeout_s)
-        self.handler = FailsafeHandler(self.nic_ip, self.nic_mac, self.services, ConnTrack(timeouts),
-                                       chooser, release, pending_max_age_s=config.pending_max_age_s)
+        self.handler = FailsafeHandler(self.nic_ip, self.nic_mac, self.services,
+                                       ConnTrack(timeouts, max_conns=config.conntrack_max), chooser, release,
+                                       pending_per_flow=config.pending_per_flow, pending_total=config.pending_total,
+                                       pending_max_age_s=config.pending_max_age_s)
+        self.handler.relay_sources = {ip_bytes(p) for p in config.peers}
         neighbours = {ip_bytes(k): mac_bytes(v) for k, v in config.neighbours.items()}
         self.pipeline = Pipeline(self.nic_ip, self.nic_mac, self.host_ip,
                                  mac_bytes(config.host_mac) if config.host_mac else None,
-                                 self.classifier, self.handler, neighbours)
+                                 self.classifier, self.handler, neighbours, neighbours_max=config.neighbours_max)
+        self.pipeline.passive = config.passive_evidence
+        self.pipeline.on_evidence = self.evidence
+        self.pipeline.net_cpu_ports = frozenset({DISCOVERY_PORT})
+        self.pipeline.pinned = self.services.backup_ips() | {ip_bytes(p) for p in config.peers}
+        self.passive_signals = 0
         self.prober = Prober(self.nic_ip, self.nic_mac, self.host_ip)
         self.heartbeats = HeartbeatManager(config.heartbeat_entries(), now)
         self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
@@ -119,7 +127,18 @@ class Nic:
         """Expire connections and pending requests; keep backups' and host's MACs resolved."""
         self.handler.prune(now)
         ips = self.services.backup_ips() | {ip_bytes(p) for p in self.config.peers}
+        self.pipeline.pinned = ips
         return self.pipeline.resolve(ips, now)
+
+    def evidence(self, service: str, reason: str, now: float) -> list[tuple[str, bytes]] | None:
+        """Passive failure evidence for `service` (the pipeline's `on_evidence`): fail-safe on at once.
+
+        None when `service` has no heartbeat entry (nothing would ever turn it off again).
+        """
+        if service not in self.heartbeats.targets():
+            return None
+        self.passive_signals += 1
+        return self.apply(self.heartbeats.fail(service, now, reason), now)
 
     def apply(self, transitions: list, now: float) -> list[tuple[str, bytes]]:
         """Log each Transition and bring every service's mode in line; frames to re-send on activation."""
@@ -163,9 +182,13 @@ class Nic:
         reply = self.prober.match(frame, p)
         if reply is not None:
             out = [(HOST, f) for f in reply.send]
+            if not reply.fed:
+                return out
             return out + self.apply(self.heartbeats.on_reply(reply.target, reply.seq, now, reply.payload), now)
         if self.discovery is not None and p.proto == PROTO_UDP and p.dport == DISCOVERY_PORT:
             self.discovery.on_message(ip_str(p.src_ip), frame[p.payload:p.end], now)
+            if len(self.handler.relay_sources) != len(self.discovery.nics()):
+                self.handler.relay_sources = {ip_bytes(x) for x in self.discovery.nics()}
         return []
 
     def _announce(self, now: float) -> list[tuple[str, bytes]]:
@@ -194,6 +217,19 @@ class Nic:
         services[f"{host}:*"] = {"state": "failsafe" if self.pipeline.platform_failsafe else "normal",
                                  "capacity": 1}
         return services
+
+    def failover_counters(self) -> dict[str, object]:
+        """What this NIC did for failover: packets per backup, relayed, dropped, no backup, and the bounds hit."""
+        st = self.handler.stats
+        ct = self.handler.conntrack
+        reasons = self.pipeline.counters.reasons
+        return {"per_backup": dict(sorted(st.per_backup.items())), "relayed": st.relayed,
+                "dropped": sum(c.dropped for c in self.pipeline.counters.services.values()),
+                "no_backup": st.no_backup, "resent": st.resent,
+                "passive": self.passive_signals, "refused": st.pending_refused,
+                "conntrack_early_drop": ct.early_drops, "conntrack_full": ct.full,
+                "replay_overflow": st.pending_overflow + st.pending_evicted,
+                "neighbour_evicted": reasons.get("neighbour_evicted", 0)}
 
     # -- control API ----------------------------------------------------------------------------
     def handlers(self, clock: Callable[[], float] = time.monotonic) -> dict[str, Callable[[dict], object]]:

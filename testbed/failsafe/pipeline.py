@@ -31,8 +31,17 @@ Rules, in order (each outcome is counted):
   to the backup and sent out "net" (held while the backup's MAC is resolved by ARP).
 * From the host: replies of critical services mark the flow's oldest pending request answered;
   frames to the NIC's IP go to "cpu".
+* Passive failure evidence (`passive`, on by default): a TCP RST from a critical service's port
+  answering a SYN the NIC holds pending, or an ICMP destination unreachable from the host about a
+  pending request to a critical service, is not forwarded: `on_evidence` turns that service's
+  fail-safe on at once, and its pending requests (that SYN included) go to a backup. Without it
+  (or if the service cannot be failed over) the RST is forwarded and clears the pending SYN: the
+  client has been refused and will not accept a SYN-ACK for it later.
 * From the network to the NIC's IP: backup replies to a NAT port are reverse-NATed to the client;
-  ICMP echo requests are answered; the rest goes to "cpu".
+  ICMP echo requests are answered; UDP to one of `net_cpu_ports` (discovery) goes to "cpu"; the
+  rest is dropped ("net_to_nic"): heartbeat replies only count when they come from the host side.
+* Learnt ARP neighbours are bounded (`neighbours_max`); the oldest learnt entry that is neither
+  static nor `pinned` (backups and peers) makes room, counted as "neighbour_evicted".
 """
 
 from __future__ import annotations
@@ -41,12 +50,14 @@ import logging
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from testbed.failsafe.classifier import Classifier
 from testbed.failsafe.failsafe_handler import FailsafeHandler
 from testbed.failsafe.packet import (ARP_REPLY, ARP_REQUEST, ETH_ARP, ETH_IPV4, ETH_QINQ, ETH_VLAN,
-                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Parsed, arp_frame, checksum,
-                                     ip_str, mac_str, parse, parse_arp)
+                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, Parsed, arp_frame,
+                                     checksum, ip_str, mac_str, parse, parse_arp)
+from testbed.failsafe.conntrack import flow_key
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,9 @@ HOST, NET, CPU = "host", "net", "cpu"
 OTHER = {HOST: NET, NET: HOST}
 ARP_RETRY_S = 0.1
 ARP_QUEUE = 256
+ICMP_UNREACHABLE = 3
+#: (service, reason, now) -> frames to send, or None when the service cannot be failed over
+Evidence = Callable[[str, str, float], "list[tuple[str, bytes]] | None"]
 
 
 @dataclass
@@ -97,7 +111,7 @@ class Pipeline:
 
     def __init__(self, nic_ip: bytes, nic_mac: bytes, host_ip: bytes, host_mac: bytes | None,
                  classifier: Classifier, handler: FailsafeHandler,
-                 neighbours: dict[bytes, bytes] | None = None) -> None:
+                 neighbours: dict[bytes, bytes] | None = None, neighbours_max: int = 1024) -> None:
         self.nic_ip = nic_ip
         self.nic_mac = nic_mac
         self.host_ip = host_ip
@@ -106,6 +120,11 @@ class Pipeline:
         self.handler = handler
         self.neighbours: dict[bytes, bytes] = dict(neighbours or {})
         self.static = set(self.neighbours)
+        self.neighbours_max = neighbours_max
+        self.pinned: set[bytes] = set()  # learnt neighbours never evicted (backups, peers)
+        self.passive = True
+        self.on_evidence: Evidence | None = None
+        self.net_cpu_ports: frozenset[int] = frozenset()
         self.failsafe: dict[str, bool] = {}
         self.platform_failsafe = False
         self.counters = PipelineCounters()
@@ -172,8 +191,10 @@ class Pipeline:
         src = frame[26:30]
         if src not in self._net_watch or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
             return True
-        if frame[23] == PROTO_TCP and len(frame) >= 54 and not frame[47] & TCP_SYN:
+        if frame[23] == PROTO_TCP and len(frame) >= 54 and not frame[47] & (TCP_SYN | TCP_RST):
             return True  # only SYNs are kept pending for TCP: nothing to mark answered
+        if frame[23] == PROTO_ICMP:
+            return len(frame) < 35 or frame[34] != ICMP_UNREACHABLE  # unreachables may be evidence
         return (src + frame[23:24] + frame[34:36]) not in self._cls
 
     def fast(self, frame: bytes, ingress: str, now: float) -> tuple[str, bytes] | None:
@@ -245,6 +266,8 @@ class Pipeline:
             return None
         if self._cls.get(frame[26:30] + frame[23:24] + frame[34:36]) is None:
             return None
+        if not udp and flags & TCP_RST:
+            return None  # maybe failure evidence: the slow path decides
         handler.answered_key(frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36])
         self.counters.note("reply")
         return NET, frame
@@ -324,10 +347,52 @@ class Pipeline:
                 self.host_mac = p.src_mac
             note("to_cpu")
             return [(CPU, frame)]
-        if not p.error and self._cls.get(p.src_ip + bytes((p.proto,)) + struct.pack("!H", p.sport)) is not None:
+        if p.error:
+            return [(NET, frame)]
+        if p.proto == PROTO_ICMP and p.icmp_type == ICMP_UNREACHABLE:
+            return self._unreachable(frame, p, now)
+        sid = self._cls.get(p.src_ip + bytes((p.proto,)) + struct.pack("!H", p.sport))
+        if sid is not None:
+            if p.proto == PROTO_TCP and p.tcp_flags & TCP_RST:
+                key = flow_key(PROTO_TCP, p.dst_ip, p.dport, p.src_ip, p.sport)
+                return self._refused(frame, key, sid, "rst", f"RST from port {p.sport} to a pending SYN", now)
             self.handler.answered(p)
             note("reply")
         return [(NET, frame)]
+
+    def _refused(self, frame: bytes, key: bytes, sid: str, kind: str, what: str,
+                 now: float) -> list[tuple[str, bytes]]:
+        """The host refused pending request flow `key` of `sid`: evidence (frame dropped) or forwarded."""
+        if not self.handler.has_pending(key) or self.failsafe.get(sid):
+            self.counters.note("reply")
+            return [(NET, frame)]
+        if self.passive and self.on_evidence is not None:
+            out = self.on_evidence(sid, f"passive: {what}", now)
+            if out is not None:
+                self.counters.note(f"passive_{kind}")
+                return out
+        self.handler.clear_pending(key)
+        self.counters.note(f"refused_{kind}")
+        return [(NET, frame)]
+
+    def _unreachable(self, frame: bytes, p: Parsed, now: float) -> list[tuple[str, bytes]]:
+        """An ICMP destination unreachable from the host: evidence if it is about a pending critical request."""
+        inner = p.l4 + 8
+        if p.end - inner < 28 or frame[inner] >> 4 != 4:
+            return [(NET, frame)]
+        ihl = (frame[inner] & 0x0F) * 4
+        l4 = inner + ihl
+        if ihl < 20 or p.end - l4 < 4 or frame[inner + 16:inner + 20] != p.src_ip:
+            return [(NET, frame)]
+        proto = frame[inner + 9]
+        sport, dport = struct.unpack_from("!HH", frame, l4)
+        sid = self._cls.get(p.src_ip + bytes((proto,)) + struct.pack("!H", dport))
+        if sid is None:
+            self.counters.note("forward")
+            return [(NET, frame)]
+        key = flow_key(proto, bytes(frame[inner + 12:inner + 16]), sport, p.src_ip, dport)
+        return self._refused(frame, key, sid, "icmp", f"ICMP unreachable (code {frame[p.l4 + 1]}) for port {dport}",
+                             now)
 
     def _critical(self, frame: bytes, p: Parsed, sid: str, now: float) -> list[tuple[str, bytes]]:
         sc = self.counters.services.get(sid)
@@ -379,8 +444,11 @@ class Pipeline:
         elif p.proto == PROTO_ICMP and p.icmp_type == 8:
             self.counters.note("ping")
             return [(NET, self._echo_reply(frame, p))]
-        self.counters.note("to_cpu")
-        return [(CPU, frame)]
+        if p.proto == PROTO_UDP and p.dport in self.net_cpu_ports:
+            self.counters.note("to_cpu")
+            return [(CPU, frame)]
+        self.counters.note("net_to_nic")
+        return []
 
     def _echo_reply(self, frame: bytes, p: Parsed) -> bytes:
         out = bytearray(frame[:p.end])
@@ -405,7 +473,7 @@ class Pipeline:
                 if ingress == HOST:
                     self.host_mac = a.sha
             elif a.spa not in self.static:
-                self.neighbours[a.spa] = a.sha
+                self.learn_neighbour(a.spa, a.sha)
         out: list[tuple[str, bytes]] = []
         if a.tpa == self.nic_ip:
             if a.op == ARP_REQUEST:
@@ -422,6 +490,18 @@ class Pipeline:
         if a.spa in self._arp_wait:
             out += self._flush_arp(a.spa)
         return out
+
+    def learn_neighbour(self, ip: bytes, mac: bytes) -> None:
+        """Remember `ip` at `mac`; when the table is full the oldest evictable learnt entry goes."""
+        table = self.neighbours
+        if ip not in table and len(table) >= self.neighbours_max:
+            victim = next((k for k in table if k not in self.static and k not in self.pinned), None)
+            if victim is None:
+                self.counters.note("neighbour_refused")
+                return
+            del table[victim]
+            self.counters.note("neighbour_evicted")
+        table[ip] = mac
 
     def _flush_arp(self, ip: bytes) -> list[tuple[str, bytes]]:
         mac = self.neighbours.get(ip)
