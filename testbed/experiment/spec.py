@@ -32,11 +32,13 @@ The YAML shape (every key not listed here is an error naming its path)::
       - "Fig. 11: with Fatriot, delivered rate and RTT stay stable after the crash; without, delivery stops."
 
 Times: `at`/`until` are `packet N` (fires right after the prober sent request N; requests are
-numbered from 1) or a time with its unit (`5s`, seconds after the traffic started). `for` and
-other durations accept `100ms`, `1s`, `250us`; a bare number is seconds, except `delay`, where
-it is milliseconds. `loss` is percent, `rate`/`bw` Mbit/s, `cpu` cores. A `kill` fault has no
-undo, and `for`/`until` on it is an error: a killed container loses the interfaces the testbed
-gave it, so a host that comes back is modelled with `freeze` or `isolate`.
+numbered from 1) or a time with its unit (`5s`, seconds after the traffic started, at most when
+the last request is sent or the last iperf3 flow ends). Every duration (`for`, `timeout`,
+`duration`, `start`, `delay`, `heartbeat_interval`) is written with its unit, `250us`, `100ms` or
+`1s`, as in topology files; a bare number is an error (except 0). `loss` is percent, `rate`/`bw`
+Mbit/s, `cpu` cores. A `kill` fault with `for`/`until` brings the host back: its containers
+restart from their images (interfaces, addresses, shaping and NIC are kept: a holder container
+owns the host's network namespace) and its services are started and ready-checked again.
 """
 
 from __future__ import annotations
@@ -45,8 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
+from testbed import yamlio
 from testbed.errors import SpecError
 from testbed.experiment.values import Trigger, Values
 from testbed.topology.model import TopologySpec
@@ -171,6 +172,7 @@ class ExperimentSpec:
     variants: tuple[Variant, ...] = (Variant("default"),)
     claims: tuple[str, ...] = ()
     source: str = ""
+    topology_source: str = ""  # the file the topology was read from
 
     @property
     def probes(self) -> tuple[ProbeFlow, ...]:
@@ -188,21 +190,20 @@ class ExperimentSpec:
 TopologyLoader = Callable[[str], TopologySpec]
 
 
-def load_experiment(path: str | Path, load_topology: TopologyLoader | None = None) -> ExperimentSpec:
-    """Read and validate an experiment YAML file (and the topology it names); SpecError on any problem."""
+def load_experiment(path: str | Path, load_topology: TopologyLoader | None = None, *,
+                    check_images: bool = True) -> ExperimentSpec:
+    """Read and validate an experiment YAML file, the topology it names and the images both use; SpecError on any problem."""
     path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError("", f"cannot read experiment file: {exc.strerror}", source) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise SpecError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}", source) from None
-    return parse_experiment(data, source, load_topology=load_topology, base_dir=path.parent)
+    data = yamlio.load_yaml(path)  # size, UTF-8, aliases, duplicate keys: SpecError naming the file
+    spec = parse_experiment(data, str(path), load_topology=load_topology, base_dir=path.parent)
+    if check_images:
+        from testbed.references import ImageRef, check_images as check, topology_images
+
+        refs = topology_images(spec.topology, spec.topology_source or spec.topology_ref)
+        refs += [ImageRef(spec.source, f"services[{i}].image", s.image)
+                 for i, s in enumerate(spec.services) if getattr(s, "image", None)]
+        check(refs)
+    return spec
 
 
 def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader | None = None,
@@ -214,12 +215,13 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     doc = v.mapping(data, "", _TOP_KEYS, {"name", "topology", "traffic"})
     name = v.text(doc["name"], "name")
     ref = v.text(doc["topology"], "topology")
-    topo = _resolve_topology(ref, base_dir, load_topology)
+    topo, topo_source = _resolve_topology(ref, base_dir, load_topology, source)
     checker = Checker(v, topo)
     traffic = tuple(checker.flow(item, f"traffic[{i}]") for i, item in enumerate(v.sequence(doc["traffic"], "traffic")))
     if not traffic:
         raise v.error("traffic", "needs at least one flow")
     checker.unique([f.name for f in traffic], "traffic", "name")
+    checker.traffic = traffic
     variants = tuple(checker.variant(item, f"variants[{i}]")
                      for i, item in enumerate(v.sequence(doc.get("variants", []), "variants"))) or (Variant("default"),)
     checker.unique([x.name for x in variants], "variants", "name")
@@ -229,9 +231,12 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     faults = tuple(checker.fault(item, f"faults[{i}]", probes)
                    for i, item in enumerate(v.sequence(doc.get("faults", []), "faults")))
     claims = tuple(v.text(c, f"claims[{i}]") for i, c in enumerate(v.sequence(doc.get("claims", []), "claims")))
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise v.error("description", f"expected a string, got {type(description).__name__}")
     return ExperimentSpec(
         name=name,
-        description=str(doc.get("description", "")),
+        description=description,
         topology_ref=ref,
         topology=topo,
         seed=v.integer(doc.get("seed", 1), "seed"),
@@ -242,17 +247,35 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
         variants=variants,
         claims=claims,
         source=source,
+        topology_source=topo_source,
     )
 
 
-def _resolve_topology(ref: str, base_dir: Path | None, load_topology: TopologyLoader | None) -> TopologySpec:
-    """Load the topology `ref`: a path relative to the experiment file first, else a shipped name or path."""
+def _resolve_topology(ref: str, base_dir: Path | None, load_topology: TopologyLoader | None,
+                      source: str) -> tuple[TopologySpec, str]:
+    """The topology `ref` names (a path relative to the experiment file first, else a shipped name or a path), and
+    the file it came from; a file that does not exist is an error at this file's `topology` key."""
+    from testbed.topology.loader import SHIPPED_DIR
+
     if load_topology is None:
         from testbed.topology.loader import load_topology as default_loader
         load_topology = default_loader
-    if base_dir is not None and ref.endswith((".yaml", ".yml", ".py")) and (base_dir / ref).exists():
-        ref = str(base_dir / ref)
-    return load_topology(ref)
+    is_path = ref.endswith((".yaml", ".yml", ".py")) or "/" in ref
+    if is_path:
+        candidates = [base_dir / ref] if base_dir is not None and not Path(ref).is_absolute() else []
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            ref = str(found)
+        elif not Path(ref).is_file():
+            where = f" (relative to {base_dir} or the current directory)" if candidates else ""
+            raise SpecError("topology", f"no topology file {ref!r}{where}", source)
+    try:
+        topo = load_topology(ref)
+    except SpecError as exc:
+        if exc.source:  # a mistake inside the topology file: it names that file and its place
+            raise
+        raise SpecError("topology", exc.message, source) from None
+    return topo, ref if is_path else str(SHIPPED_DIR / f"{ref}.yaml")
 
 
 def shortened(spec: ExperimentSpec, *, tail: int = 30, max_duration_s: float = 3.0) -> ExperimentSpec:

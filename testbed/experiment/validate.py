@@ -23,6 +23,7 @@ class Checker:
         self.topo = topo
         self.hosts = {h.name: h for h in topo.hosts()}
         self.sites = {s.name for s in topo.sites}
+        self.traffic: tuple[ProbeFlow | BulkFlow, ...] = ()  # set once the flows are read: bounds time triggers
 
     def host(self, value: object, path: str) -> str:
         name = self.v.text(value, path)
@@ -74,7 +75,7 @@ class Checker:
             rate=self.v.number(d.get("rate", 10), f"{path}.rate", low=0, low_open=True, high=10000,
                                what="requests per second"),
             count=self.v.integer(d.get("count", 100), f"{path}.count", low=1, high=10_000_000),
-            timeout_s=self.v.positive_seconds(d.get("timeout", 1.0), f"{path}.timeout"),
+            timeout_s=self.v.positive_seconds(d.get("timeout", "1s"), f"{path}.timeout"),
             service=self.v.text(d["service"], f"{path}.service") if "service" in d else None,
         )
 
@@ -119,11 +120,8 @@ class Checker:
         mode = self.v.choice(d.get("mode", modes[0]), f"{path}.mode", modes)
         probe = self._fault_probe(d, path, probes)
         at = self._trigger(d["at"], f"{path}.at", probe)
+        self._within_traffic(at, f"{path}.at")
         until, duration = self._end(d, path, at, probe)
-        if (kind, mode) == ("host_down", "kill") and (until or duration):
-            key = "until" if until else "for"
-            raise self.v.error(f"{path}.{key}", "a killed host cannot come back (its container loses its "
-                                                "interfaces); use mode freeze or isolate for a host that recovers")
         fields: dict = {"kind": kind, "mode": mode, "at": at, "until": until, "duration_s": duration,
                         "probe": probe.name if probe else None}
         if kind == "network":
@@ -164,6 +162,17 @@ class Checker:
                 raise self.v.error(path, f"packet {trig.packet} is beyond the prober's count {probe.count}")
         return trig
 
+    def _within_traffic(self, trig: Trigger, path: str) -> None:
+        """A time trigger must fire while traffic still flows (as `packet N` must be within the count)."""
+        if trig.time_s is None or not self.traffic:
+            return
+        ends = [((f.count - 1) / f.rate, f"probe {f.name!r} sends its last request at")
+                if isinstance(f, ProbeFlow) else (f.start_s + f.duration_s, f"iperf3 flow {f.name!r} ends at")
+                for f in self.traffic]
+        end, what = max(ends, key=lambda e: e[0])
+        if trig.time_s > end:
+            raise self.v.error(path, f"{trig} is after the traffic ends ({what} {end:g}s)")
+
     def _end(self, d: dict, path: str, at: Trigger, probe: ProbeFlow | None) -> tuple[Trigger | None, float | None]:
         if "until" in d and "for" in d:
             raise self.v.error(f"{path}.for", "give either `until` or `for`, not both")
@@ -190,7 +199,7 @@ class Checker:
                                                f"{self.topo.name!r}") from None
         out = {"link": (a, b), "down": self.v.flag(d.get("down", False), f"{path}.down")}
         if "delay" in d:
-            out["delay_ms"] = self.v.seconds(d["delay"], f"{path}.delay", bare="ms") * 1000.0
+            out["delay_ms"] = self.v.milliseconds(d["delay"], f"{path}.delay")
         if "loss" in d:
             out["loss_pct"] = self.v.number(d["loss"], f"{path}.loss", low=0, high=100, what="a percentage")
         if "rate" in d:
@@ -206,7 +215,10 @@ class Checker:
             return {"cpu": self.v.number(d["cpu"], f"{path}.cpu", low=0, low_open=True, what="a number of cores")}
         if "delay" not in d:
             raise self.v.error(f"{path}.delay", f"is required for delay mode {mode}")
-        return {"delay_ms": self.v.positive_seconds(d["delay"], f"{path}.delay", bare="ms") * 1000.0}
+        delay_ms = self.v.milliseconds(d["delay"], f"{path}.delay")
+        if delay_ms <= 0:
+            raise self.v.error(f"{path}.delay", f"must be greater than 0, got {d['delay']!r}")
+        return {"delay_ms": delay_ms}
 
     def _no_stray(self, d: dict, path: str, kind: str, mode: str) -> None:
         allowed = {"kind", "mode", "at", "until", "for", "probe"}

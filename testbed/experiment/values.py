@@ -6,9 +6,8 @@ import re
 from dataclasses import dataclass
 
 from testbed.errors import SpecError
+from testbed.topology import units
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|ms|s|m)?\s*$")
-_SCALE_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 _PACKET = re.compile(r"^\s*packet\s+([0-9]+)\s*$")
 
 
@@ -32,35 +31,35 @@ class Values:
     def error(self, path: str, message: str) -> SpecError:
         return SpecError(path, message, self.source)
 
-    def seconds(self, value: object, path: str, *, bare: str = "s") -> float:
-        """A duration in seconds; `10ms`, `1.5s`, `250us`, `2m`; a bare number is in unit `bare`."""
-        if isinstance(value, bool):
-            raise self.error(path, f"expected a duration like 100ms or 1s, got {value!r}")
-        if isinstance(value, (int, float)):
-            seconds = float(value) * _SCALE_S[bare]
-        elif isinstance(value, str) and (m := _DURATION.match(value)):
-            seconds = float(m.group(1)) * _SCALE_S[m.group(2) or bare]
-        else:
-            raise self.error(path, f"expected a duration like 100ms or 1s, got {value!r}")
-        if seconds < 0:
-            raise self.error(path, f"must not be negative, got {value!r}")
-        return seconds
+    def milliseconds(self, value: object, path: str) -> float:
+        """A duration in milliseconds, in the testbed's one grammar (`units.duration_ms`: `100ms`, `1s`, `250us`)."""
+        try:
+            return units.duration_ms(value, path)
+        except SpecError as exc:
+            raise self.error(exc.path, exc.message) from None
 
-    def positive_seconds(self, value: object, path: str, *, bare: str = "s") -> float:
-        seconds = self.seconds(value, path, bare=bare)
+    def seconds(self, value: object, path: str) -> float:
+        """A duration in seconds, in the same grammar."""
+        return self.milliseconds(value, path) / 1000.0
+
+    def positive_seconds(self, value: object, path: str) -> float:
+        seconds = self.seconds(value, path)
         if seconds <= 0:
             raise self.error(path, f"must be greater than 0, got {value!r}")
         return seconds
 
     def trigger(self, value: object, path: str) -> Trigger:
-        """`packet N` (N >= 1) or a duration with its unit, e.g. `5s`."""
+        """`packet N` (N >= 1) or a time with its unit, e.g. `5s`."""
         if isinstance(value, str) and (m := _PACKET.match(value)):
             n = int(m.group(1))
             if n < 1:
                 raise self.error(path, f"packets are numbered from 1, got {value!r}")
             return Trigger(packet=n)
-        if isinstance(value, str) and _DURATION.match(value) and _DURATION.match(value).group(2):
-            return Trigger(time_s=self.seconds(value, path))
+        if isinstance(value, str):
+            try:
+                return Trigger(time_s=units.duration_ms(value, path) / 1000.0)
+            except SpecError:
+                pass
         raise self.error(path, f"expected `packet N` or a time like 5s, got {value!r}")
 
     def number(self, value: object, path: str, *, low: float | None = None, high: float | None = None,

@@ -49,7 +49,7 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
     wan:                           # optional list of WAN links; with the learning app a tree
       - between: [edge1, cloud]    # two site names
         bw: 100                    # Mbit/s (or '100Mbit', '1Gbit', '500kbit'); applies to both directions
-        delay: 10ms                # ONE WAY, per direction (a bare number is ms)
+        delay: 10ms                # ONE WAY, per direction; every duration needs its unit: us, ms or s
         jitter: 1ms
         loss: 0.1                  # percent
         max_queue_size: 100        # packets
@@ -69,8 +69,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from testbed import yamlio
 from testbed.errors import SpecError
 from testbed.topology import checks, schema
 from testbed.topology.addressing import AddressBook, parse_subnet, with_prefix
@@ -115,38 +114,8 @@ def validate_file(path: str | Path) -> TopologySpec:
 
 
 def read_yaml(path: Path) -> object:
-    """The data in a YAML file; a repeated mapping key is an error naming its path (PyYAML keeps the last)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is None:
-            return None
-        _check_duplicate_keys(node, "")
-        return yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError("", f"cannot read: {exc}", str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-        raise SpecError("", f"not valid YAML{where}: {problem}", str(path)) from None
-    except SpecError as exc:
-        raise SpecError(exc.path, exc.message, str(path)) from None
-
-
-def _check_duplicate_keys(node: yaml.Node, path: str) -> None:
-    """Raise a SpecError at the first mapping key that appears twice under `node`."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen:
-                raise SpecError(join(path, key), f"duplicate key (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-            _check_duplicate_keys(value_node, join(path, key))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, f"{path}[{i}]")
+    """The data in a YAML file, read by the one reader (`testbed.yamlio`: size, UTF-8, aliases, duplicate keys)."""
+    return yamlio.load_yaml(path)
 
 
 def _load_python(path: Path) -> TopologySpec:

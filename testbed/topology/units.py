@@ -8,8 +8,10 @@ import re
 from testbed.errors import SpecError
 
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
-_DURATION = re.compile(rf"^{_NUMBER}\s*(us|ms|s)?$")
-_DURATION_TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}
+_DURATION = re.compile(rf"^{_NUMBER}\s*([a-z]*)$")
+#: The units a duration may be written in, with their length in milliseconds.
+DURATION_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_UNIT_LIST = ", ".join(DURATION_UNITS)
 _RATE = re.compile(rf"^{_NUMBER}\s*(bit|kbit|mbit|gbit)?$", re.IGNORECASE)
 _RATE_TO_MBIT = {"bit": 1e-6, "kbit": 1e-3, "mbit": 1.0, "gbit": 1e3, None: 1.0}
 _PERCENT = re.compile(rf"^{_NUMBER}\s*%?$")
@@ -31,15 +33,23 @@ def describe(value: object) -> str:
 
 
 def duration_ms(value: object, path: str) -> float:
-    """A duration (`10ms`, `1.5s`, `250us`, or a bare number of milliseconds) in milliseconds, >= 0."""
-    if _is_number(value):
-        ms = float(value)  # type: ignore[arg-type]
-    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        ms = float(m.group(1)) * _DURATION_TO_MS[m.group(2)]
+    """A duration with its unit (`10ms`, `1.5s`, `250us`) in milliseconds, >= 0; a bare number only if 0.
+
+    The one duration grammar of every file the testbed reads: a bare number would mean seconds to
+    some readers and milliseconds to others, so it is refused (except 0, the same in every unit).
+    """
+    m = _DURATION.match(value.strip()) if isinstance(value, str) else None
+    if _is_number(value) or (m and not m.group(2)):
+        if float(value) != 0:  # type: ignore[arg-type]
+            raise SpecError(path, f"a duration needs a unit ({_UNIT_LIST}), got {describe(value)}")
+        ms = 0.0
+    elif m and m.group(2) in DURATION_UNITS:
+        ms = float(m.group(1)) * DURATION_UNITS[m.group(2)]
     else:
-        raise SpecError(path, f"expected a duration like 10ms, 1.5s or 250us, got {describe(value)}")
-    if ms < 0:
-        raise SpecError(path, f"expected a duration >= 0, got {describe(value)}")
+        raise SpecError(path, f"expected a duration like 10ms, 1.5s or 250us (units: {_UNIT_LIST}), "
+                              f"got {describe(value)}")
+    if ms < 0 or not math.isfinite(ms):
+        raise SpecError(path, f"expected a finite duration >= 0, got {describe(value)}")
     return ms
 
 

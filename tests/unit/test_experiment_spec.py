@@ -46,7 +46,7 @@ GOOD = {
     "traffic": [{"name": "probe", "from": "gen", "to": "mec1", "rate": 10, "count": 100, "timeout": "500ms"},
                 {"name": "bulk", "kind": "iperf3", "from": "gen", "to": "mec1", "server": "mec2", "duration": "10s"}],
     "faults": [{"kind": "delay", "mode": "app", "host": "mec1", "delay": "50ms", "at": "packet 40", "until": "packet 80"},
-               {"kind": "network", "link": ["cloud", "lab"], "loss": 5, "delay": 20, "at": "2s", "for": "1s"},
+               {"kind": "network", "link": ["cloud", "lab"], "loss": 5, "delay": "20ms", "at": "2s", "for": "1s"},
                {"kind": "host_down", "mode": "site", "site": "cloud", "at": "3s"}],
     "variants": [{"name": "with-nic", "heartbeat_interval": "100ms", "threshold": 1.5},
                  {"name": "without-nic", "nic": False}],

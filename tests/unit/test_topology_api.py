@@ -38,13 +38,13 @@ def test_builder_and_yaml_dict_give_equal_specs() -> None:
     t = _two_sites()
     t.addDocker("m", site="edge1", dimage="img", memory="256m", env={"A": "1"}, volumes=("/a:/b",), command="run -x",
                 access={"bw": "1Gbit"}, nic=t.nic(services=[t.service("s", "tcp", 80, heartbeat=t.heartbeat(interval="1s"))]))
-    t.addWan("edge1", "cloud", delay=5, forward={"delay": "7ms"})
+    t.addWan("edge1", "cloud", delay="5ms", forward={"delay": "7ms"})
     data = {"name": "demo", "sites": {
         "edge1": {"kind": "mec", "hosts": {"m": {
             "image": "img", "memory": "256m", "env": {"A": "1"}, "volumes": ["/a:/b"], "command": "run -x",
             "access": {"bw": "1Gbit"}, "nic": {"services": [{"name": "s", "proto": "tcp", "port": 80, "heartbeat": {"interval": "1s"}}]}}}},
         "cloud": {"kind": "cloud", "hosts": {}}},
-        "wan": [{"between": ["edge1", "cloud"], "delay": 5, "forward": {"delay": "7ms"}}]}
+        "wan": [{"between": ["edge1", "cloud"], "delay": "5ms", "forward": {"delay": "7ms"}}]}
     assert t.to_dict() == data
     spec = t.build()
     assert spec == parse_topology(data, "yaml")

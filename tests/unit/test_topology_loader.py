@@ -138,7 +138,7 @@ def test_nic_defaults_and_overrides() -> None:
 
 def test_wan_overrides_per_direction() -> None:
     data = {"name": "t", "sites": {"a": {}, "b": {}}, "wan": [
-        {"between": ["a", "b"], "bw": "1Gbit", "delay": 10, "forward": {"delay": "20ms"}, "reverse": {"bw": 50}}]}
+        {"between": ["a", "b"], "bw": "1Gbit", "delay": "10ms", "forward": {"delay": "20ms"}, "reverse": {"bw": 50}}]}
     link = parse_topology(data, "t").wan_link("b", "a")
     assert link.forward == Shape(bw_mbit=1000.0, delay_ms=20.0)
     assert link.reverse == Shape(bw_mbit=50.0, delay_ms=10.0)
