@@ -16,7 +16,6 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ class Bench:
         self.tmp = tmp
         self.ns = (f"lb{tag}-h1", f"lb{tag}-h2")
         self.intf = (f"lb{tag}h1-e0", f"lb{tag}h2-e0")
-        self.holders: list[subprocess.Popen] = []
+        self.holders: list[proc.Process] = []
         self.ledger = Ledger(new_run_id(tmp), tmp, state_dir=tmp)
         self.backend = make_backend(self.ledger, tmp)
         for ns in self.ns:
@@ -90,17 +89,14 @@ class Bench:
             res = proc.run(["iperf3", "-c", IP2, "-t", seconds, "-J"], netns=self.ns[0], timeout=seconds + 60)
             return json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
         finally:
-            if server.poll() is None:
-                server.terminate()
-            server.wait(timeout=10)
+            proc.stop(server, timeout=10)
 
     def close(self) -> None:
         try:
             self.backend.close()
         finally:
             for h in self.holders:
-                h.terminate()
-                h.wait(timeout=5)
+                proc.stop(h, timeout=5)
             for ns in self.ns:
                 proc.run(["ip", "netns", "del", ns], check=False)
 

@@ -1,6 +1,6 @@
 """The `testbed failsafe NODE CMD ...` verb: talks to a running fail-safe NIC, in the spirit of simple_switch_CLI.
 
-Each command becomes one control request; the request args (the wire format the NIC's
+Each command becomes one control request (testbed.control's protocol); the request args (the wire format the NIC's
 handlers receive) are:
 
     show                                  {}
@@ -192,11 +192,11 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Send the command in `args` to the NIC and print its answer."""
-    from testbed.failsafe import control
+    from testbed.control import call
+    from testbed.failsafe.control import socket_for
 
     cmd, req = request(args)
-    path = control.socket_for(args.node, args.run)
-    result = control.call(path, cmd, timeout=args.timeout, **req)
+    result = call(socket_for(args.node, args.run), cmd, timeout=args.timeout, **req)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

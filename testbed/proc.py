@@ -241,8 +241,14 @@ def _check_shell(node: Any, argv: list[str]) -> None:
 
 
 def shell_line(args: Sequence[str]) -> str:
-    """The shell line `run_in` sends: `args` quoted, then its exit status after RC_MARK."""
-    return f"{shlex.join(str(a) for a in args)}; echo {RC_MARK}$?"
+    """The shell line `run_in` sends: `args` quoted, then its exit status after RC_MARK.
+
+    ValueError for an argument with a line break: the shell would prompt for the rest of the line.
+    """
+    argv = [str(a) for a in args]
+    if any("\n" in a or "\r" in a for a in argv):
+        raise ValueError(f"cannot run {argv!r} through a shell: an argument has a line break (use popen_in)")
+    return f"{shlex.join(argv)}; echo {RC_MARK}$?"
 
 
 def run_in(node: Any, args: Sequence[str], *, timeout: float = 30.0, check: bool = True) -> Result:
@@ -253,13 +259,14 @@ def run_in(node: Any, args: Sequence[str], *, timeout: float = 30.0, check: bool
     and a node whose shell is gone, or dies meanwhile, raises TestbedError instead of returning "".
     """
     argv = [str(a) for a in args]
+    line = shell_line(argv)
     _check_shell(node, argv)
     name = getattr(node, "name", node)
     if getattr(node, "waiting", False):
         raise TestbedError(f"{name}: its shell is busy with {getattr(node, 'lastCmd', '?')!r}; cannot run "
                            f"{shlex.join(argv)}")
     log.debug("%s: run_in %s", name, argv)
-    node.sendCmd(shell_line(argv))
+    node.sendCmd(line)
     out, done = _read_until_done(node, argv, time.monotonic() + timeout)
     if not done:
         node.sendInt()

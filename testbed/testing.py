@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
-from testbed import ledger
+from testbed import ledger, proc
 
 
 def leftovers(rid: str) -> list[str]:
-    """What of run `rid` still exists: containers, bridges, interfaces, namespaces, processes."""
+    """What of run `rid` still exists: containers, bridges, interfaces, namespaces (CommandError if docker or OVS fail)."""
     pre = ledger.prefix(rid)
     left: list[str] = []
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={ledger.LABEL}={rid}"],
-                         capture_output=True, text=True).stdout.split()
-    left += [f"container {c}" for c in out]
-    brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
-    left += [f"bridge {b}" for b in brs if b.startswith(pre)]
+    if proc.which("docker"):
+        out = proc.run(["docker", "ps", "-aq", "--filter", f"label={ledger.LABEL}={rid}"]).stdout.split()
+        left += [f"container {c}" for c in out]
+    if proc.which("ovs-vsctl"):
+        brs = proc.run(["ovs-vsctl", "list-br"]).stdout.split()
+        left += [f"bridge {b}" for b in brs if b.startswith(pre)]
     left += [f"interface {i}" for i in os.listdir("/sys/class/net") if i.startswith(pre)]
     if os.path.isdir("/run/netns"):
         left += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(pre)]

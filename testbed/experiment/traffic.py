@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testbed import proc
 from testbed.experiment.spec import BulkFlow, ProbeFlow
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Running:
     """A process the runner started on a node, with the buffer of its unread output."""
 
     name: str
-    popen: subprocess.Popen
+    popen: proc.Process
     buf: bytes = b""
     eof: bool = False
 
@@ -106,41 +106,33 @@ class Running:
         return [line.decode(errors="replace") for line in done]
 
     def output(self, timeout: float) -> bytes:
-        """Wait for the process to end and return the rest of its stdout."""
+        """Wait for the process to end and return the rest of its stdout (CommandError after `timeout`)."""
         assert self.popen.stdout is not None
         os.set_blocking(self.popen.stdout.fileno(), True)
-        out, _ = self.popen.communicate(timeout=timeout)
-        return self.buf + (out or b"")
+        return self.buf + proc.communicate(self.popen, timeout)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Terminate the process if it still runs (only this process, by its handle)."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout)
+        proc.stop(self.popen, timeout)
 
 
 def start_on(node: Any, name: str, argv: list[str], log_path: Path) -> Running:
     """Start `argv` on a Mininet node (docker exec for Docker hosts), stdout piped, stderr to `log_path`."""
-    err = open(log_path, "ab")
-    try:
-        popen = node.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-    finally:
-        err.close()
+    popen = proc.popen_in(node, argv, stderr=log_path)
     os.set_blocking(popen.stdout.fileno(), False)
     log.debug("%s: started %s on %s (pid %s)", name, argv, node.name, popen.pid)
     return Running(name, popen)
 
 
 def wait_listening(node: Any, port: int, proto: str = "tcp", timeout: float = 10.0) -> bool:
-    """Poll until something listens on `port` inside the node (readiness check, not a sleep)."""
+    """Poll until something listens on `port` inside the node (readiness check, not a sleep).
+
+    False after `timeout`; TestbedError when the node is down, CommandError when `ss` fails.
+    """
     flag = "-Hltn" if proto == "tcp" else "-Hlun"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if f":{port} " in node.cmd("ss", flag) + " ":
+        if f":{port} " in proc.run_in(node, ["ss", flag], timeout=5.0).stdout + " ":
             return True
         time.sleep(0.05)
     return False

@@ -18,7 +18,6 @@ import logging
 import os
 import selectors
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from testbed import proc
+from testbed import daemon, proc
 from testbed.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Lab:
     ledger: Ledger
     run_dir: Path
     nic: bool = True
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    procs: list[proc.Process] = field(default_factory=list)
 
     @property
     def ns(self) -> dict[str, str]:
@@ -94,17 +93,15 @@ class Lab:
         for cmd in self.plan():
             proc.run(cmd, timeout=15)
 
-    def spawn(self, ns_key: str, args: list[str], what: str, log_name: str | None = None) -> subprocess.Popen:
-        """Start `args` in lab namespace `ns_key` and record it."""
-        out = open(self.run_dir / log_name, "ab") if log_name else subprocess.DEVNULL
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        popen = subprocess.Popen(["ip", "netns", "exec", self.ns[ns_key], *args], stdout=out,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        self.ledger.record_process(popen.pid, what=what)
+    def spawn(self, ns_key: str, args: list[str], what: str, log_name: str | None = None) -> proc.Process:
+        """Start `args` in lab namespace `ns_key`, recorded in the ledger before it runs."""
+        popen = proc.spawn(daemon.in_netns(args, netns=self.ns[ns_key]),
+                           output=self.run_dir / log_name if log_name else None, env=daemon.repo_env(),
+                           on_start=lambda pid: self.ledger.record_process(pid, what=what))
         self.procs.append(popen)
         return popen
 
-    def echo(self, ns_key: str, name: str, udp: list[int], tcp: list[int], delay_file: Path) -> subprocess.Popen:
+    def echo(self, ns_key: str, name: str, udp: list[int], tcp: list[int], delay_file: Path) -> proc.Process:
         """Start the echo server in `ns_key` and wait until it listens."""
         args = [sys.executable, "-m", "testbed.failsafe.labnet", "echo", name, "--delay-file", str(delay_file)]
         args += [a for port in udp for a in ("--udp", str(port))] + [a for port in tcp for a in ("--tcp", str(port))]
@@ -124,13 +121,7 @@ class Lab:
     def destroy(self) -> None:
         """Stop the lab's processes and delete its namespaces (which removes its links)."""
         for popen in self.procs:
-            if popen.poll() is None:
-                popen.terminate()
-                try:
-                    popen.wait(5)
-                except subprocess.TimeoutExpired:
-                    popen.kill()
-                    popen.wait(5)
+            proc.stop(popen, 5.0)
         for n in self.ns.values():
             proc.run(["ip", "netns", "del", n], check=False)
 
