@@ -1,11 +1,15 @@
-"""A Mininet host whose namespace is a Docker container (Containernet-style, on the installed Mininet)."""
+"""A Mininet host made of Docker containers: a holder that owns its network, and its service container.
+
+Containernet's Docker host on the installed Mininet, with one change: the network namespace is
+not the service container's but a holder's (see `prelaunch`), so the host can crash and come back
+(`crash`/`recover`), freeze (`freeze`/`thaw`), and run further service containers beside its own.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import select
-import subprocess
 import time
 from typing import Any, Sequence
 
@@ -13,7 +17,9 @@ from mininet.node import Host
 
 from testbed.emulation.plainhost import tolerant_decoder
 from testbed.errors import TestbedError
-from testbed.emulation.prelaunch import ContainerPlan, Launched, launch_one, run_args, spawn_shell
+from testbed.emulation import netns
+from testbed.emulation.prelaunch import (ContainerPlan, Launched, ShellProcess, holder_args, launch_one, record,
+                                           run_args, spawn_shell, start_container)
 from testbed.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -95,59 +101,72 @@ def docker_client():
 
 
 class DockerHost(Host):
-    """A host that is a container: `network_mode=none`, NET_ADMIN, labelled with the run id.
+    """A host that is containers: its network held by a holder, its service in the image's container.
 
-    Mininet talks to it through a shell started with `docker exec`, so `cmd()`, `popen()` and the
-    Mininet CLI work as on any host, and everything it runs is inside the container's cgroup.
+    Mininet talks to it through a shell started with `docker exec` in the service container, so
+    `cmd()`, `popen()` and the Mininet CLI work as on any host, and everything it runs is inside
+    that container's cgroup. `pid` is the holder's: links are attached to the holder's namespace.
     """
 
     def __init__(self, name: str, dimage: str, ledger: Ledger, cpu: float | None = None,
                  memory: str | None = None, environment: dict[str, str] | None = None,
                  volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None,
                  launched: Launched | None = None, client: Any = None, ready_ports: Sequence[str] = (),
-                 **params: Any) -> None:
+                 plan: ContainerPlan | None = None, **params: Any) -> None:
         self.dimage = dimage
         self.ready_ports = tuple(ready_ports)  # ready() waits until the main command listens on these
         self.ledger = ledger
         self.cname = container_name(ledger, name)
         self.dcmd = list(dcmd) if dcmd is not None else None
         self.client = client or docker_client()
+        self.cplan = plan or self.plan(name, dimage, ledger, self.client, cpu, memory, environment, volumes, dcmd)
         self._preshell = launched.shell if launched is not None else None
         self._removed = False
+        self.down = False  # crashed by a fault and not recovered: silent, no commands
+        self._link_state: netns.LinkState | None = None
+        self.sidecars: dict[str, Any] = {}  # service containers beside the host's own, by service name
+        self._sidecar_args: dict[str, dict[str, Any]] = {}
         if launched is None:  # not prelaunched: create it here, recorded first
-            plan = self.plan(name, dimage, ledger, self.client, cpu, memory, environment, volumes, dcmd)
-            ledger.record("container", plan.cname, node=name, image=dimage)
-            launched = launch_one(self.client, plan, with_shell=False)
+            record(ledger, self.cplan)
+            launched = launch_one(self.client, self.cplan, with_shell=False)
         self.container = launched.container
         self.cpid = launched.pid
+        self.holder = launched.holder
+        self.netns_pid = launched.netns_pid
         super().__init__(name, **params)
 
     @staticmethod
     def plan(name: str, dimage: str, ledger: Ledger, client: Any, cpu: float | None = None,
              memory: str | None = None, environment: dict[str, str] | None = None,
              volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None) -> ContainerPlan:
-        """The container Docker host `name` runs, as data (for `prelaunch`, or made here)."""
+        """The containers Docker host `name` runs, as data (for `prelaunch`, or made here)."""
         cname = container_name(ledger, name)
         command = list(dcmd) if dcmd is not None else image_command(client, dimage)
+        holder = holder_args(name, cname, ledger.rid)
         args = run_args(name, cname, ledger.rid, dimage, ["/bin/sh", "-c", ENTRY, "sh"], command, cpu,
-                        parse_memory(memory), dict(environment or {}), volumes)
-        return ContainerPlan(name, cname, dimage, args)
+                        parse_memory(memory), dict(environment or {}), volumes, netns=holder["name"])
+        return ContainerPlan(name, cname, dimage, args, holder)
 
     def _main_command(self) -> list[str]:
         """The service the container runs once its network is up: `command`, else the image's CMD."""
         return self.dcmd if self.dcmd is not None else image_command(self.client, self.dimage)
 
-    def startShell(self, mnopts: Any = None) -> None:
-        """Start the Mininet shell inside the container; `pid` is the container's (for netns moves)."""
+    def startShell(self, mnopts: Any = None) -> None:  # noqa: N802
+        """Start the Mininet shell inside the service container; `pid` is the holder's (for netns moves)."""
         if self.shell:
             return
         pre, self._preshell = self._preshell, None
         if pre is None:  # not prelaunched
             pre = spawn_shell(self.cname, self.name)
+        self._adopt_shell(pre)
+        self.cmd("unset HISTFILE; stty -echo; set +m")
+
+    def _adopt_shell(self, pre: ShellProcess) -> None:
+        """Take over a spawned shell as Mininet's and read up to its first prompt."""
         self.master, self.slave, self.shell = pre.master, pre.slave, pre.popen
         self.stdin = os.fdopen(self.master, "r")
         self.stdout = self.stdin
-        self.pid = self.cpid
+        self.pid = self.netns_pid
         self.pollOut = select.poll()
         self.pollOut.register(self.stdout)
         self._poll_in = select.poll()  # input only: pollOut also reports POLLOUT, always ready
@@ -158,20 +177,48 @@ class DockerHost(Host):
         self.lastCmd = None
         self.lastPid = None
         self.readbuf = ""
+        self.waiting = False
         self.decoder = tolerant_decoder()
-        while True:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             data = self.read(1024)
             if data and data[-1] == chr(127):
                 break
+            if self.shell.poll() is not None:
+                raise TestbedError(f"{self.name}: the shell in its container exited")
             self.pollOut.poll(1000)
         self.waiting = False
-        self.cmd("unset HISTFILE; stty -echo; set +m")
+
+    def _drop_shell(self) -> None:
+        """Forget a shell whose container is gone (its pty closed)."""
+        if self.shell is None:
+            return
+        if self.shell.poll() is None:
+            self.shell.kill()
+        for table in (self.outToNode, self.inToNode):
+            table.pop(self.stdout.fileno(), None)
+        for closer in (self.stdout.close, lambda: os.close(self.slave)):
+            try:
+                closer()
+            except OSError:
+                pass
+        self.shell = None
+        self.waiting = False
+
+    def _check_up(self, what: object) -> None:
+        if self.down:
+            raise TestbedError(f"{self.name} is down (crashed by a fault): {what} not run")
 
     def cmd(self, *args: Any, **kwargs: Any) -> str:
-        """Mininet's cmd; a host whose container was killed has no shell, so its commands are no-ops."""
-        if self.shell is None or self.shell.poll() is not None:
-            log.debug("%s: shell gone (container killed?): %s not run", self.name, args)
+        """Mininet's cmd; TestbedError on a crashed host or a dead shell (nothing is silently skipped).
+
+        After `terminate` (teardown) commands are no-ops: Mininet deletes interfaces through them.
+        """
+        if self._removed:
             return ""
+        self._check_up(args)
+        if self.shell is None or self.shell.poll() is not None:
+            raise TestbedError(f"{self.name}: its shell is gone (container not running): {args} not run")
         return super().cmd(*args, **kwargs)
 
     def waitOutput(self, verbose: bool = False, findPid: bool = True) -> str:  # noqa: N802
@@ -200,17 +247,27 @@ class DockerHost(Host):
         return output
 
     def running(self) -> bool:
-        """True while the container runs (not killed, not paused)."""
+        """True while the service container runs (not killed, not paused)."""
         try:
             self.container.reload()
         except Exception:
             return False
         return self.container.status == "running"
 
-    def popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen:
-        """A process inside the container (`docker exec -i`), like Node.popen in a namespace."""
+    def popen(self, *args: Any, **kwargs: Any) -> Any:
+        """A process inside the service container (`docker exec -i`), like Node.popen in a namespace."""
+        self._check_up(args)
         kwargs.setdefault("mncmd", ["docker", "exec", "-i", self.cname])
         return super().popen(*args, **kwargs)
+
+    def exec(self, argv: Sequence[str], timeout: float = 30.0) -> str:
+        """Run `argv` in the service container through the Docker API; its output, TestbedError if it fails."""
+        self._check_up(argv)
+        code, output = self.container.exec_run(list(argv))
+        text = output.decode(errors="replace").strip() if isinstance(output, bytes) else str(output or "")
+        if code != 0:
+            raise TestbedError(f"{self.name}: {' '.join(argv)} exited {code}: {text}")
+        return text
 
     @property
     def ready_command(self) -> str:
@@ -222,7 +279,7 @@ class DockerHost(Host):
         if self.shell is not None and self.shell.poll() is None:
             self.cmd(self.ready_command)  # through the open shell: no Docker API round trip
         else:
-            self.container.exec_run(["sh", "-c", self.ready_command])
+            self.exec(["sh", "-c", self.ready_command])
 
     def start_service(self) -> None:
         """(Re)start the main command in the background, as the entry script does."""
@@ -230,7 +287,101 @@ class DockerHost(Host):
         if not main:
             return
         script = '"$@" >>/run/testbed/main.log 2>&1 & echo $! >/run/testbed/main.pid'
-        self.container.exec_run(["sh", "-c", script, "sh", *main], detach=False)
+        self.exec(["sh", "-c", script, "sh", *main])
+
+    # -- failure modes -----------------------------------------------------------------------
+    def containers(self) -> list[Any]:
+        """The host's service container and the service containers beside it."""
+        return [self.container, *self.sidecars.values()]
+
+    def crash(self) -> None:
+        """The host fails at once and answers nothing: links down (no ICMP, RST or ARP), containers killed.
+
+        The holder keeps the namespace, so the interfaces, addresses, shaping and NIC stay for `recover`.
+        """
+        self._check_up("crash")
+        self._link_state = netns.links_down(self.netns_pid)
+        self.down = True
+        errors = []
+        for box in self.containers():
+            try:
+                box.kill()
+            except Exception as exc:  # noqa: BLE001 - every container is tried
+                errors.append(f"{box.name}: {exc}")
+        self._drop_shell()
+        if errors:
+            raise TestbedError(f"{self.name}: kill failed: {'; '.join(errors)}")
+
+    def recover(self) -> None:
+        """The crashed host boots again: fresh containers from their images, links up, main command started."""
+        if not self.down:
+            raise TestbedError(f"{self.name} is not down")
+        self._replace(self.cplan.run_args)
+        for key, args in self._sidecar_args.items():
+            self._remove(self.sidecars.pop(key))
+            self.sidecars[key] = start_container(self.client, args, self.name)[0]
+        netns.links_up(self.netns_pid, self._link_state)
+        self._link_state = None
+        self.down = False
+        self._adopt_shell(spawn_shell(self.cname, self.name))
+        self.cmd("unset HISTFILE; stty -echo; set +m")
+        self.ready()
+
+    def _replace(self, args: dict[str, Any]) -> None:
+        """Remove the service container and start a new one from the same arguments (same name)."""
+        self._remove(self.container)
+        self.ledger.record("container", self.cname, node=self.name, image=self.dimage)
+        self.container, self.cpid = start_container(self.client, args, self.name)
+
+    @staticmethod
+    def _remove(box: Any) -> None:
+        try:
+            box.remove(force=True)
+        except Exception as exc:  # already gone
+            log.debug("remove %s: %s", getattr(box, "name", box), exc)
+
+    def freeze(self) -> None:
+        """The host hangs: every process of its containers frozen; its kernel still answers (cgroup freezer)."""
+        for box in self.containers():
+            box.pause()
+
+    def thaw(self) -> None:
+        """Undo `freeze`."""
+        for box in self.containers():
+            box.unpause()
+
+    def set_links(self, up: bool) -> None:
+        """All the host's interfaces down (isolated) or up again, from outside the host."""
+        if up:
+            netns.links_up(self.netns_pid, self._link_state)
+            self._link_state = None
+        else:
+            self._link_state = netns.links_down(self.netns_pid)
+
+    # -- further service containers ----------------------------------------------------------
+    def add_sidecar(self, key: str, image: str, command: Sequence[str] | None = None,
+                    environment: dict[str, str] | None = None) -> Any:
+        """Start a service container from `image` in this host's network (recorded first); replaces one of that key."""
+        self._check_up(f"service {key}")
+        name = f"{self.cname}-{key}"
+        args = dict(image=image, name=name, detach=True, init=True, network_mode=f"container:{self.cplan.holder_name}",
+                    cap_add=["NET_ADMIN"], labels={**self.cplan.run_args["labels"], "testbed.role": "sidecar"},
+                    environment={"TB_NODE": self.name, **(environment or {})})
+        if command:
+            args["command"] = list(command)
+        if key in self.sidecars:
+            self._remove(self.sidecars.pop(key))
+        self.ledger.record("container", name, node=self.name, image=image)
+        self._sidecar_args[key] = args
+        self.sidecars[key] = start_container(self.client, args, self.name)[0]
+        return self.sidecars[key]
+
+    def restart_sidecar(self, key: str) -> Any:
+        """A fresh container for sidecar `key`, from its image."""
+        self._check_up(f"service {key}")
+        self._remove(self.sidecars.pop(key))
+        self.sidecars[key] = start_container(self.client, self._sidecar_args[key], self.name)[0]
+        return self.sidecars[key]
 
     def update_resources(self, cpu: float | None = None, memory: str | None = None) -> None:
         """Change CPU (cores) and memory limits at run time (`docker update`)."""
@@ -245,13 +396,12 @@ class DockerHost(Host):
         self.container.update(**kw)
 
     def terminate(self) -> None:
-        """Stop the shell and remove the container (once: a second call does nothing)."""
+        """Stop the shell and remove the containers, holder last (once: a second call does nothing)."""
         if self.shell and self.shell.poll() is None:
             self.shell.kill()
         if not self._removed:
             self._removed = True
-            try:
-                self.container.remove(force=True)
-            except Exception as exc:  # already gone (killed by a fault, or by clean)
-                log.debug("%s: remove: %s", self.name, exc)
+            for box in [*self.sidecars.values(), self.container, self.holder]:
+                if box is not None:
+                    self._remove(box)
         self.cleanup()

@@ -1,5 +1,11 @@
 """Start a topology's containers and their Mininet shells in parallel, before Mininet's serial steps.
 
+Each Docker host is two containers: a small *holder* (`<name>-ns`, testbed/base running `sleep`)
+that owns the host's network namespace, and the *service* container from the host's image, which
+joins that namespace (`network_mode=container:<holder>`). The testbed attaches the host's links to
+the holder, so the service container can be killed, restarted or replaced while the host keeps its
+interfaces, addresses, shaping and NIC.
+
 Creating and starting a container is a few Docker API round trips that the engine can serve
 concurrently; done one host at a time inside `Mininet.addHost` it dominated start-up (about 0.5 s
 a host on 2 cores). `prelaunch` records every container in the ledger first (in the caller's
@@ -11,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-import pty
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from testbed import proc
 from testbed.errors import TestbedError
 from testbed.ledger import LABEL, Ledger
 
@@ -26,14 +31,24 @@ log = logging.getLogger(__name__)
 WORKERS = 8
 
 
+#: The image of network-namespace holders (always built by `testbed images build`).
+HOLDER_IMAGE = "testbed/base"
+
+
 @dataclass(frozen=True)
 class ContainerPlan:
-    """What one Docker host's container is: its node name, container name and `containers.run` arguments."""
+    """One Docker host's containers as data: the service's `containers.run` arguments and its holder's."""
 
     node: str
     cname: str
     image: str
     run_args: dict[str, Any] = field(hash=False)
+    holder_args: dict[str, Any] = field(hash=False, default_factory=dict)
+
+    @property
+    def holder_name(self) -> str:
+        """The container that owns the host's network namespace."""
+        return str(self.holder_args["name"])
 
 
 @dataclass
@@ -42,16 +57,18 @@ class ShellProcess:
 
     master: int
     slave: int
-    popen: subprocess.Popen
+    popen: Any  # subprocess.Popen, from proc.spawn_pty
 
 
 @dataclass
 class Launched:
-    """A started container, its init process's PID, and the shell spawned into it."""
+    """A started Docker host: its service container and init PID, its holder and the namespace's PID, its shell."""
 
     container: Any  # docker.models.containers.Container
     pid: int
     shell: ShellProcess | None
+    holder: Any = None
+    netns_pid: int = 0
 
 
 def shell_argv(cname: str, node: str) -> list[str]:
@@ -62,17 +79,13 @@ def shell_argv(cname: str, node: str) -> list[str]:
 
 def spawn_shell(cname: str, node: str) -> ShellProcess:
     """Spawn the shell of `node` on a new pty; the caller reads its prompt later."""
-    master, slave = pty.openpty()
-    popen = subprocess.Popen(shell_argv(cname, node), stdin=slave, stdout=slave, stderr=slave,
-                             close_fds=True, start_new_session=True)
+    master, slave, popen = proc.spawn_pty(shell_argv(cname, node))
     return ShellProcess(master, slave, popen)
 
 
 def close_shell(shell: ShellProcess) -> None:
     """Kill a spawned shell that no host adopted, and close its pty."""
-    if shell.popen.poll() is None:
-        shell.popen.kill()
-    shell.popen.wait(timeout=10)
+    proc.stop(shell.popen, timeout=10)
     for fd in (shell.master, shell.slave):
         try:
             os.close(fd)
@@ -80,26 +93,52 @@ def close_shell(shell: ShellProcess) -> None:
             pass
 
 
+def holder_name(cname: str) -> str:
+    """The holder container's name for service container `cname`."""
+    return f"{cname}-ns"
+
+
+def holder_args(name: str, cname: str, rid: str, image: str = HOLDER_IMAGE) -> dict[str, Any]:
+    """`containers.run` keyword arguments of a host's namespace holder: no network, does nothing, labelled."""
+    return dict(image=image, name=holder_name(cname), hostname=name, detach=True, init=True,
+                entrypoint=["sleep", "infinity"], command=[], network_mode="none",
+                labels={LABEL: rid, "testbed.node": name, "testbed.role": "netns"})
+
+
 def run_args(name: str, cname: str, rid: str, image: str, entry: Sequence[str], command: Sequence[str],
              cpu: float | None, memory: int | None, environment: dict[str, str],
-             volumes: Sequence[str]) -> dict[str, Any]:
-    """`containers.run` keyword arguments of a testbed container: no network, NET_ADMIN, labelled."""
-    return dict(image=image, name=cname, hostname=name, detach=True, init=True,
-                entrypoint=list(entry), command=list(command), network_mode="none", cap_add=["NET_ADMIN"],
-                labels={LABEL: rid, "testbed.node": name}, environment={"TB_NODE": name, **environment},
+             volumes: Sequence[str], netns: str | None = None) -> dict[str, Any]:
+    """`containers.run` keyword arguments of a service container: in holder `netns`'s network, NET_ADMIN, labelled."""
+    network = {"network_mode": f"container:{netns}"} if netns else {"network_mode": "none", "hostname": name}
+    return dict(image=image, name=cname, detach=True, init=True, **network,
+                entrypoint=list(entry), command=list(command), cap_add=["NET_ADMIN"],
+                labels={LABEL: rid, "testbed.node": name, "testbed.role": "service"},
+                environment={"TB_NODE": name, **environment},
                 volumes=list(volumes), cpu_period=100_000 if cpu else None,
                 cpu_quota=int(cpu * 100_000) if cpu else None, mem_limit=memory)
 
 
-def launch_one(client: Any, plan: ContainerPlan, with_shell: bool = True) -> Launched:
-    """Create and start one planned container (and its shell); TestbedError naming the node on failure."""
+def start_container(client: Any, args: dict[str, Any], node: str) -> tuple[Any, int]:
+    """Create and start one container; (container, init PID); TestbedError naming the node on failure."""
     try:
-        container = client.containers.run(**plan.run_args)
+        container = client.containers.run(**args)
         container.reload()
     except Exception as exc:
-        raise TestbedError(f"{plan.node}: cannot start a container from {plan.image}: {exc}") from None
-    pid = int(container.attrs["State"]["Pid"])
-    return Launched(container, pid, spawn_shell(plan.cname, plan.node) if with_shell else None)
+        raise TestbedError(f"{node}: cannot start a container from {args['image']}: {exc}") from None
+    return container, int(container.attrs["State"]["Pid"])
+
+
+def launch_one(client: Any, plan: ContainerPlan, with_shell: bool = True) -> Launched:
+    """Start one planned host: its holder, then its service container in the holder's network (and its shell)."""
+    holder, netns_pid = start_container(client, plan.holder_args, plan.node)
+    container, pid = start_container(client, plan.run_args, plan.node)
+    return Launched(container, pid, spawn_shell(plan.cname, plan.node) if with_shell else None, holder, netns_pid)
+
+
+def record(ledger: Ledger, plan: ContainerPlan) -> None:
+    """Write a planned host's two containers to the ledger (before they exist)."""
+    ledger.record("container", plan.holder_name, node=plan.node, image=plan.holder_args["image"])
+    ledger.record("container", plan.cname, node=plan.node, image=plan.image)
 
 
 def prelaunch(client: Any, plans: Sequence[ContainerPlan], ledger: Ledger,
@@ -110,7 +149,7 @@ def prelaunch(client: Any, plans: Sequence[ContainerPlan], ledger: Ledger,
     containers themselves are in the ledger, so the run's cleanup removes them.
     """
     for plan in plans:
-        ledger.record("container", plan.cname, node=plan.node, image=plan.image)
+        record(ledger, plan)
     if not plans:
         return {}
     launched: dict[str, Launched] = {}
