@@ -28,15 +28,15 @@ from testbed.topology.model import HostSpec, Shape, TopologySpec
 log = logging.getLogger(__name__)
 
 
-def make_backend(name: str, ledger: Ledger, run_dir: Path) -> LinkBackend:
-    """The link backend called `name` ("netem" or "userspace")."""
+def make_backend(name: str, ledger: Ledger, run_dir: Path, seed: int | None = None) -> LinkBackend:
+    """The link backend called `name` ("netem" or "userspace"); `seed` drives the userspace emulator's loss and jitter."""
     if name == "netem":
         from testbed.links.netem import NetemBackend
 
         return NetemBackend(ledger)
     from testbed.links.userspace import UserspaceBackend
 
-    return UserspaceBackend(ledger, run_dir)
+    return UserspaceBackend(ledger, run_dir, seed=seed)
 
 
 class _ListeningController(RemoteController):
@@ -71,8 +71,9 @@ class Testbed:
     def __init__(self, topo: TopologySpec, run_dir: Path, *, nics: bool = True,
                  nic_overrides: dict[str, Any] | None = None, shaped_access: Iterable[str] = (),
                  rid: str | None = None, link_backend: str | None = None,
-                 ovs_datapath: str | None = None) -> None:
+                 ovs_datapath: str | None = None, seed: int | None = None) -> None:
         self.topo = topo
+        self.seed = seed  # every link's loss and jitter draws are derived from (seed, link id)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.rid = rid or ledger_mod.new_run_id()
@@ -94,6 +95,7 @@ class Testbed:
         self._launched: dict[str, Launched] = {}  # prelaunched, not yet adopted by a DockerHost
         self._ready_ports: dict[str, tuple[str, ...]] = {}  # host -> ports its image's service listens on
         self._started = False
+        self._plain_link_state: dict[str, Any] = {}  # namespace host -> routes to restore on link up
 
     # -- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> "Testbed":
@@ -127,7 +129,7 @@ class Testbed:
         self.ledger.record("file", str(state))
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o700)
-        self.links = make_backend(self._link_backend_name, self.ledger, self.run_dir)
+        self.links = make_backend(self._link_backend_name, self.ledger, self.run_dir, self.seed)
         port = self.controller.start(self.run_dir, self.ledger)
         datapath = "user" if self._ovs_datapath == "userspace" else "kernel"
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
@@ -199,7 +201,7 @@ class Testbed:
                 spec.name, cls=DockerHost, dimage=spec.image, ledger=self.ledger, cpu=spec.cpu,
                 memory=spec.memory, environment=dict(spec.env), volumes=spec.volumes,
                 dcmd=plan.run_args["command"], launched=self._launched.pop(spec.name),
-                client=self._docker, ready_ports=self._ready_ports.get(spec.name, ()), **params)
+                client=self._docker, ready_ports=self._ready_ports.get(spec.name, ()), plan=plan, **params)
         node = self.net.addHost(spec.name, cls=PlainHost, **params)
         self.ledger.record_process(node.pid, f"shell of {spec.name}")
         return node
@@ -344,11 +346,17 @@ class Testbed:
         return sorted(events, key=lambda e: e.get("time", 0))
 
     def set_interfaces(self, host: str, up: bool) -> None:
-        """Take all of a host's interfaces down (isolate) or up."""
+        """Take all of a host's interfaces down (isolate) or up, from outside it (works on a frozen host too)."""
         node = self.node(host)
-        for intf in node.intfList():
-            if intf.name != "lo":
-                node.cmd("ip", "link", "set", intf.name, "up" if up else "down")
+        if isinstance(node, DockerHost):
+            node.set_links(up)
+            return
+        from testbed.emulation import netns
+
+        if up:
+            netns.links_up(node.pid, self._plain_link_state.pop(host, None))
+        else:
+            self._plain_link_state[host] = netns.links_down(node.pid)
 
     def backends(self) -> dict[str, str]:
         """Which backend each part of this run uses."""
