@@ -156,7 +156,8 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
     nic_hosts = [h for h in spec.topology.hosts() if h.nic is not None and h.name not in variant.force_failsafe] \
         if variant.nic else []
     tb = testbed_factory(spec.topology, run_dir, nics=variant.nic, nic_overrides=variant.nic_overrides(),
-                         shaped_access=spec.shape_access_hosts())
+                         shaped_access=spec.shape_access_hosts(),
+                         seed=spec.seed * 1000 + ctx.rep)  # same in every variant; repetitions (< 1000) differ
     info: dict[str, Any] = {"variant": variant.name, "repetition": ctx.rep, "run_dir": str(run_dir)}
     with tb:
         info.update(rid=tb.rid, backends=tb.backends(), selfcheck=tb.selfcheck())
@@ -173,6 +174,8 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
             ctx.event(NIC_KIND, "activate" if e.get("active") else "deactivate",
                       f"{e.get('node', '')}/{e.get('target', '')}", str(e.get("reason", "")),
                       when=float(e.get("time", 0)))
+        from testbed.failsafe.counters import save_nic_counters
+        save_nic_counters(tb, ctx.records.packets_path.parent, variant.name, ctx.rep)
     return info
 
 
