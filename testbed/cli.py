@@ -74,18 +74,15 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def _is_experiment(path: Path) -> bool:
-    import yaml
+    from testbed import yamlio
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return False
+    data = yamlio.load_yaml(path)  # the one reader: a bad file is a SpecError (exit 2) here
     return isinstance(data, dict) and "topology" in data
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check topology and experiment files without running anything."""
-    from testbed.topology.loader import load_topology
+    from testbed.topology.loader import validate_file
 
     for ref in args.files:
         path = Path(ref)
@@ -95,7 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             exp = load_experiment(path)
             print(f"ok: {ref}: experiment {exp.name}")
         else:
-            topo = load_topology(ref)
+            topo = validate_file(ref)
             print(f"ok: {ref}: topology {topo.name}: {len(topo.sites)} sites, "
                   f"{len(topo.hosts())} hosts, {len(topo.wan)} WAN links")
     return 0

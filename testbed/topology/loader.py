@@ -109,8 +109,13 @@ def load_topology(ref: str | Path) -> TopologySpec:
 
 
 def validate_file(path: str | Path) -> TopologySpec:
-    """Check a topology file (or shipped name) without running anything; the same as `load_topology`."""
-    return load_topology(path)
+    """Check a topology file (or shipped name) without running anything: `load_topology`, then its images."""
+    from testbed.references import check_images, topology_images
+
+    topo = load_topology(path)
+    shipped = SHIPPED_DIR / f"{path}.yaml"
+    check_images(topology_images(topo, str(shipped if not Path(path).is_file() and shipped.is_file() else path)))
+    return topo
 
 
 def read_yaml(path: Path) -> object:
