@@ -1,7 +1,16 @@
-"""The os-ken app shell of the L2 learning switch: translates events, delegates, sends (OF 1.3 only)."""
+"""The os-ken app shell of the L2 learning switch and its northbound steering: translates, delegates, sends.
+
+Config ($TESTBED_CONTROLLER_CONFIG, see testbed.controller): `idle_timeout`, `mac_timeout` (s).
+Northbound commands (testbed.control's protocol on the controller's socket):
+`topology {map}` (testbed.controller.topology_map), `steer {ip, host, proto?, port?, mode?}`,
+`unsteer {ip, proto?, port?}`, `steers {}`; see controllers/steering.py. OF 1.3 only.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 import time
 
 from os_ken.base import app_manager
@@ -10,7 +19,21 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.lib.packet import ethernet, packet
 from os_ken.ofproto import ofproto_v1_3
 
-from controllers.learning import LearningSwitch
+from controllers.learning import LearningConfig, LearningSwitch
+from controllers.northbound import PlanRunner
+from controllers.steering import Steering, TopologyMap
+
+#: Where testbed.controller names the app's config file (JSON).
+CONFIG_ENV = "TESTBED_CONTROLLER_CONFIG"
+
+
+def load_config() -> LearningConfig:
+    """The learning switch's config from the file $TESTBED_CONTROLLER_CONFIG names (defaults without it)."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        return LearningConfig()
+    with open(path, encoding="utf-8") as f:
+        return LearningConfig(**json.load(f))
 
 
 class L2Switch(app_manager.OSKenApp):
@@ -23,8 +46,33 @@ class L2Switch(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs) -> None:
         """Set up the learning logic and the table of connected datapaths."""
         super().__init__(*args, **kwargs)
-        self.logic = LearningSwitch()
+        self.logic = LearningSwitch(load_config())
         self.datapaths: dict[int, object] = {}
+        self.steering = Steering()
+        self.runner = PlanRunner(self.datapaths)
+        self._steer_lock = threading.Lock()  # one steer at a time (the event thread never takes it)
+
+    def northbound_handlers(self) -> dict:
+        """The control commands this app adds to the controller's socket."""
+        return {"topology": self.nb_topology, "steer": self.nb_steer, "unsteer": self.nb_unsteer,
+                "steers": lambda args: self.steering.listing()}
+
+    def nb_topology(self, args: dict) -> dict:
+        """Take the testbed's topology map (where hosts attach, WAN ports)."""
+        tmap = TopologyMap.from_json(args.get("map"))
+        with self._steer_lock:
+            return self.steering.set_topology(tmap)
+
+    def nb_steer(self, args: dict) -> dict:
+        """Move traffic for an IP (proto/port) to a host; answers once every switch acknowledged."""
+        with self._steer_lock:
+            plan = self.steering.steer(args, time.monotonic())
+            return self.runner.run(plan)
+
+    def nb_unsteer(self, args: dict) -> dict:
+        """Give an IP's (proto/port's) traffic back to MAC learning."""
+        with self._steer_lock:
+            return self.runner.run(self.steering.unsteer(args))
 
     def send(self, dp, msgs) -> None:
         """Attach datapath `dp` to each message of the logic and send it."""
@@ -38,7 +86,12 @@ class L2Switch(app_manager.OSKenApp):
         dp = ev.msg.datapath
         self.datapaths[dp.id] = dp
         self.logger.info("switch %016x connected", dp.id)
-        self.send(dp, self.logic.switch_features(dp.id))
+        self.send(dp, self.logic.switch_features(dp.id) + self.steering.switch_flows(dp.id))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def on_barrier(self, ev) -> None:
+        """A switch acknowledged a steering phase."""
+        self.runner.acknowledged(ev.msg.datapath.id, ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def on_dead(self, ev) -> None:

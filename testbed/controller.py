@@ -1,10 +1,15 @@
 """Starts, checks and stops the run's os-ken OpenFlow controller; `python -m testbed.controller` runs it.
 
-The launcher side (`Controller`) starts this module as its own process on a free port of
-127.0.0.1, records the PID in the run's ledger, and waits until that process is listening (read
-from /proc, so another program that happens to hold the port is never mistaken for it). The
-`__main__` side loads the app through os-ken's AppManager directly, since the os-ken wheel ships
-no `osken-manager` command.
+The launcher side (`Controller`) starts this module through `testbed.daemon` on a free port of
+127.0.0.1, recorded in the run's ledger, and waits until it is ready: its control socket answers
+`ping` (testbed.control's JSON-lines protocol) and the process itself listens for OpenFlow (read
+from /proc, so another program that happens to hold the port is never mistaken for it).
+
+The `__main__` side loads the app through os-ken's AppManager directly (the os-ken wheel ships no
+`osken-manager` command), with $TESTBED_CONTROLLER_CONFIG naming a JSON file that holds the
+topology's `controller.config` mapping, and serves the control socket: `ping` always, plus the
+commands of any app that has a `northbound_handlers()` method (the learning app: `topology`,
+`steer`, `unsteer`, `steers`; see controllers/l2_switch.py).
 """
 
 from __future__ import annotations
@@ -13,25 +18,30 @@ import argparse
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
-from testbed import proc
+from testbed import control, daemon, proc
 from testbed.errors import TestbedError
-from testbed.ledger import Ledger
+from testbed.ledger import RUN_ROOT, Ledger
 
 log = logging.getLogger(__name__)
 
 #: The repository root: controller apps such as `controllers/l2_switch.py` are found from here.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_APP = "controllers/l2_switch.py"
+#: The topology's name for the default app.
+LEARNING = "learning"
 HOST = "127.0.0.1"
 #: Exit status of the controller process when its port was taken (the launcher retries another).
 EXIT_PORT_IN_USE = 3
+#: The environment variable naming the app's config file (JSON: the topology's `controller.config`).
+CONFIG_ENV = "TESTBED_CONTROLLER_CONFIG"
+#: Longest unix socket path (sun_path is 108 bytes with its NUL).
+SOCKET_PATH_MAX = 107
 
 
 def free_port(host: str = HOST) -> int:
@@ -53,7 +63,9 @@ def port_free(host: str, port: int) -> bool:
 
 
 def resolve_app(app: str) -> tuple[str, Path | None]:
-    """The module name of `app` (a file path or a dotted name) and the directory to import it from."""
+    """The module name of `app` (`learning`, a file path or a dotted name) and the directory to import it from."""
+    if app == LEARNING:
+        app = DEFAULT_APP
     path = Path(app)
     if path.suffix != ".py":
         return app, None
@@ -144,21 +156,52 @@ def wait_connected(bridges: list[str], timeout: float, interval: float = 0.1) ->
         time.sleep(interval)
 
 
-class _PortTaken(Exception):
-    """The controller process found its port taken by another program."""
+def _port_towards(switch: Any, node: Any) -> int:
+    """The port number of Mininet `switch` whose link leads to `node`."""
+    for intf, number in switch.ports.items():
+        link = getattr(intf, "link", None)
+        if link is None:
+            continue
+        other = link.intf2 if link.intf1 is intf else link.intf1
+        if other.node is node:
+            return int(number)
+    raise TestbedError(f"no port of {switch.name} leads to {node.name}")
+
+
+def topology_map(topo: Any, net: Any, switch_of: dict[str, str], fronts: dict[str, Any]) -> dict[str, Any]:
+    """What the steering app needs to know, as JSON: each site's dpid, each host's switch, port, MAC
+    and IP, and each WAN link's ports. `fronts` maps a host to the node in front of it (its NIC)."""
+    switches = {site: int(net[br].dpid, 16) for site, br in switch_of.items()}
+    hosts = {}
+    for h in topo.hosts():
+        node = net[h.name]
+        port = _port_towards(net[switch_of[h.site]], fronts.get(h.name, node))
+        hosts[h.name] = {"dpid": switches[h.site], "port": port, "mac": node.MAC(), "ip": h.ip.split("/")[0]}
+    links = []
+    for w in topo.wan:
+        a, b = net[switch_of[w.a]], net[switch_of[w.b]]
+        links.append({"a": switches[w.a], "a_port": _port_towards(a, b),
+                      "b": switches[w.b], "b_port": _port_towards(b, a)})
+    return {"switches": switches, "hosts": hosts, "links": links}
 
 
 class Controller:
-    """The run's controller process: started on a free local port, recorded, stopped by its PID."""
+    """The run's controller process: started on a free local port, recorded, stopped by its handle."""
 
     def __init__(self, host: str = HOST, ready_timeout: float = 20.0, stop_timeout: float = 5.0):
         self.host = host
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.port: int | None = None
-        self.pid: int | None = None
+        self.app: str | None = None
         self.log_path: Path | None = None
-        self._proc: subprocess.Popen | None = None
+        self.socket: Path | None = None
+        self._daemon: daemon.Daemon | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The controller's PID while it runs (or until stopped)."""
+        return self._daemon.pid if self._daemon is not None else None
 
     @property
     def target(self) -> str:
@@ -167,55 +210,61 @@ class Controller:
             raise TestbedError("controller not started")
         return f"tcp:{self.host}:{self.port}"
 
-    def start(self, run_dir: Path, ledger: Ledger, app: str = DEFAULT_APP, attempts: int = 3) -> int:
-        """Start `app` listening on a free port, record its PID, wait until it listens; the port."""
-        if self._proc is not None:
+    def start(self, run_dir: Path, ledger: Ledger, app: str = LEARNING, config: dict | None = None,
+              attempts: int = 3) -> int:
+        """Start `app` (with `config`) listening on a free port, recorded, ready; the port."""
+        if self._daemon is not None:
             raise TestbedError("controller already started")
         resolve_app(app)  # a missing app file is reported here, not as a dead child
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = run_dir / "controller-config.json"
+        config_path.write_text(json.dumps(config or {}, indent=2, sort_keys=True))
+        self.socket = run_dir / "controller.sock"
+        if len(str(self.socket)) > SOCKET_PATH_MAX:
+            self.socket = RUN_ROOT / ledger.rid / "controller.sock"
+        self.log_path = run_dir / "controller.log"
         for attempt in range(1, attempts + 1):
+            port = free_port(self.host)
             try:
-                return self._start_on(free_port(self.host), Path(run_dir), ledger, app)
-            except _PortTaken as exc:
-                log.warning("controller port %s was taken (attempt %d of %d)", exc, attempt,
-                            attempts)
+                self._start_on(port, ledger, app, config_path)
+                return port
+            except daemon.DaemonExited as exc:
+                if exc.returncode != EXIT_PORT_IN_USE:
+                    raise
+                log.warning("controller port %s was taken (attempt %d of %d)", port, attempt, attempts)
         raise TestbedError(f"controller: no free port after {attempts} attempts")
 
-    def _start_on(self, port: int, run_dir: Path, ledger: Ledger, app: str) -> int:
-        """One attempt of `start` on `port`; _PortTaken when another program bound it first."""
-        self.log_path = Path(run_dir) / "controller.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        argv = [sys.executable, "-m", "testbed.controller", "--app", app, "--port", str(port),
-                "--host", self.host, "--log", str(self.log_path)]
-        self._proc = proc.spawn(argv, output=self.log_path, env=env, cwd=REPO_ROOT)
-        self.pid = self._proc.pid
-        ledger.record_process(self.pid, "controller")
-        log.info("controller %s started, pid %s, port %s", app, self.pid, port)
-        self._wait_listening(port)
-        self.port = port
-        return port
+    def _start_on(self, port: int, ledger: Ledger, app: str, config_path: Path) -> None:
+        """One attempt of `start` on `port`; DaemonExited(EXIT_PORT_IN_USE) when it was taken."""
+        assert self.socket is not None and self.log_path is not None
+        argv = daemon.module_argv("testbed.controller", "--app", app, "--port", port, "--host", self.host,
+                                  "--log", self.log_path, "--ctl", self.socket, "--config", config_path)
+        env = daemon.repo_env()
+        env[CONFIG_ENV] = str(config_path)
 
-    def _wait_listening(self, port: int) -> None:
-        """Wait until our process listens on `port`; stop it and raise if it dies or never does."""
-        assert self._proc is not None
-        deadline = time.monotonic() + self.ready_timeout
-        while not is_listening(self._proc.pid, self.host, port):
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                if code == EXIT_PORT_IN_USE:
-                    raise _PortTaken(port)
-                raise TestbedError(f"controller exited with status {code}; see {self.log_path}: "
-                                   f"{_tail(self.log_path)}")
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise TestbedError(f"controller did not listen on {self.host}:{port} within "
-                                   f"{self.ready_timeout:g}s; see {self.log_path}")
-            time.sleep(0.05)
+        def listening(d: daemon.Daemon) -> bool:
+            return is_listening(d.pid, self.host, port)
+
+        self._daemon = None
+        d = daemon.start("controller", argv, socket=self.socket, log_path=self.log_path, ledger=ledger,
+                         env=env, timeout=self.ready_timeout, ready=listening)
+        self._daemon, self.port, self.app = d, port, app
+        log.info("controller %s running, pid %s, port %s, control %s", app, d.pid, port, self.socket)
 
     def alive(self) -> bool:
         """True while the controller process runs."""
-        return self._proc is not None and self._proc.poll() is None
+        return self._daemon is not None and self._daemon.alive()
+
+    def call(self, cmd: str, /, timeout: float = 10.0, **args: object) -> Any:
+        """One request on the controller's control socket; its result (TestbedError on its error)."""
+        if self._daemon is None:
+            raise TestbedError("controller not started")
+        return self._daemon.call(cmd, timeout=timeout, **args)
+
+    def commands(self) -> list[str]:
+        """The control commands the running app offers (always at least `ping`)."""
+        return list(self.call("ping").get("commands", ["ping"]))
 
     def wait_connected(self, bridges: list[str], timeout: float) -> None:
         """Wait until `bridges` are connected (see module-level `wait_connected`)."""
@@ -225,43 +274,48 @@ class Controller:
 
     def stop(self) -> None:
         """SIGTERM our own process, SIGKILL it after `stop_timeout`; nothing else is signalled."""
-        p, self._proc = self._proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("controller pid %s ignored SIGTERM, killing", p.pid)
-            p.kill()
-            p.wait(self.stop_timeout)
-        log.info("controller pid %s stopped (status %s)", p.pid, p.returncode)
+        d, self._daemon = self._daemon, None
+        if d is not None:
+            d.stop(self.stop_timeout)
 
 
-def _tail(path: Path | None, lines: int = 3) -> str:
-    """The last lines of file `path`, joined, for error messages."""
-    try:
-        return " | ".join(Path(path).read_text(errors="replace").splitlines()[-lines:]) if path else ""
-    except OSError:
-        return ""
+def northbound_handlers(apps: dict[str, Any]) -> dict[str, Callable[[dict], object]]:
+    """The control commands of the loaded apps (their `northbound_handlers()`), and `ping` naming them."""
+    handlers: dict[str, Callable[[dict], object]] = {}
+    for app in apps.values():
+        offer = getattr(app, "northbound_handlers", None)
+        if callable(offer):
+            handlers.update(offer())
+    names = sorted({"ping", *handlers})
+
+    def ping(args: dict) -> dict:
+        return {"pid": os.getpid(), "apps": sorted(apps), "commands": names}
+
+    handlers["ping"] = ping
+    return handlers
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one os-ken app on host:port until killed (the controller process's entry point)."""
+    """Run one os-ken app on host:port with its control socket until killed (the controller process)."""
     ap = argparse.ArgumentParser(prog="python -m testbed.controller", description=__doc__)
-    ap.add_argument("--app", default=DEFAULT_APP, help="app file or module (default %(default)s)")
+    ap.add_argument("--app", default=LEARNING, help="learning, an app file or a module (default %(default)s)")
     ap.add_argument("--port", type=int, required=True, help="OpenFlow TCP port to listen on")
     ap.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
+    ap.add_argument("--ctl", type=Path, required=True, help="control socket (JSON lines)")
+    ap.add_argument("--config", type=Path, help=f"the app's config, a JSON file (sets ${CONFIG_ENV})")
     ap.add_argument("--log", type=Path, help="log file (default: stderr)")
     ap.add_argument("--verbose", action="store_true", help="debug logging")
     args = ap.parse_args(argv)
     handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    mylog = logging.getLogger(__name__)
 
     if not port_free(args.host, args.port):
-        logging.getLogger(__name__).error("port %s:%s is in use", args.host, args.port)
+        mylog.error("port %s:%s is in use", args.host, args.port)
         return EXIT_PORT_IN_USE
+    if args.config is not None:
+        os.environ[CONFIG_ENV] = str(args.config)
     module, root = resolve_app(args.app)
     if root is not None and str(root) not in sys.path:
         sys.path.insert(0, str(root))
@@ -275,13 +329,14 @@ def main(argv: list[str] | None = None) -> int:
              project="os_ken")
     contexts = manager.create_contexts()
     services = manager.instantiate_apps(**contexts)
-    logging.getLogger(__name__).info("controller %s starting on %s:%s", module, args.host,
-                                     args.port)
+    server = control.ServerThread(args.ctl, northbound_handlers(manager.applications), name="northbound")
+    mylog.info("controller %s starting on %s:%s, control %s", module, args.host, args.port, args.ctl)
     try:
         hub.joinall(services)
     finally:
+        server.close()
         manager.close()
-    logging.getLogger(__name__).error("controller stopped: its OpenFlow server ended (port taken?)")
+    mylog.error("controller stopped: its OpenFlow server ended (port taken?)")
     return 1
 
 

@@ -15,7 +15,7 @@ from mininet.net import Mininet
 from mininet.node import Node, OVSSwitch, RemoteController
 
 from testbed import clean, doctor, ledger as ledger_mod, proc
-from testbed.controller import Controller
+from testbed.controller import Controller, topology_map
 from testbed.emulation.dockerhost import DockerHost, docker_client, image_command, image_ports
 from testbed.emulation.prelaunch import WORKERS, ContainerPlan, Launched, close_shell, prelaunch
 from testbed.emulation.link import TestbedLink
@@ -130,7 +130,8 @@ class Testbed:
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o700)
         self.links = make_backend(self._link_backend_name, self.ledger, self.run_dir, self.seed)
-        port = self.controller.start(self.run_dir, self.ledger)
+        port = self.controller.start(self.run_dir, self.ledger, app=self.topo.controller.app,
+                                     config=self.topo.controller.config)
         datapath = "user" if self._ovs_datapath == "userspace" else "kernel"
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
                            switch=partial(OVSSwitch, datapath=datapath, protocols="OpenFlow13",
@@ -144,6 +145,8 @@ class Testbed:
         self._tag_bridges()
         self._prepare_interfaces()  # while the switches connect to the controller
         self.controller.wait_connected(list(self.switch_of.values()), timeout=30)
+        if "topology" in self.controller.commands():  # a steering app: tell it where hosts attach
+            self.controller.call("topology", map=topology_map(self.topo, self.net, self.switch_of, self.nic_nodes))
         self._start_nics()
         cmd_all({node: node.ready_command for node in self.net.hosts if isinstance(node, DockerHost)})
         self._started = True
@@ -327,6 +330,18 @@ class Testbed:
         if host not in self._access_ids:
             raise TestbedError(f"{host}'s access link is not emulated: give it an `access` shape")
         return self._access_ids[host]
+
+    def steer(self, ip: str, host: str, *, proto: str | None = None, port: int | None = None,
+              mode: str = "make-before-break") -> dict:
+        """Ask the controller to send traffic for `ip` (proto/port) to `host`; returns once the switches acked."""
+        if "steer" not in self.controller.commands():
+            raise TestbedError(f"controller app {self.topo.controller.app} has no northbound steer command")
+        args: dict[str, Any] = {"ip": ip, "host": host, "mode": mode}
+        if proto is not None:
+            args["proto"] = proto
+        if port is not None:
+            args["port"] = port
+        return self.controller.call("steer", **args)
 
     def nic_socket(self, host: str) -> Path:
         """The control socket of the NIC in front of `host`."""

@@ -132,6 +132,7 @@ def test_learning_switch_forwards_and_installs_flows(net: Net, controller: Contr
     records = (ledger.run_dir / "resources.jsonl").read_text()
     assert f'"name": "{controller.pid}"' in records and '"what": "controller"' in records
     assert controller.target == f"tcp:127.0.0.1:{port}"
+    assert {"ping", "steer", "topology", "unsteer", "steers"} <= set(controller.commands())
     for br in net.bridges:
         proc.run(["ovs-vsctl", "set-controller", br, controller.target])
     controller.wait_connected(net.bridges, timeout=15)
@@ -188,5 +189,20 @@ def test_start_retries_when_its_port_is_taken(controller: Controller, ledger: Le
         port = controller.start(ledger.run_dir, ledger)
         assert port != busy and controller.alive()
         assert "is in use" in (ledger.run_dir / "controller.log").read_text()
-    recorded = (ledger.run_dir / "resources.jsonl").read_text().count('"what": "controller"')
-    assert recorded == 2  # the attempt that found its port taken was recorded too
+    lines = (ledger.run_dir / "resources.jsonl").read_text().splitlines()
+    recorded = [l for l in lines if '"kind": "process"' in l and '"what": "controller"' in l]
+    assert len(recorded) == 2  # the attempt that found its port taken was recorded too
+
+
+def test_a_user_ryu_style_app_with_its_config(net: Net, controller: Controller, ledger: Ledger) -> None:
+    controller.start(ledger.run_dir, ledger, app="controllers/simple_switch_13.py",
+                     config={"idle_timeout": 40})
+    assert controller.commands() == ["ping"]  # no northbound commands of its own; ready by ping + OpenFlow
+    assert '"idle_timeout": 40' in (ledger.run_dir / "controller-config.json").read_text()
+    for br in net.bridges:
+        proc.run(["ovs-vsctl", "set-controller", br, controller.target])
+    controller.wait_connected(net.bridges, timeout=15)
+    result = proc.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", H2_IP], netns=net.netns[0], check=False)
+    assert result.ok, result.stdout + result.stderr
+    flows = proc.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", net.bridges[1]]).stdout
+    assert "idle_timeout=40" in flows and "dl_dst=" in flows, flows  # its flows, with the config's timeout
