@@ -193,40 +193,86 @@ class VariantSummary:
 
 
 @dataclass(frozen=True)
-class Summary:
-    """What summary.json holds: every variant's runs and aggregate."""
+class FlowSummary:
+    """One prober flow's numbers in every variant."""
 
-    experiment: str
+    name: str
     variants: dict[str, VariantSummary]
 
     def __getitem__(self, variant: str) -> VariantSummary:
         return self.variants[variant]
 
+
+@dataclass(frozen=True)
+class Summary:
+    """What summary.json holds: per prober flow, every variant's runs and aggregate.
+
+    `variants` is the headline flow's (the experiment's `headline`, else its first probe): what the
+    short table shows and what `summary[variant]` gives; `flow(name)` gives any flow's.
+    """
+
+    experiment: str
+    variants: dict[str, VariantSummary]
+    flows: dict[str, FlowSummary] = field(default_factory=dict)
+    headline: str = ""
+
+    def __getitem__(self, variant: str) -> VariantSummary:
+        return self.variants[variant]
+
+    def flow(self, name: str) -> FlowSummary:
+        """The summary of prober flow `name` (KeyError naming the flows there are)."""
+        if name not in self.flows:
+            raise KeyError(f"no flow {name!r} in the summary (flows: {', '.join(self.flows) or 'none'})")
+        return self.flows[name]
+
     def to_dict(self) -> dict:
-        return {"experiment": self.experiment, "variants": {
-            name: {"runs": [asdict(r) for r in v.runs], "aggregate": {k: asdict(s) for k, s in v.stats.items()}}
-            for name, v in self.variants.items()}}
+        def variants(vs: dict[str, VariantSummary]) -> dict:
+            return {name: {"runs": [asdict(r) for r in v.runs],
+                           "aggregate": {k: asdict(s) for k, s in v.stats.items()}} for name, v in vs.items()}
+        return {"experiment": self.experiment, "headline": self.headline, "variants": variants(self.variants),
+                "flows": {name: {"variants": variants(f.variants)} for name, f in self.flows.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Summary":
         known = {f.name for f in fields(RunMetrics)}
-        variants = {}
-        for name, v in data["variants"].items():
-            runs = tuple(RunMetrics(**{k: x for k, x in r.items() if k in known}) for r in v["runs"])
-            variants[name] = VariantSummary(name, runs, {k: Stat(**s) for k, s in v["aggregate"].items()})
-        return cls(data["experiment"], variants)
+
+        def variants(raw: dict) -> dict[str, VariantSummary]:
+            out = {}
+            for name, v in raw.items():
+                runs = tuple(RunMetrics(**{k: x for k, x in r.items() if k in known}) for r in v["runs"])
+                out[name] = VariantSummary(name, runs, {k: Stat(**s) for k, s in v["aggregate"].items()})
+            return out
+        flows = {name: FlowSummary(name, variants(f["variants"])) for name, f in data.get("flows", {}).items()}
+        return cls(data["experiment"], variants(data["variants"]), flows, data.get("headline", ""))
 
 
 def summarize(name: str, packets: Sequence[PacketRow], events: Sequence[EventRow], *,
               primaries: dict[str, str] | None = None, flow: str | None = None,
               throughput: dict[tuple[str, int], dict[str, float]] | None = None,
-              variant_order: Sequence[str] = ()) -> Summary:
-    """Group rows by (variant, repetition), compute each run's metrics for probe `flow`, aggregate per variant."""
-    flow = flow or (packets[0].flow if packets else "probe")
+              variant_order: Sequence[str] = (), flow_order: Sequence[str] = (),
+              flow_primaries: dict[str, dict[str, str]] | None = None) -> Summary:
+    """Per prober flow, group its rows by (variant, repetition), compute each run's metrics, aggregate per variant.
+
+    `flow` is the headline (default: the first of `flow_order`, else of the flows in `packets`);
+    `flow_primaries[flow][variant]` is the host that flow's requests go to (else `primaries[variant]`).
+    """
+    seen = list(dict.fromkeys(r.flow for r in packets))
+    names = list(dict.fromkeys([*(f for f in flow_order if f in seen), *seen]))
+    headline = flow or (names[0] if names else "probe")
+    if headline not in names:
+        names.insert(0, headline)
+    flows = {f: _flow_summary(f, [r for r in packets if r.flow == f], events,
+                              {**(primaries or {}), **(flow_primaries or {}).get(f, {})}, throughput, variant_order)
+             for f in names}
+    return Summary(name, flows[headline].variants, flows, headline)
+
+
+def _flow_summary(flow: str, packets: Sequence[PacketRow], events: Sequence[EventRow], primaries: dict[str, str],
+                  throughput: dict[tuple[str, int], dict[str, float]] | None,
+                  variant_order: Sequence[str]) -> FlowSummary:
     groups: dict[tuple[str, int], list[PacketRow]] = {}
     for r in packets:
-        if r.flow == flow:
-            groups.setdefault((r.variant, r.repetition), []).append(r)
+        groups.setdefault((r.variant, r.repetition), []).append(r)
     keys = set(groups) | set(throughput or {})
     order = list(variant_order) + sorted({v for v, _ in keys} - set(variant_order))
     variants: dict[str, VariantSummary] = {}
@@ -236,13 +282,13 @@ def summarize(name: str, packets: Sequence[PacketRow], events: Sequence[EventRow
             evs = [e for e in events if e.variant == variant and e.repetition == rep]
             tput = (throughput or {}).get((variant, rep), {})
             if groups.get((variant, rep)):
-                runs.append(run_metrics(groups[(variant, rep)], evs, primary=(primaries or {}).get(variant),
+                runs.append(run_metrics(groups[(variant, rep)], evs, primary=primaries.get(variant),
                                         throughput=tput))
             else:
                 runs.append(RunMetrics(variant, rep, 0, 0, 0.0, None, None, None, throughput_mbps=tput))
         if runs:
             variants[variant] = VariantSummary(variant, tuple(runs), aggregate(runs))
-    return Summary(name, variants)
+    return FlowSummary(flow, variants)
 
 
 def read_packets(path: Path) -> list[PacketRow]:

@@ -1,4 +1,7 @@
-"""Draws the paper's figures from packets/events rows: RTT per request (Fig. 10), delivery (Fig. 11), bars (Fig. 12)."""
+"""Draws the paper's figures from packets/events rows: RTT per request (Fig. 10), delivery (Fig. 11), bars (Fig. 12).
+
+Each prober flow gets its own panel (RTT, delivery) or bar group (bars), named after it.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,16 @@ def _run(packets: Sequence[PacketRow], variant: str, rep: int = 0) -> list[Packe
     return sorted((p for p in packets if p.variant == variant and p.repetition == rep), key=lambda p: p.seq)
 
 
+def flows_of(packets: Sequence[PacketRow]) -> list[str]:
+    """The prober flows in `packets`, in order of first appearance."""
+    return list(dict.fromkeys(p.flow for p in packets))
+
+
+def _by_flow(packets: Sequence[PacketRow], flows: Sequence[str] | None) -> list[tuple[str, list[PacketRow]]]:
+    names = list(flows) if flows else flows_of(packets)
+    return [(f, [p for p in packets if p.flow == f]) for f in names] or [("probe", [])]
+
+
 def fault_windows(rows: Sequence[PacketRow], events: Sequence[EventRow], variant: str,
                   rep: int = 0) -> list[tuple[float, float]]:
     """(first, last) request numbers of each fault's window in one run (to the last request if not undone)."""
@@ -59,25 +72,27 @@ def _shade(ax, windows: list[tuple[float, float]]) -> None:
 
 
 def plot_rtt(packets: Sequence[PacketRow], events: Sequence[EventRow], variants: Sequence[str], path: Path,
-             title: str) -> Path:
-    """Fig. 10 style: RTT of each request, one line per variant (first repetition), fault window shaded."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for i, v in enumerate(variants):
-        rows = _run(packets, v)
-        if not rows:
-            continue
-        ax.plot([p.seq for p in rows], [p.rtt_ms if p.rtt_ms is not None else float("nan") for p in rows],
-                color=COLORS[i % len(COLORS)], marker=".", markersize=3, linewidth=1, label=v)
-        lost = [p.seq for p in rows if p.rtt_ms is None]
-        if lost:
-            ax.plot(lost, [0] * len(lost), "x", color=COLORS[i % len(COLORS)], markersize=4, label=f"{v}: lost")
-    first = next((v for v in variants if _run(packets, v)), None)
-    if first:
-        _shade(ax, fault_windows(_run(packets, first), events, first))
-    ax.set_xlabel("request number")
-    ax.set_ylabel("RTT (ms)")
-    ax.set_title(title)
-    return _save(fig, path, (ax,))
+             title: str, flows: Sequence[str] | None = None) -> Path:
+    """Fig. 10 style: RTT of each request, one panel per flow, one line per variant (first repetition), faults shaded."""
+    groups = _by_flow(packets, flows)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.2 * len(groups) + 0.8), squeeze=False)
+    for ax, (flow, rows_of_flow) in zip(axes[:, 0], groups):
+        for i, v in enumerate(variants):
+            rows = _run(rows_of_flow, v)
+            if not rows:
+                continue
+            ax.plot([p.seq for p in rows], [p.rtt_ms if p.rtt_ms is not None else float("nan") for p in rows],
+                    color=COLORS[i % len(COLORS)], marker=".", markersize=3, linewidth=1, label=v)
+            lost = [p.seq for p in rows if p.rtt_ms is None]
+            if lost:
+                ax.plot(lost, [0] * len(lost), "x", color=COLORS[i % len(COLORS)], markersize=4, label=f"{v}: lost")
+        first = next((v for v in variants if _run(rows_of_flow, v)), None)
+        if first:
+            _shade(ax, fault_windows(_run(rows_of_flow, first), events, first))
+        ax.set_xlabel(f"request number ({flow})")
+        ax.set_ylabel("RTT (ms)")
+        ax.set_title(f"{title}: {flow}" if len(groups) > 1 else title)
+    return _save(fig, path, list(axes[:, 0]))
 
 
 def delivered_per_window(rows: Sequence[PacketRow], window: int = 10) -> tuple[list[float], list[float]]:
@@ -91,28 +106,31 @@ def delivered_per_window(rows: Sequence[PacketRow], window: int = 10) -> tuple[l
 
 
 def plot_delivery(packets: Sequence[PacketRow], events: Sequence[EventRow], variants: Sequence[str], path: Path,
-                  title: str, window: int = 10) -> Path:
-    """Fig. 11 style: delivered rate per window of requests (top) and RTT per request (bottom), per variant."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    for i, v in enumerate(variants):
-        rows = _run(packets, v)
-        if not rows:
-            continue
-        color = COLORS[i % len(COLORS)]
-        xs, ys = delivered_per_window(rows, window)
-        top.step(xs, ys, where="pre", color=color, label=v)
-        bottom.plot([p.seq for p in rows], [p.rtt_ms if p.rtt_ms is not None else 0.0 for p in rows],
-                    color=color, linewidth=1, label=v)
-    first = next((v for v in variants if _run(packets, v)), None)
-    if first:
-        for ax in (top, bottom):
-            _shade(ax, fault_windows(_run(packets, first), events, first))
-    top.set_ylabel(f"delivered (per {window} requests)")
-    top.set_ylim(-0.05, 1.05)
-    bottom.set_ylabel("RTT (ms; 0 = lost)")
-    bottom.set_xlabel("request number")
-    top.set_title(title)
-    return _save(fig, path, (top, bottom))
+                  title: str, window: int = 10, flows: Sequence[str] | None = None) -> Path:
+    """Fig. 11 style, per flow: delivered rate per window of requests (top) and RTT per request (bottom), per variant."""
+    groups = _by_flow(packets, flows)
+    fig, axes = plt.subplots(2 * len(groups), 1, figsize=(8, 5.5 * len(groups) + 0.5), squeeze=False)
+    for k, (flow, rows_of_flow) in enumerate(groups):
+        top, bottom = axes[2 * k, 0], axes[2 * k + 1, 0]
+        for i, v in enumerate(variants):
+            rows = _run(rows_of_flow, v)
+            if not rows:
+                continue
+            color = COLORS[i % len(COLORS)]
+            xs, ys = delivered_per_window(rows, window)
+            top.step(xs, ys, where="pre", color=color, label=v)
+            bottom.plot([p.seq for p in rows], [p.rtt_ms if p.rtt_ms is not None else 0.0 for p in rows],
+                        color=color, linewidth=1, label=v)
+        first = next((v for v in variants if _run(rows_of_flow, v)), None)
+        if first:
+            for ax in (top, bottom):
+                _shade(ax, fault_windows(_run(rows_of_flow, first), events, first))
+        top.set_ylabel(f"delivered (per {window} requests)")
+        top.set_ylim(-0.05, 1.05)
+        bottom.set_ylabel("RTT (ms; 0 = lost)")
+        bottom.set_xlabel(f"request number ({flow})")
+        top.set_title(f"{title}: {flow}" if len(groups) > 1 else title)
+    return _save(fig, path, list(axes[:, 0]))
 
 
 def plot_bars(summary: Summary, path: Path, title: str) -> Path:
@@ -133,11 +151,15 @@ def plot_bars(summary: Summary, path: Path, title: str) -> Path:
         ax.set_ylabel("throughput (Mbit/s)")
         ax.legend(fontsize=8)
     ax = axes[0]
-    for j, metric in enumerate(("rtt_p50_ms", "rtt_p99_ms")):
-        stats = [summary[n].stats.get(metric) for n in names]
-        ax.bar([i + j * 0.4 for i in range(len(names))], [s.mean if s else 0 for s in stats], width=0.4,
-               yerr=[s.std if s else 0 for s in stats], label=metric.split("_")[1], capsize=3)
-    ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=15)
+    groups = [(f.name, f.variants) for f in summary.flows.values()] or [(summary.headline, summary.variants)]
+    bars = [(flow, metric, vs) for flow, vs in groups for metric in ("rtt_p50_ms", "rtt_p99_ms")]
+    width = 0.8 / len(bars)
+    for j, (flow, metric, vs) in enumerate(bars):
+        stats = [vs[n].stats.get(metric) if n in vs else None for n in names]
+        label = metric.split("_")[1] + (f" {flow}" if len(groups) > 1 else "")
+        ax.bar([i + j * width for i in range(len(names))], [s.mean if s else 0 for s in stats], width=width,
+               yerr=[s.std if s else 0 for s in stats], label=label, capsize=3)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=15)
     ax.set_ylabel("RTT (ms)")
     fig.suptitle(title)
     return _save(fig, path, (), legends=(ax,))

@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from testbed.experiment.metrics import NIC_KIND, EventRow, Summary, read_events, read_packets, summarize
+from testbed.experiment.metrics import (NIC_KIND, EventRow, Summary, VariantSummary, read_events, read_packets,
+                                        summarize)
+from testbed.failsafe.counters import COUNTERS_FILE, COUNTER_COLUMNS, read_nic_counters
 from testbed.experiment.plots import plot_bars, plot_delivery, plot_rtt
 
 log = logging.getLogger(__name__)
@@ -18,24 +20,50 @@ COLUMNS = (("delivered_ratio", "delivered", "{:.3f}"), ("delivered_ratio_after_f
            ("lost_during_failover", "lost in failover", "{:.1f}"), ("recovery_s", "recovery s", "{:.3f}"))
 
 
-def _cell(summary: Summary, variant: str, metric: str, fmt: str) -> str:
-    stat = summary[variant].stats.get(metric)
+def _cell(v: VariantSummary, metric: str, fmt: str) -> str:
+    stat = v.stats.get(metric)
     if stat is None:
         return "-"
     text = fmt.format(stat.mean)
     return text + (f" ± {fmt.format(stat.std)}" if stat.n > 1 else "")
 
 
-def summary_table(summary: Summary) -> str:
-    """The summary as a Markdown table: one row per variant, mean ± std over repetitions."""
-    cols = [c for c in COLUMNS if any(c[0] in v.stats for v in summary.variants.values())]
-    tput = sorted({k for v in summary.variants.values() for k in v.stats if k.startswith("throughput_mbps.")})
-    head = ["variant", "runs", *[c[1] for c in cols], *[f"{k.split('.', 1)[1]} Mbit/s" for k in tput]]
+def summary_table(summary: Summary, all_flows: bool = False) -> str:
+    """The summary as a Markdown table, mean ± std over repetitions: one row per variant of the headline
+    flow, or (`all_flows`) one row per prober flow and variant, with a flow column."""
+    rows: list[tuple[str, VariantSummary]] = []
+    if all_flows and summary.flows:
+        rows = [(f.name, v) for f in summary.flows.values() for v in f.variants.values()]
+    else:
+        rows = [(summary.headline, v) for v in summary.variants.values()]
+    cols = [c for c in COLUMNS if any(c[0] in v.stats for _, v in rows)]
+    tput = sorted({k for _, v in rows for k in v.stats if k.startswith("throughput_mbps.")})
+    lead = ["flow", "variant"] if all_flows else ["variant"]
+    head = [*lead, "runs", *[c[1] for c in cols], *[f"{k.split('.', 1)[1]} Mbit/s" for k in tput]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, v in summary.variants.items():
-        cells = [name, str(len(v.runs)), *[_cell(summary, name, m, f) for m, _, f in cols],
-                 *[_cell(summary, name, k, "{:.1f}") for k in tput]]
+    for flow, v in rows:
+        cells = [*([flow] if all_flows else []), v.name, str(len(v.runs)),
+                 *[_cell(v, m, f) for m, _, f in cols], *[_cell(v, k, "{:.1f}") for k in tput]]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def counters_table(rows: Sequence[dict]) -> str:
+    """The NICs' failover counters (nic_counters.jsonl rows) as a Markdown table, one row per NIC and run."""
+    if not rows:
+        return "No NIC counters were saved."
+    names = [k for k in COUNTER_COLUMNS if any(k in r.get("counters", {}) for r in rows)]
+    lines = ["| run | NIC | per backup | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+             "|" + "---|" * (3 + len(names))]
+    for r in rows:
+        c = r.get("counters", {})
+        if "error" in r:
+            lines.append(f"| {r['variant']} r{r['repetition']} | {r['node']} | {r['error'][:60]} |"
+                         + " |" * len(names))
+            continue
+        per = ", ".join(f"{ip}: {n}" for ip, n in c.get("per_backup", {}).items()) or "-"
+        lines.append(f"| {r['variant']} r{r['repetition']} | {r['node']} | {per} | "
+                     + " | ".join(str(c.get(n, "-")) for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -92,25 +120,32 @@ def report_main(run_dir: Path) -> Path:
         if r.get("throughput_mbps"):
             throughput[(r["variant"], int(r["repetition"]))] = r["throughput_mbps"]
     name = man.get("experiment", run_dir.name)
+    probes = [t for t in spec.get("traffic", []) if "rate" in t]
+    flow_primaries = {t["name"]: {v["name"]: v.get("to") or t.get("dst", "") for v in spec.get("variants", [])}
+                      for t in probes}
     summary = summarize(name, packets, events, primaries=man.get("primaries"), throughput=throughput,
-                        variant_order=order)
+                        variant_order=order, flow=spec.get("headline"), flow_order=[t["name"] for t in probes],
+                        flow_primaries=flow_primaries)
     (run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     variants = list(summary.variants)
     plots = []
     if packets:
-        plots.append(plot_rtt(packets, events, variants, run_dir / "rtt.png", f"{name}: RTT per request"))
+        flows = list(summary.flows) or None
+        plots.append(plot_rtt(packets, events, variants, run_dir / "rtt.png", f"{name}: RTT per request",
+                              flows=flows))
         plots.append(plot_delivery(packets, events, variants, run_dir / "delivery.png",
-                                   f"{name}: delivered rate and RTT"))
+                                   f"{name}: delivered rate and RTT", flows=flows))
     if summary.variants:
         plots.append(plot_bars(summary, run_dir / "bars.png", f"{name}: throughput and latency"))
-    text = _report_text(man, spec, summary, events, plots)
+    text = _report_text(man, spec, summary, events, plots, read_nic_counters(run_dir / COUNTERS_FILE))
     path = run_dir / "report.md"
     path.write_text(text)
     log.info("report written to %s", path)
     return path
 
 
-def _report_text(man: dict, spec: dict, summary: Summary, events: list[EventRow], plots: list[Path]) -> str:
+def _report_text(man: dict, spec: dict, summary: Summary, events: list[EventRow], plots: list[Path],
+                 counters: Sequence[dict] = ()) -> str:
     faults = spec.get("faults", [])
     nic_events = sum(1 for e in events if e.kind == NIC_KIND)
     parts = [
@@ -135,13 +170,20 @@ def _report_text(man: dict, spec: dict, summary: Summary, events: list[EventRow]
         "## Emulation backends",
         _backends_text(man.get("runs", [])),
         "## Results",
-        summary_table(summary),
+        f"Headline flow `{summary.headline}`; every prober flow:" if len(summary.flows) > 1 else None,
+        summary_table(summary, all_flows=True),
         "Times in seconds from the first fault; detection = first NIC fail-safe activation; failover = first reply "
         "from a host other than the probed one; recovery (delay faults) = first RTT back under max(1.5 x baseline, "
         "baseline + 5 ms).",
         "## The paper's claim next to ours",
         *[f"- Paper: {c}" for c in spec.get("claims", [])],
         "- Here: " + _our_claim(summary),
+        "## Fail-safe NIC counters (end of each run)",
+        counters_table(counters),
+        "per backup = packets sent to each backup; relayed = packets redirected for a client that is itself a NIC; "
+        "dropped = critical packets with no way out; no backup = flows that found no healthy backup; passive = "
+        "failures seen from a RST or ICMP unreachable; the rest are bounds hit (early drops, replay store overflows, "
+        "evicted neighbours).",
         "## Plots",
         *[f"![{p.stem}]({p.name})" for p in plots],
         f"## Events ({nic_events} NIC transitions)",

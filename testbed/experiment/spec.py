@@ -30,6 +30,7 @@ The YAML shape (every key not listed here is an error naming its path)::
       - {name: direct, nic: true, to: mec2}                        # every flow sent to mec2 instead
     claims:
       - "Fig. 11: with Fatriot, delivered rate and RTT stay stable after the crash; without, delivery stops."
+    headline: probe                      # optional: the probe flow of the short summary table (default: the first)
 
 Times: `at`/`until` are `packet N` (fires right after the prober sent request N; requests are
 numbered from 1) or a time with its unit (`5s`, seconds after the traffic started, at most when
@@ -61,7 +62,7 @@ FAULT_MODES: dict[str, tuple[str, ...]] = {
 _FAULT_KEYS = {"kind", "mode", "host", "site", "link", "at", "until", "for", "delay", "cpu", "loss", "rate",
                "down", "probe"}
 _TOP_KEYS = {"name", "description", "topology", "seed", "repetitions", "services", "traffic", "faults",
-             "variants", "claims"}
+             "variants", "claims", "headline"}
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class ExperimentSpec:
     faults: tuple[FaultSpec, ...] = ()
     variants: tuple[Variant, ...] = (Variant("default"),)
     claims: tuple[str, ...] = ()
+    headline: str | None = None  # the prober flow of the short summary table (None: the first probe)
     source: str = ""
     topology_source: str = ""  # the file the topology was read from
 
@@ -231,6 +233,9 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     faults = tuple(checker.fault(item, f"faults[{i}]", probes)
                    for i, item in enumerate(v.sequence(doc.get("faults", []), "faults")))
     claims = tuple(v.text(c, f"claims[{i}]") for i, c in enumerate(v.sequence(doc.get("claims", []), "claims")))
+    headline = v.text(doc["headline"], "headline") if "headline" in doc else None
+    if headline is not None and headline not in probes:
+        raise v.error("headline", f"no probe flow {headline!r} in traffic (probes: {', '.join(probes) or 'none'})")
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise v.error("description", f"expected a string, got {type(description).__name__}")
@@ -246,6 +251,7 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
         faults=faults,
         variants=variants,
         claims=claims,
+        headline=headline,
         source=source,
         topology_source=topo_source,
     )

@@ -25,7 +25,9 @@ def _no_leftovers(run_dir: Path) -> None:
 
 def test_fig11_host_crash(experiment_runner, tmp_path):
     summary = experiment_runner(EXP / "fatriot-fig11.yaml")
-    with_nic, without = summary["with-nic"], summary["without-nic"]
+    assert list(summary.flows) == ["probe"] and summary.headline == "probe"
+    probe = summary.flow("probe")
+    with_nic, without = probe["with-nic"], probe["without-nic"]
     assert with_nic.mean("delivered_ratio_after_fault") >= 0.95
     assert with_nic.mean("failover_s") is not None and with_nic.mean("failover_s") < 1.0
     # the NIC saw the crash after it happened: detection is measured from the fault being issued
@@ -34,12 +36,53 @@ def test_fig11_host_crash(experiment_runner, tmp_path):
     assert without.mean("failover_s") is None
     _no_leftovers(tmp_path / "run")
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "delivery.png").exists()
+    from testbed.failsafe.counters import read_nic_counters
+
+    counters = read_nic_counters(tmp_path / "run" / "nic_counters.jsonl")
+    assert {(r["variant"], r["node"]) for r in counters} == {("with-nic", "mec1"), ("with-nic", "mec2")}
+    mec1 = next(r["counters"] for r in counters if r["node"] == "mec1")
+    assert mec1["per_backup"].get("10.0.0.12", 0) > 0 and mec1["no_backup"] == 0
+
+
+THREE_PROBERS = """
+name: fig11-three-probers
+topology: fatriot
+headline: udp
+services:
+  - {host: mec1, name: echo, image: testbed/echo, critical: true}
+  - {host: mec2, name: echo, image: testbed/echo}
+traffic:
+  - {name: udp, from: gen, to: mec1, service: echo-udp, proto: udp, port: 7000, rate: 10, count: 60, timeout: 1s}
+  - {name: tcp, from: gen, to: mec1, service: echo-tcp, proto: tcp, port: 7001, rate: 10, count: 60, timeout: 1s}
+  - {name: other, from: gen, to: mec2, proto: udp, port: 7000, rate: 10, count: 60, timeout: 1s}
+faults:
+  - {kind: host_down, mode: kill, host: mec1, at: packet 30, probe: udp}
+variants:
+  - {name: with-nic, nic: true, heartbeat_interval: 100ms, threshold: 1.5}
+"""
+
+
+def test_fig11_three_probers_give_three_named_entries(experiment_runner, tmp_path):
+    path = tmp_path / "three.yaml"
+    path.write_text(THREE_PROBERS)
+    summary = experiment_runner(path, shorten=False)
+    assert list(summary.flows) == ["udp", "tcp", "other"] and summary.headline == "udp"
+    for name in ("udp", "tcp"):  # both services of the crashed host move to the backup
+        run = summary.flow(name)["with-nic"]
+        assert run.mean("delivered_ratio_after_fault") >= 0.9, name
+        assert run.mean("failover_s") is not None and run.mean("failover_s") < 1.0, name
+    other = summary.flow("other")["with-nic"]  # a flow to the backup itself is not moved
+    assert other.mean("delivered_ratio") >= 0.95 and other.mean("failover_s") is None
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert all(f"| {n} | with-nic |" in text for n in ("udp", "tcp", "other"))
+    _no_leftovers(tmp_path / "run")
 
 
 @pytest.mark.parametrize("name, interval_s", [("fatriot-fig10a.yaml", 0.5), ("fatriot-fig10b.yaml", 0.1)])
 def test_fig10_processing_delay(experiment_runner, tmp_path, name, interval_s):
     summary = experiment_runner(EXP / name)
-    with_nic, without = summary["with-nic"], summary["without-nic"]
+    probe = summary.flow("probe")
+    with_nic, without = probe["with-nic"], probe["without-nic"]
     timeout_s = 1.0
     # with the NIC the RTT is back under threshold x baseline within one interval plus the timeout
     assert with_nic.mean("recovery_s") is not None
@@ -51,7 +94,8 @@ def test_fig10_processing_delay(experiment_runner, tmp_path, name, interval_s):
 
 def test_fig12_failsafe_path(experiment_runner, tmp_path):
     summary = experiment_runner(EXP / "fatriot-fig12.yaml")
-    via, direct = summary["via-failsafe"], summary["direct-to-backup"]
+    probe = summary.flow("probe")
+    via, direct = probe["via-failsafe"], probe["direct-to-backup"]
     assert via.mean("delivered_ratio") >= 0.95 and direct.mean("delivered_ratio") >= 0.95
     assert via.mean("throughput_mbps.bulk") and direct.mean("throughput_mbps.bulk")
     from testbed.experiment.metrics import read_packets

@@ -125,3 +125,124 @@ def test_csv_round_trip_and_summary(tmp_path):
     assert summary["with"].mean("throughput_mbps.bulk") == 90.0
     again = Summary.from_dict(summary.to_dict())
     assert again == summary
+
+
+def _write_packets(path, rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(PACKET_FIELDS)
+        for r in rows:
+            w.writerow([r.variant, r.repetition, r.seq, r.send_time, "" if r.rtt_ms is None else r.rtt_ms,
+                        r.answered_by, r.flow])
+
+
+def _flow(rows, name):
+    from dataclasses import replace
+    return [replace(r, flow=name) for r in rows]
+
+
+def test_three_probers_give_three_named_entries_per_variant(tmp_path):
+    import json
+
+    from testbed.experiment.report import report_main, summary_table
+
+    crash = lambda s: (1.0, "mec1") if s <= 50 else (1.5, "mec2")  # noqa: E731
+    lost = lambda s: (1.0, "mec1") if s <= 50 else (None, "")  # noqa: E731
+    other = lambda s: (2.0, "mec3")  # noqa: E731 - a flow to a host that does not fail
+    rows = (_flow(_packets("with", other), "bg") + _flow(_packets("with", crash), "probe")
+            + _flow(_packets("with", crash), "tcp") + _flow(_packets("without", other), "bg")
+            + _flow(_packets("without", lost), "probe") + _flow(_packets("without", lost), "tcp"))
+    events = _crash_events("with", 5.15) + _crash_events("without", None)
+    _write_packets(tmp_path / "packets.csv", rows)
+    with open(tmp_path / "events.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EVENT_FIELDS)
+        for e in events:
+            w.writerow([e.time, e.variant, e.repetition, e.kind, e.action, e.target, e.detail])
+    traffic = [{"name": n, "src": "gen", "dst": d, "proto": "udp", "port": 7000, "rate": 10.0, "count": 100}
+               for n, d in (("probe", "mec1"), ("tcp", "mec1"), ("bg", "mec3"))]
+    spec = {"traffic": traffic, "variants": [{"name": "with", "nic": True}, {"name": "without", "nic": False}],
+            "headline": "tcp"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"experiment": "three", "spec": spec,
+                                                        "primaries": {"with": "mec1", "without": "mec1"}}))
+    (tmp_path / "nic_counters.jsonl").write_text(json.dumps(
+        {"variant": "with", "repetition": 0, "node": "mec1",
+         "counters": {"per_backup": {"10.0.0.12": 50}, "relayed": 0, "dropped": 0, "no_backup": 0, "passive": 1}})
+        + "\n")
+    report = report_main(tmp_path)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert list(data["flows"]) == ["probe", "tcp", "bg"] and data["headline"] == "tcp"
+    summary = Summary.from_dict(data)
+    for name in ("probe", "tcp"):
+        flow = summary.flow(name)
+        assert list(flow.variants) == ["with", "without"]
+        assert flow["with"].mean("delivered_ratio_after_fault") == 1.0
+        assert flow["with"].mean("detection_s") == pytest.approx(0.2)
+        assert flow["without"].mean("delivered_ratio_after_fault") == 0.0
+    bg = summary.flow("bg")
+    assert bg["with"].mean("delivered_ratio") == 1.0 and bg["with"].mean("failover_s") is None  # mec3 is its primary
+    assert summary["with"] == summary.flow("tcp")["with"]  # the headline
+    with pytest.raises(KeyError, match="flows: probe, tcp, bg"):
+        summary.flow("nope")
+    short = summary_table(summary)
+    assert "flow" not in short.splitlines()[0] and len(short.splitlines()) == 4
+    text = report.read_text()
+    for name in ("probe", "tcp", "bg"):
+        assert f"| {name} | with |" in text and f"| {name} | without |" in text
+    assert "| with r0 | mec1 | 10.0.0.12: 50 |" in text
+    assert Summary.from_dict(summary.to_dict()) == summary
+
+
+def test_summary_without_flows_reads_old_files():
+    rows = _packets("with", lambda s: (1.0, "mec1"))
+    old = summarize("t", rows, []).to_dict()
+    del old["flows"], old["headline"]
+    again = Summary.from_dict(old)
+    assert again["with"].mean("delivered_ratio") == 1.0 and again.flows == {}
+
+
+def test_headline_defaults_to_the_first_probe_of_the_experiment_not_of_the_file():
+    rows = _flow(_packets("v", lambda s: (1.0, "mec3")), "second") + _flow(_packets("v", lambda s: (1.0, "mec1")), "first")
+    s = summarize("t", rows, [], flow_order=["first", "second"])
+    assert s.headline == "first" and list(s.flows) == ["first", "second"]
+
+
+def test_save_nic_counters_appends_one_line_per_nic(tmp_path, monkeypatch):
+    import json
+
+    from testbed.errors import TestbedError
+    from testbed.failsafe import control
+    from testbed.failsafe.counters import read_nic_counters, save_nic_counters
+
+    def fake_call(path, cmd, **args):
+        if "mec2" in str(path):
+            raise TestbedError("no daemon listening")
+        assert cmd == "failover"
+        return {"per_backup": {"10.0.0.12": 3}, "relayed": 1}
+
+    class Tb:
+        nics = {"mec1": object(), "mec2": object()}
+
+        def nic_socket(self, host):
+            return tmp_path / f"nic-{host}.sock"
+
+    monkeypatch.setattr(control, "call", fake_call)
+    save_nic_counters(Tb(), tmp_path, "with", 0)
+    save_nic_counters(Tb(), tmp_path, "with", 1)
+    rows = read_nic_counters(tmp_path / "nic_counters.jsonl")
+    assert [(r["repetition"], r["node"]) for r in rows] == [(0, "mec1"), (0, "mec2"), (1, "mec1"), (1, "mec2")]
+    assert rows[0]["counters"] == {"per_backup": {"10.0.0.12": 3}, "relayed": 1} and "error" in rows[1]
+    assert json.loads((tmp_path / "nic_counters.jsonl").read_text().splitlines()[0])["variant"] == "with"
+
+
+def test_headline_key_names_a_probe_flow():
+    from testbed.errors import SpecError
+    from testbed.experiment.spec import parse_experiment
+    from testbed.topology.loader import load_topology
+
+    def doc(headline):
+        return {"name": "x", "topology": "fatriot", "headline": headline,
+                "traffic": [{"name": "a", "from": "gen", "to": "mec1"}, {"name": "b", "from": "gen", "to": "mec2"}]}
+    assert parse_experiment(doc("b"), "x.yaml", load_topology=load_topology).headline == "b"
+    with pytest.raises(SpecError, match=r"headline: no probe flow 'c' in traffic \(probes: a, b\)"):
+        parse_experiment(doc("c"), "x.yaml", load_topology=load_topology)
