@@ -15,9 +15,13 @@ from typing import Any
 
 from testbed.errors import SpecError
 from testbed.failsafe.packet import PROTO_NAMES, ip_bytes, mac_bytes
-from testbed.topology.model import HostSpec, TopologySpec
+from testbed.topology.model import HostSpec, NicSpec, TopologySpec
 from testbed.ledger import RUN_ROOT
 
+
+
+#: The defaults of a NIC that a topology does not configure: the one place they are defined.
+_NIC_DEFAULTS = NicSpec(ip="")
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,11 @@ class NicConfig:
     platform_expect: bytes | None = None
     platform_interval_s: float | None = None
     platform_threshold: float | None = None
-    interval_s: float = 0.1
-    threshold: float = 1.5
-    hysteresis: int = 3
-    learn: int = 10
-    min_rtt_s: float = 0.0005
+    interval_s: float = _NIC_DEFAULTS.interval_s  # the topology's NIC defaults (NicSpec), defined once
+    threshold: float = _NIC_DEFAULTS.threshold
+    hysteresis: int = _NIC_DEFAULTS.hysteresis
+    learn: int = _NIC_DEFAULTS.learn
+    min_rtt_s: float = _NIC_DEFAULTS.min_rtt_ms / 1000.0
     peers: tuple[str, ...] = ()
     neighbours: dict[str, str] = field(default_factory=dict)
     control_socket: str = ""
