@@ -146,13 +146,20 @@ def start(
                        on_start=lambda pid: ledger.record_process(pid, what=name))
     d = Daemon(name, socket, log_path, popen)
     log.debug("%s started, pid %d, control %s", name, d.pid, socket)
-    wait_ready(d, timeout, ready)
+    try:
+        wait_ready(d, timeout, ready)
+    except BaseException:
+        d.stop()  # whatever went wrong (even ^C), no half-started daemon is left running
+        raise
     log.info("%s running (pid %d), control at %s", name, d.pid, socket)
     return d
 
 
 def wait_ready(d: Daemon, timeout: float, ready: Callable[[Daemon], bool] | None = None) -> None:
-    """Wait until `d` answers ping (and `ready(d)`); DaemonExited if it ends, TestbedError after `timeout`."""
+    """Wait until `d` answers ping (and `ready(d)`); DaemonExited if it ends, TestbedError after `timeout`.
+
+    The caller stops `d` when this raises (`start` does).
+    """
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
@@ -168,7 +175,6 @@ def wait_ready(d: Daemon, timeout: float, ready: Callable[[Daemon], bool] | None
         except TestbedError as exc:
             last = str(exc)
         if time.monotonic() > deadline:
-            d.stop()
             raise TestbedError(f"{d.name} did not become ready on {d.socket} within {timeout:g} s ({last}); "
                                f"log {d.log_path}:\n{d.log_tail()}")
         time.sleep(POLL_S)

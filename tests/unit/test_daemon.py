@@ -151,3 +151,14 @@ def test_held_spawn_exits_when_its_starter_never_releases_it(tmp_path: Path) -> 
 def test_held_spawn_of_a_missing_command(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="no-such-command-x: command not found"):
         proc.spawn(["no-such-command-x"], output=tmp_path / "out", on_start=lambda pid: None)
+
+
+def test_a_failing_ready_check_stops_the_daemon(tmp_path: Path, led: Ledger) -> None:
+    def ready(d: daemon.Daemon) -> bool:
+        raise RuntimeError("check broke")
+
+    with pytest.raises(RuntimeError, match="check broke"):
+        daemon.start("fake", fake(tmp_path, "ok"), socket=tmp_path / "d.sock", log_path=tmp_path / "d.log",
+                     ledger=led, ready=ready)
+    pid = int([json.loads(x) for x in (tmp_path / "run" / "resources.jsonl").read_text().splitlines()][1]["name"])
+    assert ledger.proc_start_time(pid) is None and not (tmp_path / "d.sock").exists()
