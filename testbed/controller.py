@@ -168,6 +168,16 @@ def _port_towards(switch: Any, node: Any) -> int:
     raise TestbedError(f"no port of {switch.name} leads to {node.name}")
 
 
+def _mac(node: Any) -> str:
+    """The MAC address of `node`'s first interface (read in the node when Mininet does not know it)."""
+    mac = node.MAC()
+    if not mac:
+        intf = node.intf()
+        mac = proc.run_in(node, ["cat", f"/sys/class/net/{intf.name}/address"]).stdout.strip()
+        intf.mac = mac
+    return mac
+
+
 def topology_map(topo: Any, net: Any, switch_of: dict[str, str], fronts: dict[str, Any]) -> dict[str, Any]:
     """What the steering app needs to know, as JSON: each site's dpid, each host's switch, port, MAC
     and IP, and each WAN link's ports. `fronts` maps a host to the node in front of it (its NIC)."""
@@ -176,7 +186,7 @@ def topology_map(topo: Any, net: Any, switch_of: dict[str, str], fronts: dict[st
     for h in topo.hosts():
         node = net[h.name]
         port = _port_towards(net[switch_of[h.site]], fronts.get(h.name, node))
-        hosts[h.name] = {"dpid": switches[h.site], "port": port, "mac": node.MAC(), "ip": h.ip.split("/")[0]}
+        hosts[h.name] = {"dpid": switches[h.site], "port": port, "mac": _mac(node), "ip": h.ip.split("/")[0]}
     links = []
     for w in topo.wan:
         a, b = net[switch_of[w.a]], net[switch_of[w.b]]

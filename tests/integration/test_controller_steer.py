@@ -1,0 +1,149 @@
+"""Integration: the northbound socket moves one IP between two hosts that share it; MBB's gap < BBM's.
+
+Two plain hosts r1 (site edge1) and r2 (site edge2) both have 10.0.0.50 (`anycast: true`). A UDP
+sender on cli (edge1) sends numbered datagrams to 10.0.0.50 at a fixed rate; each replica logs
+the numbers and arrival times (CLOCK_MONOTONIC, shared by every namespace of the machine). While
+it sends, `Testbed.steer` moves the IP from r1 to r2, once make-before-break and once
+break-before-make. The gap is measured at the receivers as in the EdgePlex paper: T_M = first
+arrival at the new host - last arrival at the old host, and the longest run of numbers that
+reached neither host.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import sys
+from pathlib import Path
+
+from testbed import proc
+from testbed.emulation.testbed import Testbed
+from testbed.testing import leftovers, live_processes
+from testbed.topology.api import MecTopo
+
+VIP, PORT = "10.0.0.50", 9000
+RATE, SECONDS = 4000, 1.5  # datagrams per second, and for how long each trial sends
+TRIALS = 3  # per mode
+
+SCRIPT = r'''
+import json, signal, socket, struct, sys, time
+mode = sys.argv[1]
+if mode == "recv":
+    port, out = int(sys.argv[2]), sys.argv[3]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(0.05)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    print("ready", flush=True)
+    got = []
+    while not stop:
+        try:
+            data = s.recv(2048)
+        except (socket.timeout, InterruptedError):
+            continue
+        got.append((struct.unpack("!Q", data[:8])[0], time.monotonic()))
+        if len(got) == 1:
+            print("first", flush=True)
+    with open(out, "w") as f:
+        json.dump(got, f)
+else:
+    ip, port, rate, count = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pad = bytes(56)
+    t0 = time.monotonic()
+    for seq in range(count):
+        wait = t0 + seq / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        s.sendto(struct.pack("!Q", seq) + pad, (ip, port))
+    print("sent", count, round(time.monotonic() - t0, 3), flush=True)
+'''
+
+
+def same_ip_replicas() -> MecTopo:
+    t = MecTopo("steer", subnet="10.0.0.0/24")
+    t.addSite("edge1")
+    t.addSite("edge2")
+    t.addHost("cli", site="edge1", ip="10.0.0.1")
+    t.addHost("r1", site="edge1", ip=VIP, anycast=True)
+    t.addHost("r2", site="edge2", ip=VIP, anycast=True)
+    t.addWan("edge1", "edge2")
+    return t
+
+
+def read_line(p, timeout: float) -> str:
+    """The next line `p` prints, within `timeout` seconds (AssertionError otherwise)."""
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    assert ready, f"pid {p.pid} printed nothing within {timeout} s"
+    return p.stdout.readline().decode().strip()
+
+
+def gap(old: list, new: list, count: int) -> dict:
+    """T_M (ms), lost datagrams and the longest run of them, duplicates, from both receivers' logs."""
+    seen_old, seen_new = {s for s, _ in old}, {s for s, _ in new}
+    run = longest = 0
+    for seq in range(count):
+        run = 0 if seq in seen_old or seq in seen_new else run + 1
+        longest = max(longest, run)
+    t_m = (min(t for _, t in new) - max(t for _, t in old)) * 1000 if old and new else None
+    return {"t_m_ms": None if t_m is None else round(t_m, 3), "lost": count - len(seen_old | seen_new),
+            "longest_lost_run": longest, "duplicates": len(seen_old & seen_new),
+            "at_old": len(seen_old), "at_new": len(seen_new)}
+
+
+def trial(tb: Testbed, script: Path, work: Path, mode: str, n: int) -> dict:
+    """Send while moving VIP from r1 to r2 in `mode`; the gap measured at the receivers."""
+    count = int(RATE * SECONDS)
+    logs = {h: work / f"{mode}-{n}-{h}.json" for h in ("r1", "r2")}
+    receivers = {h: proc.popen_in(tb.node(h), [sys.executable, script, "recv", PORT, logs[h]]) for h in logs}
+    sender = None
+    try:
+        for p in receivers.values():
+            assert read_line(p, 10) == "ready"
+        sender = proc.popen_in(tb.node("cli"), [sys.executable, script, "send", VIP, PORT, RATE, count])
+        assert read_line(receivers["r1"], 10) == "first"  # traffic flows to r1: now move it
+        answer = tb.steer(VIP, "r2", mode=mode)
+        assert answer["from"] == "r1" and answer["host"] == "r2" and answer["mode"] == mode, answer
+        out = proc.communicate(sender, timeout=SECONDS * 4 + 10).decode()
+        assert out.startswith(f"sent {count}"), out
+    finally:
+        for p in [sender, *receivers.values()]:
+            if p is not None:
+                proc.stop(p, timeout=5)
+    result = gap(json.loads(logs["r1"].read_text()), json.loads(logs["r2"].read_text()), count)
+    result["acked_ms"] = answer["acked_ms"]
+    tb.steer(VIP, "r1", mode="make-before-break")  # back, for the next trial
+    return result
+
+
+def test_make_before_break_moves_a_shared_ip_with_a_smaller_gap(tmp_path: Path) -> None:
+    script = tmp_path / "udp_seq.py"
+    script.write_text(SCRIPT)
+    tb = Testbed(same_ip_replicas().build(), tmp_path / "run", nics=False)
+    results: dict[str, list[dict]] = {"make-before-break": [], "break-before-make": []}
+    with tb:
+        assert {"steer", "topology"} <= set(tb.controller.commands())
+        first = tb.steer(VIP, "r1")
+        assert first["from"] is None and first["phases"] >= 1
+        assert tb.steer(VIP, "r1")["changed"] is False
+        ping = proc.run_in(tb.node("cli"), ["ping", "-c", "2", "-i", "0.2", "-W", "2", VIP], check=False)
+        assert ping.ok, ping.stdout  # r1 answers (only r1 is asked for the shared IP's MAC)
+        for n in range(TRIALS):
+            for mode in results:
+                results[mode].append(trial(tb, script, tmp_path, mode, n))
+        steers = tb.controller.call("steers")
+        assert [(s["ip"], s["host"]) for s in steers] == [(VIP, "r1")]
+    print(json.dumps(results, indent=1))
+    (tmp_path / "gaps.json").write_text(json.dumps(results, indent=1))
+    assert leftovers(tb.rid) == []
+    assert live_processes(tb.run_dir) == []
+    mbb, bbm = results["make-before-break"], results["break-before-make"]
+    for r in mbb + bbm:
+        assert r["at_old"] > 0 and r["at_new"] > 0, r  # the IP did move
+    # the break leaves the IP without a path between two barrier round trips: datagrams are lost
+    assert all(r["lost"] > 0 for r in bbm), bbm
+    median = lambda rs, key: sorted(r[key] for r in rs)[len(rs) // 2]  # noqa: E731
+    assert median(mbb, "longest_lost_run") < median(bbm, "longest_lost_run"), results
+    assert median(mbb, "t_m_ms") < median(bbm, "t_m_ms"), results
