@@ -281,13 +281,14 @@ class DockerHost(Host):
         else:
             self.exec(["sh", "-c", self.ready_command])
 
-    def start_service(self) -> None:
-        """(Re)start the main command in the background, as the entry script does."""
-        main = self._main_command()
+    def start_service(self, command: Sequence[str] | None = None, environment: dict[str, str] | None = None) -> None:
+        """(Re)start the main command (or `command` in its place) in the background, as the entry script does."""
+        main = list(command) if command is not None else self._main_command()
         if not main:
             return
+        env = [f"{k}={v}" for k, v in (environment or {}).items()]
         script = '"$@" >>/run/testbed/main.log 2>&1 & echo $! >/run/testbed/main.pid'
-        self.exec(["sh", "-c", script, "sh", *main])
+        self.exec(["env", *env, "sh", "-c", script, "sh", *main] if env else ["sh", "-c", script, "sh", *main])
 
     # -- failure modes -----------------------------------------------------------------------
     def containers(self) -> list[Any]:

@@ -2,20 +2,22 @@
 
 Each fault's `apply(tb, now)` / `undo(tb, now)` returns a one-line detail for events.csv; the
 runner writes the event. What each mode does:
-  host_down kill     `docker kill` the host's container. No undo: a killed container loses its
-                     network namespace and with it the interfaces the testbed gave it (the spec
-                     rejects `for`/`until` on kill; use freeze or isolate for a host that comes back).
-  host_down freeze   `docker pause` / `docker unpause` (cgroup freezer: the kernel still holds the
-                     interfaces, but nothing in the container runs).
-  host_down isolate  every interface of the host down / up.
+  host_down kill     the host crashes: its interfaces go down at once (it answers nothing: no ICMP,
+                     no RST, no ARP) and its containers are killed; the namespace holder keeps the
+                     interfaces. Undo (`for`/`until`) boots it again: fresh containers from their
+                     images, interfaces up, the experiment's services started and ready-checked.
+  host_down freeze   `docker pause` / `docker unpause` of the host's containers (cgroup freezer: the
+                     kernel still answers ICMP and completes TCP handshakes, nothing in userspace runs).
+  host_down isolate  every interface of the host down / up (link down, from outside the host).
   host_down site     every host of the site frozen (Docker) or isolated (namespace) and every WAN
                      link of the site down; undo reverses all of it.
-  service_down       kill -9 the echo PID from /run/echo/pid inside the container (the host stays
-                     up); undo starts the service again.
-  delay app          write the delay to /run/echo/delay_ms; undo writes 0.
-                     Both act from the host through /proc/<container pid>/ (root file system, PID
-                     namespace): well under a millisecond, where a `docker exec` took 0.1-0.6 s on a
-                     loaded machine and the fault's effect then lagged its event time by as much.
+  service_down       the service fails while the host stays up: kill -9 of its main command (PID in
+                     /run/testbed/main.pid), or its own container killed; undo starts it again and
+                     waits until it is ready (testbed/experiment/services.py).
+  delay app          write the delay to the file the service declares as `delay_control`; undo
+                     writes 0. Both act from the host through /proc/<container pid>/ (root file
+                     system, PID namespace): well under a millisecond, where a `docker exec` took
+                     0.1-0.6 s on a loaded machine and the fault's effect then lagged by as much.
   delay cpu          `docker update` CPU quota to `cpu` cores; undo restores the topology's limit.
   delay link         the host's access link gets `delay` added in both directions (the runner asks
                      the Testbed to emulate that link through `shaped_access`); undo restores it.
@@ -26,64 +28,27 @@ runner writes the event. What each mode does:
 from __future__ import annotations
 
 import logging
-import os
-import signal
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from testbed.errors import TestbedError
-from testbed.experiment.spec import FaultSpec
+from testbed.experiment import services as services_mod
+from testbed.experiment.spec import FaultSpec, ServiceRun
 from testbed.topology.model import Shape
 
 log = logging.getLogger(__name__)
-DELAY_FILE = "/run/echo/delay_ms"
-PID_FILE = "/run/echo/pid"
 
 
-def _exec(tb: Any, host: str, argv: list[str]) -> str:
-    """Run `argv` inside host's container; TestbedError with its output if it fails."""
-    code, output = tb.container(host).exec_run(argv)
-    text = output.decode(errors="replace").strip() if isinstance(output, bytes) else str(output)
-    if code != 0:
-        raise TestbedError(f"{host}: {' '.join(argv)} exited {code}: {text}")
-    return text
-
-
-def _container_pid(tb: Any, host: str) -> int | None:
-    """The host PID of host's container init (a DockerHost's `cpid`); None for nodes without one."""
-    pid = getattr(tb.node(host), "cpid", None)
-    return pid if isinstance(pid, int) and pid > 0 else None
-
-
-def _in_container(pid: int, path: str) -> Path:
-    """`path` inside the file system of the container whose init is host PID `pid`."""
-    root = Path(f"/proc/{pid}/root")
-    if not root.exists():
-        raise TestbedError(f"container init {pid} is gone (was the host killed?)")
-    return root / path.lstrip("/")
-
-
-def host_pid(container_pid: int, inner_pid: int) -> int:
-    """The host PID of the process numbered `inner_pid` in the PID namespace of `container_pid`."""
-    try:
-        ns = os.readlink(f"/proc/{container_pid}/ns/pid")
-    except OSError:
-        raise TestbedError(f"container init {container_pid} is gone (was the host killed?)") from None
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{entry.name}/ns/pid") != ns:
-                continue
-            status = Path(f"/proc/{entry.name}/status").read_text()
-        except OSError:
-            continue
-        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
-        if nspid and nspid[-1] == str(inner_pid):
-            return int(entry.name)
-    raise TestbedError(f"no process {inner_pid} in the container of PID {container_pid}")
+def pick_service(tb: Any, spec: FaultSpec, services: Sequence[ServiceRun]) -> ServiceRun:
+    """The service a service_down or delay app fault acts on: named by `service`, else the host's first."""
+    on_host = [s for s in services if s.host == spec.host]
+    if spec.service is not None:
+        on_host = [s for s in on_host if s.name == spec.service] or [ServiceRun(spec.host or "", spec.service)]
+    if on_host:
+        return on_host[0]
+    image = tb.topo.host(spec.host).image or ""
+    return ServiceRun(spec.host or "", image.rsplit("/", 1)[-1].split(":")[0] or "main")
 
 
 class Fault(ABC):
@@ -111,27 +76,31 @@ class Fault(ABC):
 
 
 class HostKill(Fault):
-    """The host crashes: its container is killed (no undo)."""
+    """The host crashes (silent at once, containers killed); undo boots it again and restarts its services."""
 
-    can_undo = False
+    def __init__(self, spec: FaultSpec, restart: Callable[[str], None]) -> None:
+        super().__init__(spec)
+        self.restart = restart
 
     def apply(self, tb: Any, now: float) -> str:
-        tb.container(self.spec.host).kill()
-        return "docker kill"
+        tb.node(self.spec.host).crash()
+        return "interfaces down, containers killed"
 
     def undo(self, tb: Any, now: float) -> str:
-        raise TestbedError("a killed host cannot be brought back (its interfaces are gone)")
+        tb.node(self.spec.host).recover()
+        self.restart(self.spec.host)
+        return "host restarted from its image, services ready"
 
 
 class HostFreeze(Fault):
-    """The host hangs: every process of its container is frozen."""
+    """The host hangs: every process of its containers is frozen."""
 
     def apply(self, tb: Any, now: float) -> str:
-        tb.container(self.spec.host).pause()
+        tb.node(self.spec.host).freeze()
         return "docker pause"
 
     def undo(self, tb: Any, now: float) -> str:
-        tb.container(self.spec.host).unpause()
+        tb.node(self.spec.host).thaw()
         return "docker unpause"
 
 
@@ -170,8 +139,8 @@ class SiteDown(Fault):
     @staticmethod
     def _host_step(tb: Any, h: Any, down: bool) -> tuple[str, Callable[[], Any]]:
         if h.is_docker:
-            box = tb.container(h.name)
-            return h.name, (box.pause if down else box.unpause)
+            node = tb.node(h.name)
+            return h.name, (node.freeze if down else node.thaw)
         return h.name, lambda: tb.set_interfaces(h.name, not down)
 
     def apply(self, tb: Any, now: float) -> str:
@@ -188,58 +157,34 @@ class SiteDown(Fault):
 
 
 class ServiceDown(Fault):
-    """The service process dies while its host stays up; undo starts it again through `restart`."""
+    """The service process dies while its host stays up; undo starts it again and waits until it is ready."""
 
-    def __init__(self, spec: FaultSpec, restart: Callable[[str], None]) -> None:
+    def __init__(self, spec: FaultSpec, services: Sequence[ServiceRun] = ()) -> None:
         super().__init__(spec)
-        self.restart = restart
+        self.services = tuple(services)
 
     def apply(self, tb: Any, now: float) -> str:
-        cpid = _container_pid(tb, self.spec.host)
-        if cpid is None:  # not a live DockerHost: through `docker exec`
-            pid = _exec(tb, self.spec.host, ["cat", PID_FILE])
-            _exec(tb, self.spec.host, ["kill", "-9", pid])
-            return f"kill -9 {pid}"
-        try:
-            pid = _in_container(cpid, PID_FILE).read_text().strip()
-        except OSError as exc:
-            raise TestbedError(f"{self.spec.host}: cannot read {PID_FILE}: {exc.strerror}") from None
-        if not pid.isdigit():
-            raise TestbedError(f"{self.spec.host}: {PID_FILE} holds {pid!r}, not a PID")
-        try:
-            os.kill(host_pid(cpid, int(pid)), signal.SIGKILL)
-        except ProcessLookupError:
-            raise TestbedError(f"{self.spec.host}: the service (PID {pid}) is not running") from None
-        return f"kill -9 {pid}"
+        return services_mod.kill(tb, pick_service(tb, self.spec, self.services))
 
     def undo(self, tb: Any, now: float) -> str:
-        self.restart(self.spec.host)
-        return "service restarted"
-
-
-def write_delay(tb: Any, host: str, delay_ms: float) -> None:
-    """Set the echo service's processing delay on `host`."""
-    cpid = _container_pid(tb, host)
-    if cpid is None:  # not a live DockerHost: through `docker exec`
-        _exec(tb, host, ["sh", "-c", f"mkdir -p /run/echo && echo {delay_ms:g} > {DELAY_FILE}"])
-        return
-    path = _in_container(cpid, DELAY_FILE)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{delay_ms:g}\n")
-    except OSError as exc:
-        raise TestbedError(f"{host}: cannot write {DELAY_FILE}: {exc.strerror}") from None
+        svc = pick_service(tb, self.spec, self.services)
+        services_mod.restart(tb, svc)
+        return f"{svc.name} restarted, ready"
 
 
 class AppDelay(Fault):
-    """The service answers late: its processing delay file is set."""
+    """The service answers late: the processing delay in its `delay_control` file is set."""
+
+    def __init__(self, spec: FaultSpec, services: Sequence[ServiceRun] = ()) -> None:
+        super().__init__(spec)
+        self.services = tuple(services)
 
     def apply(self, tb: Any, now: float) -> str:
-        write_delay(tb, self.spec.host, self.spec.delay_ms or 0.0)
+        services_mod.set_delay(tb, pick_service(tb, self.spec, self.services), self.spec.delay_ms or 0.0)
         return f"processing delay {self.spec.delay_ms:g} ms"
 
     def undo(self, tb: Any, now: float) -> str:
-        write_delay(tb, self.spec.host, 0.0)
+        services_mod.set_delay(tb, pick_service(tb, self.spec, self.services), 0.0)
         return "processing delay 0 ms"
 
 
@@ -309,14 +254,18 @@ class NetworkFault(Fault):
         return f"{link_id} restored"
 
 
-def make_fault(spec: FaultSpec, restart: Callable[[str], None]) -> Fault:
-    """The Fault object for a validated FaultSpec; `restart(host)` starts a host's service again."""
+def make_fault(spec: FaultSpec, restart: Callable[[str], None], services: Sequence[ServiceRun] = ()) -> Fault:
+    """The Fault object for a validated FaultSpec; `restart(host)` starts a recovered host's services again."""
     if spec.kind == "host_down":
-        return {"kill": HostKill, "freeze": HostFreeze, "isolate": HostIsolate, "site": SiteDown}[spec.mode](spec)
+        if spec.mode == "kill":
+            return HostKill(spec, restart)
+        return {"freeze": HostFreeze, "isolate": HostIsolate, "site": SiteDown}[spec.mode](spec)
     if spec.kind == "service_down":
-        return ServiceDown(spec, restart)
+        return ServiceDown(spec, services)
     if spec.kind == "delay":
-        return {"app": AppDelay, "cpu": CpuDelay, "link": LinkDelay}[spec.mode](spec)
+        if spec.mode == "app":
+            return AppDelay(spec, services)
+        return {"cpu": CpuDelay, "link": LinkDelay}[spec.mode](spec)
     if spec.kind == "network":
         return NetworkFault(spec)
     raise ValueError(f"unknown fault kind {spec.kind!r}")

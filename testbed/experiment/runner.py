@@ -21,10 +21,13 @@ from typing import Any, Callable
 
 from testbed import proc
 from testbed.errors import TestbedError
-from testbed.experiment.faults import Fault, make_fault
+from testbed.experiment import services
+from testbed.experiment.faults import Fault, make_fault, pick_service
 from testbed.experiment.metrics import EVENT_FIELDS, PACKET_FIELDS, NIC_KIND
 from testbed.experiment.schedule import FaultSchedule
-from testbed.experiment.spec import BulkFlow, ExperimentSpec, ProbeFlow, ServiceRun, Variant
+from testbed.experiment.values import Trigger
+from testbed.experiment.spec import (BulkFlow, ExperimentSpec, FaultSpec, ProbeFlow, Readiness, ServiceRun,
+                                     Variant)
 from testbed.experiment.traffic import (Running, iperf_client_argv, iperf_mbps, iperf_server_argv,
                                         parse_probe_line, probe_argv, start_on, wait_listening)
 
@@ -68,27 +71,15 @@ def ip_of(spec: ExperimentSpec, host: str) -> str:
 
 
 # -- services ------------------------------------------------------------------------------------
-def _service_alive(tb: Any, host: str) -> bool:
-    code, _ = tb.container(host).exec_run(["sh", "-c", "kill -0 $(cat /run/echo/pid 2>/dev/null) 2>/dev/null"])
-    return code == 0
+def start_service(tb: Any, svc: ServiceRun, timeout: float | None = None) -> None:
+    """Make sure `svc` runs on its host and is ready (any image: testbed/experiment/services.py)."""
+    services.start(tb, svc if timeout is None else replace_timeout(tb, svc, timeout))
 
 
-def start_service(tb: Any, svc: ServiceRun, timeout: float = 15.0) -> None:
-    """Make sure `svc` runs on its host: its own args (replacing the image's service), or the host's command."""
-    if not tb.topo.host(svc.host).is_docker:
-        raise TestbedError(f"services run in Docker hosts; {svc.host} is a namespace host")
-    container = tb.container(svc.host)
-    if svc.args is not None:
-        container.exec_run(["sh", "-c", "kill -9 $(cat /run/echo/pid) 2>/dev/null; rm -f /run/echo/pid"])
-        container.exec_run(["python3", "/app/echo.py", *svc.args], detach=True, environment={"TB_NODE": svc.host})
-    elif not _service_alive(tb, svc.host):
-        container.exec_run(["rm", "-f", "/run/echo/pid"])
-        tb.start_service(svc.host)
-    deadline = time.monotonic() + timeout
-    while not _service_alive(tb, svc.host):
-        if time.monotonic() > deadline:
-            raise TestbedError(f"{svc.host}: service {svc.name} did not start within {timeout:g} s")
-        time.sleep(0.05)
+def replace_timeout(tb: Any, svc: ServiceRun, timeout: float) -> ServiceRun:
+    """`svc` (resolved) with its readiness timeout set to `timeout` seconds."""
+    svc = services.resolved(tb, svc)
+    return dataclasses.replace(svc, ready=dataclasses.replace(svc.ready or Readiness(), timeout_s=timeout))
 
 
 # -- NIC -----------------------------------------------------------------------------------------
@@ -182,7 +173,7 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
 def drive_traffic(ctx: RunContext, tb: Any, run_dir: Path) -> dict[str, float]:
     """Start probes and bulk flows, trigger faults on `# sent N` and on time, wait for the end."""
     spec, variant = ctx.spec, ctx.variant
-    faults: list[Fault] = [make_fault(f, lambda host: _restart(tb, spec, host)) for f in spec.faults]
+    faults: list[Fault] = [make_fault(f, lambda host: _restart(tb, spec, host), spec.services) for f in spec.faults]
     schedule = FaultSchedule(spec.faults, spec.probes[0].name if spec.probes else None,
                              [f.can_undo and f.spec.has_undo for f in faults])
     sel = selectors.DefaultSelector()
@@ -265,8 +256,12 @@ def _execute(ctx: RunContext, tb: Any, faults: list[Fault], dues: list) -> None:
 
 
 def _restart(tb: Any, spec: ExperimentSpec, host: str) -> None:
-    svc = next((s for s in spec.services if s.host == host), ServiceRun(host, "echo"))
-    start_service(tb, svc)
+    """After a host came back: start each of its services again and wait until each is ready."""
+    declared = [s for s in spec.services if s.host == host]
+    for svc in declared:
+        start_service(tb, svc)
+    if not declared:  # the host's own service, as its image declares it
+        services.wait_ready(tb, pick_service(tb, FaultSpec("host_down", "kill", Trigger(), host=host), ()))
 
 
 # -- whole experiment ----------------------------------------------------------------------------

@@ -7,9 +7,18 @@ The YAML shape (every key not listed here is an error naming its path)::
     topology: fatriot                    # required: shipped name or file path (relative to this file)
     seed: 1                              # default 1; every random choice is seeded from it
     repetitions: 3                       # default 1
-    services:                            # started on hosts after the network is up
+    services:                            # started and ready-checked on hosts after the network is up
       - {host: mec1, name: echo, image: testbed/echo, critical: true}   # critical: must have a NIC
-      - {host: mec2, name: echo, args: [--tcp-port, "0"]}  # args: run /app/echo.py ARGS instead of the host's command
+      - host: mec2                       # every key but host and name defaults from the image's service.yaml
+        name: web
+        image: testbed/web               # another image than the host's: its own container in the host's network
+        command: [python3, -m, http.server, "8080"]
+        ports: [{proto: tcp, port: 8080, critical: true}]
+        ready: {http: 8080, path: /, timeout: 10s}   # or {tcp: P} | {udp: P, send: ping, expect: ping}
+                                                     # | {command: [test, -e, /run/ok]} | {listen: true}
+        env: {MODE: fast}
+        state_dir: /srv/state            # what replication and migration copy
+        delay_control: /run/web/delay_ms # a file holding the processing delay in ms (needed by delay app)
     traffic:                             # at least one flow
       - {name: probe, from: gen, to: mec1, service: echo-udp, proto: udp, port: 7000,
          rate: 10, count: 100, timeout: 1s}                # kind: probe (default)
@@ -60,20 +69,57 @@ FAULT_MODES: dict[str, tuple[str, ...]] = {
     "network": ("shape",),
 }
 _FAULT_KEYS = {"kind", "mode", "host", "site", "link", "at", "until", "for", "delay", "cpu", "loss", "rate",
-               "down", "probe"}
+               "down", "probe", "service"}
 _TOP_KEYS = {"name", "description", "topology", "seed", "repetitions", "services", "traffic", "faults",
              "variants", "claims", "headline"}
 
 
 @dataclass(frozen=True)
+class ServicePort:
+    """A port a service listens on; `critical` ones are mission-critical (classified by the host's NIC)."""
+
+    proto: str
+    port: int
+    critical: bool = False
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How the runner knows a service is ready: `listen` (every port bound), `tcp`/`udp`/`http` probes, or a `command`."""
+
+    kind: str = "listen"
+    port: int | None = None
+    send: str | None = None  # tcp/udp: payload sent; the reply must contain `expect` (if given)
+    expect: str | None = None
+    path: str = "/"  # http: the path GET must answer with 2xx or 3xx
+    command: tuple[str, ...] = ()  # command: run in the service's container, ready when it exits 0
+    timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
 class ServiceRun:
-    """A service started on a host once the network is up; `critical` ones sit behind the host's NIC."""
+    """A service on a host: which image and command, its ports, how it is ready, and its optional controls.
+
+    A service whose image is the host's runs in the host's own container (its `command` replacing the
+    image's); one with another image runs in a container of its own in the host's network namespace.
+    Unset fields come from the image's `images/<name>/service.yaml` (see `service_defaults`).
+    """
 
     host: str
     name: str
     image: str | None = None
     critical: bool = False
-    args: tuple[str, ...] | None = None  # None: the host's own command (tb.start_service)
+    command: tuple[str, ...] | None = None  # None: the image's service command (or its CMD)
+    ports: tuple[ServicePort, ...] = ()
+    ready: Readiness | None = None  # None: every port listening
+    env: tuple[tuple[str, str], ...] = ()
+    state_dir: str | None = None  # where the service keeps its state (what replication/migration copy)
+    delay_control: str | None = None  # a file whose number (ms) is the service's processing delay
+
+    @property
+    def critical_ports(self) -> tuple[ServicePort, ...]:
+        """The ports that are mission-critical: those marked, or all when the service is."""
+        return tuple(p for p in self.ports if p.critical or self.critical)
 
 
 @dataclass(frozen=True)
@@ -124,6 +170,7 @@ class FaultSpec:
     rate_mbit: float | None = None
     down: bool = False
     probe: str | None = None  # whose packet numbers `packet N` counts
+    service: str | None = None  # service_down, delay app: which of the host's services (default: its first)
 
     @property
     def target(self) -> str:
@@ -229,6 +276,7 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     checker.unique([x.name for x in variants], "variants", "name")
     services = tuple(checker.service(item, f"services[{i}]", variants)
                      for i, item in enumerate(v.sequence(doc.get("services", []), "services")))
+    checker.services = services
     probes = {f.name: f for f in traffic if isinstance(f, ProbeFlow)}
     faults = tuple(checker.fault(item, f"faults[{i}]", probes)
                    for i, item in enumerate(v.sequence(doc.get("faults", []), "faults")))

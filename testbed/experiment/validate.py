@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from testbed.experiment.spec import (_FAULT_KEYS, FAULT_MODES, BulkFlow, FaultSpec, ProbeFlow, ServiceRun,
                                      Variant)
+from testbed.experiment.service_defaults import SERVICE_KEYS, parse_fields, resolve
 from testbed.experiment.values import Trigger, Values
 from testbed.topology.model import TopologySpec
 
-_SERVICE_KEYS = {"host", "name", "image", "critical", "args"}
+_SERVICE_KEYS = {"host", *SERVICE_KEYS}
 _PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout"}
 _BULK_KEYS = {"name", "kind", "from", "to", "server", "port", "proto", "bw", "duration", "start"}
 _VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to"}
@@ -23,6 +24,7 @@ class Checker:
         self.topo = topo
         self.hosts = {h.name: h for h in topo.hosts()}
         self.sites = {s.name for s in topo.sites}
+        self.services: tuple[ServiceRun, ...] = ()  # set once parsed: faults refer to them
         self.traffic: tuple[ProbeFlow | BulkFlow, ...] = ()  # set once the flows are read: bounds time triggers
 
     def host(self, value: object, path: str) -> str:
@@ -40,19 +42,26 @@ class Checker:
             seen.add(name)
 
     def service(self, item: object, path: str, variants: tuple[Variant, ...]) -> ServiceRun:
+        """A service entry: its own fields over the image's service.yaml; critical ones need a NIC that classifies them."""
         d = self.v.mapping(item, path, _SERVICE_KEYS, {"host", "name"})
         host = self.host(d["host"], f"{path}.host")
-        critical = self.v.flag(d.get("critical", False), f"{path}.critical")
-        if critical and self.hosts[host].nic is None and any(x.nic for x in variants):
+        spec = self.hosts[host]
+        if not spec.is_docker:
+            raise self.v.error(f"{path}.host", f"services run in Docker hosts; {host!r} has no image")
+        svc = resolve(ServiceRun(host, self.v.text(d["name"], f"{path}.name"),
+                                 **parse_fields(self.v, d, path)), spec.image)
+        if (svc.critical or any(p.critical for p in svc.ports)) and spec.nic is None and any(x.nic for x in variants):
             wants = next(x.name for x in variants if x.nic)
             raise self.v.error(f"{path}.critical", f"host {host!r} has no NIC in the topology, "
                                                    f"but variant {wants!r} runs with NICs")
-        args = d.get("args")
-        if args is not None:
-            args = tuple(str(a) for a in self.v.sequence(args, f"{path}.args"))
-        image = d.get("image")
-        return ServiceRun(host, self.v.text(d["name"], f"{path}.name"),
-                          self.v.text(image, f"{path}.image") if image is not None else None, critical, args)
+        marked = [p for p in svc.ports if p.critical]
+        if marked and spec.nic is not None:
+            classified = {(s.proto, s.port) for s in spec.nic.services}
+            missing = [f"{p.proto}/{p.port}" for p in marked if (p.proto, p.port) not in classified]
+            if missing:
+                raise self.v.error(f"{path}.ports", f"critical port(s) {', '.join(missing)} of {svc.name!r} are not "
+                                                    f"in {host}'s nic.services, so its NIC would not protect them")
+        return svc
 
     def flow(self, item: object, path: str) -> ProbeFlow | BulkFlow:
         kind = item.get("kind", "probe") if isinstance(item, dict) else "probe"
@@ -143,7 +152,25 @@ class Checker:
         if kind == "delay":
             fields.update(self._delay(d, path, mode))
         self._no_stray(d, path, kind, mode)
+        if (kind, mode) in {("delay", "app"), ("service_down", "kill")}:
+            fields["service"] = self._fault_service(d, path, fields["host"], mode == "app")
         return FaultSpec(**fields)
+
+    def _fault_service(self, d: dict, path: str, host: str, needs_delay: bool) -> str:
+        """The service a service_down / delay app fault acts on (named, or the host's first; its image's by default)."""
+        on_host = [s for s in self.services if s.host == host]
+        if "service" in d:
+            name = self.v.text(d["service"], f"{path}.service")
+            on_host = [s for s in on_host if s.name == name]
+            if not on_host:
+                raise self.v.error(f"{path}.service", f"no service {name!r} on {host} in `services`")
+        svc = on_host[0] if on_host else resolve(ServiceRun(host, "main"), self.hosts[host].image)
+        if needs_delay and svc.delay_control is None:
+            where = f"services[{self.services.index(svc)}].delay_control" if svc in self.services else \
+                f"the service.yaml of image {svc.image}"
+            raise self.v.error(f"{path}.mode", f"delay app needs a service that declares a delay control; "
+                                               f"{svc.name!r} on {host} has none ({where})")
+        return svc.name
 
     def _fault_probe(self, d: dict, path: str, probes: dict[str, ProbeFlow]) -> ProbeFlow | None:
         if "probe" in d:
@@ -226,6 +253,7 @@ class Checker:
         allowed |= {"site"} if mode == "site" else ({"host"} if kind != "network" else set())
         allowed |= {"delay"} if (kind, mode) in {("delay", "app"), ("delay", "link")} else set()
         allowed |= {"cpu"} if (kind, mode) == ("delay", "cpu") else set()
+        allowed |= {"service"} if (kind, mode) in {("delay", "app"), ("service_down", "kill")} else set()
         for key in d:
             if key not in allowed:
                 raise self.v.error(f"{path}.{key}", f"does not apply to a {kind} fault in mode {mode}")

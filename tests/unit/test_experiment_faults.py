@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 
@@ -12,7 +13,8 @@ from testbed.experiment.faults import make_fault
 from testbed.experiment.metrics import EVENT_FIELDS, PACKET_FIELDS
 from testbed.experiment.report import report_main
 from testbed.experiment.schedule import Due, FaultSchedule
-from testbed.experiment.spec import FaultSpec
+from testbed.errors import TestbedError
+from testbed.experiment.spec import FaultSpec, ServiceRun
 from testbed.experiment.values import Trigger
 from testbed.topology.model import HostSpec, Shape, SiteSpec, TopologySpec, WanLinkSpec
 
@@ -63,16 +65,6 @@ class FakeContainer:
     def kill(self):
         self.log.append(("kill", self.name))
 
-    def pause(self):
-        self.log.append(("pause", self.name))
-
-    def unpause(self):
-        self.log.append(("unpause", self.name))
-
-    def exec_run(self, argv):
-        self.log.append(("exec", self.name, tuple(argv)))
-        return 0, b"4242\n"
-
 
 class FakeLinks:
     def __init__(self, log):
@@ -86,14 +78,30 @@ class FakeLinks:
 
 
 class FakeNode:
+    """A Docker host's failure-mode API, logged; its container's file system is this process's."""
+
     def __init__(self, log, name):
         self.log, self.name = log, name
+        self.cpid = self.pid = os.getpid()
+        self.sidecars = {"web": FakeContainer(log, f"{name}-web")}
 
     def update_resources(self, cpu=None):
         self.log.append(("cpu", self.name, cpu))
 
-    def cmd(self, *args):
-        return "would hang"
+    def freeze(self):
+        self.log.append(("pause", self.name))
+
+    def thaw(self):
+        self.log.append(("unpause", self.name))
+
+    def crash(self):
+        self.log.append(("crash", self.name))
+
+    def recover(self):
+        self.log.append(("recover", self.name))
+
+    def restart_sidecar(self, key):
+        self.log.append(("restart", self.sidecars[key].name))
 
 
 class FakeTestbed:
@@ -107,9 +115,6 @@ class FakeTestbed:
             SiteSpec("cloud", hosts=())), wan=(WanLinkSpec("lab", "cloud", Shape(delay_ms=10), Shape(delay_ms=12)),))
         self.links = FakeLinks(self.log)
         self.nodes = {}
-
-    def container(self, name):
-        return FakeContainer(self.log, name)
 
     def node(self, name):
         return self.nodes.setdefault(name, FakeNode(self.log, name))
@@ -152,21 +157,37 @@ def test_fault_actions_on_fake_testbed():
         assert tb.log == undone, spec
 
 
-def test_app_delay_service_down_and_kill():
+def test_app_delay_service_down_and_kill(tmp_path):
     tb, restarted = FakeTestbed(), []
-    delay = make_fault(FaultSpec("delay", "app", Trigger(packet=1), host="mec1", delay_ms=50), restarted.append)
+    control = tmp_path / "delay_ms"
+    echo = ServiceRun("mec1", "echo", delay_control=str(control))
+    delay = make_fault(FaultSpec("delay", "app", Trigger(packet=1), host="mec1", delay_ms=50), restarted.append, [echo])
     delay.apply(tb, 0)
-    assert "echo 50 > /run/echo/delay_ms" in tb.log[-1][2][-1]
+    assert control.read_text() == "50\n"
     delay.undo(tb, 0)
-    assert "echo 0 > /run/echo/delay_ms" in tb.log[-1][2][-1]
-    down = make_fault(FaultSpec("service_down", "kill", Trigger(packet=1), host="mec1"), restarted.append)
-    assert down.apply(tb, 0) == "kill -9 4242"
+    assert control.read_text() == "0\n"
+    web = ServiceRun("mec1", "web", image="testbed/web")  # another image: a container of its own
+    down = make_fault(FaultSpec("service_down", "kill", Trigger(packet=1), host="mec1", service="web"),
+                      restarted.append, [echo, web])
+    assert down.apply(tb, 0) == "container of web killed"
+    assert tb.log[-1] == ("kill", "mec1-web")
     down.undo(tb, 0)
-    assert restarted == ["mec1"]
+    assert tb.log[-1] == ("restart", "mec1-web")
     kill = make_fault(FaultSpec("host_down", "kill", Trigger(packet=1), host="mec1"), restarted.append)
-    assert not kill.can_undo
+    assert kill.can_undo
     kill.apply(tb, 0)
-    assert ("kill", "mec1") in tb.log
+    assert tb.log[-1] == ("crash", "mec1")
+    kill.undo(tb, 0)
+    assert tb.log[-1] == ("recover", "mec1") and restarted == ["mec1"]
+
+
+def test_delay_app_needs_a_declared_delay_control():
+    tb = FakeTestbed()
+    plain = ServiceRun("mec1", "web", image="testbed/web")
+    delay = make_fault(FaultSpec("delay", "app", Trigger(packet=1), host="mec1", delay_ms=5, service="web"),
+                       lambda h: None, [plain])
+    with pytest.raises(TestbedError, match="declares no delay_control"):
+        delay.apply(tb, 0)
 
 
 def test_report_regenerates_from_csvs(tmp_path):

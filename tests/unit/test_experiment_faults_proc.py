@@ -1,4 +1,4 @@
-"""The /proc helpers faults use to act inside a container without `docker exec` (own process, no root)."""
+"""The /proc helpers services use to act inside a container without `docker exec` (own process, no root)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import TestbedError
-from testbed.experiment.faults import _in_container, host_pid
+from testbed.experiment.services import container_path as _in_container, host_pid
 
 
 def test_host_pid_maps_a_pid_of_the_same_namespace_to_itself():
@@ -36,13 +36,13 @@ def test_site_down_does_every_step_even_when_one_host_fails():
     def gone():
         raise RuntimeError("container is not running")
 
-    boxes = {"dead": SimpleNamespace(pause=gone, unpause=gone),
-             "live": SimpleNamespace(pause=lambda: done.append("pause live"), unpause=lambda: done.append("unpause live"))}
+    boxes = {"dead": SimpleNamespace(freeze=gone, thaw=gone),
+             "live": SimpleNamespace(freeze=lambda: done.append("pause live"), thaw=lambda: done.append("unpause live"))}
     topo = TopologySpec("t", (SiteSpec("lab", hosts=(HostSpec("dead", "lab", "10.0.0.1/24", image="i"),
                                                       HostSpec("live", "lab", "10.0.0.2/24", image="i"))),
                               SiteSpec("cloud", hosts=())),
                         wan=(WanLinkSpec("lab", "cloud", Shape(), Shape()),))
-    tb = SimpleNamespace(topo=topo, container=boxes.__getitem__, wan_link_id=lambda a, b: "wan-lab-cloud",
+    tb = SimpleNamespace(topo=topo, node=boxes.__getitem__, wan_link_id=lambda a, b: "wan-lab-cloud",
                          links=SimpleNamespace(set_up=lambda link, up: done.append(f"{link} {up}")))
     site = make_fault(FaultSpec("host_down", "site", Trigger(time_s=0), site="lab"), lambda h: None)
     with pytest.raises(TestbedError, match="dead: container is not running"):
