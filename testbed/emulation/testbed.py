@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def make_backend(name: str, ledger: Ledger, run_dir: Path, seed: int | None = None) -> LinkBackend:
-    """The link backend called `name` ("netem" or "userspace"); `seed` drives the userspace emulator's loss and jitter."""
+    """The link backend called `name` ("netem" or "userspace"); `seed` drives every link's loss and jitter."""
     if name == "netem":
         from testbed.links.netem import NetemBackend
 
-        return NetemBackend(ledger)
+        return NetemBackend(ledger, seed=seed)
     from testbed.links.userspace import UserspaceBackend
 
     return UserspaceBackend(ledger, run_dir, seed=seed)

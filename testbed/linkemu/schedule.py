@@ -18,6 +18,7 @@ Semantics (chosen to match what Mininet users know from netem):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import deque
@@ -187,6 +188,11 @@ class Direction:
         """Count a frame of `length` bytes that went out."""
         self.counters.tx += 1
         self.counters.bytes += length
+
+
+def link_seed(seed: int | str, link_id: str, which: str) -> int:
+    """A 32-bit seed for one direction of one link, from the run's seed (for generators seeded by a number, netem)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{link_id}/{which}".encode()).digest()[:4], "big")
 
 
 def direction_rng(seed: int | str | None, link_id: str, which: str) -> random.Random:

@@ -19,6 +19,7 @@ from pathlib import Path
 from testbed import proc
 from testbed.errors import TestbedError
 from testbed.ledger import Ledger
+from testbed.linkemu.schedule import link_seed
 from testbed.links.base import LinkBackend, LinkEnds
 from testbed.topology.model import IFNAME_MAX, Shape
 
@@ -51,8 +52,8 @@ def structure(shape: Shape | None) -> tuple[bool, str | None]:
     return (bool(shape.bw_mbit), leaf_kind(shape))
 
 
-def netem_args(shape: Shape) -> list[str]:
-    """The netem options of `shape`: delay [jitter], loss, limit."""
+def netem_args(shape: Shape, seed: int | None = None) -> list[str]:
+    """The netem options of `shape`: delay [jitter], loss, limit, and `seed` for its loss and jitter draws."""
     args = ["delay", f"{num(shape.delay_ms)}ms"]
     if shape.jitter_ms:
         args.append(f"{num(shape.jitter_ms)}ms")
@@ -60,20 +61,22 @@ def netem_args(shape: Shape) -> list[str]:
         args += ["loss", f"{num(shape.loss_pct)}%"]
     if shape.queue_pkts:
         args += ["limit", str(shape.queue_pkts)]
+    if seed is not None and (shape.jitter_ms or shape.loss_pct):
+        args += ["seed", str(seed)]
     return args
 
 
-def leaf_args(shape: Shape) -> list[str]:
+def leaf_args(shape: Shape, seed: int | None = None) -> list[str]:
     """The leaf qdisc kind and its options for `shape` (empty when it needs no leaf)."""
     kind = leaf_kind(shape)
     if kind == "netem":
-        return ["netem", *netem_args(shape)]
+        return ["netem", *netem_args(shape, seed)]
     if kind == "pfifo":
         return ["pfifo", "limit", str(shape.queue_pkts)]
     return []
 
 
-def shape_cmds(intf: str, shape: Shape, previous: Shape | None = None) -> list[list[str]]:
+def shape_cmds(intf: str, shape: Shape, previous: Shape | None = None, seed: int | None = None) -> list[list[str]]:
     """tc commands that make `intf`'s egress behave as `shape`, given what `previous` installed.
 
     `previous` None means the interface carries none of our qdiscs (a fresh link). When the
@@ -97,10 +100,10 @@ def shape_cmds(intf: str, shape: Shape, previous: Shape | None = None) -> list[l
                      "htb", "rate", f"{num(shape.bw_mbit)}mbit"])
         if leaf:
             cmds.append(["tc", "qdisc", verb, "dev", intf, "parent", CLASS_ID, "handle",
-                         LEAF_HANDLE, *leaf_args(shape)])
+                         LEAF_HANDLE, *leaf_args(shape, seed)])
     else:
         cmds.append(["tc", "qdisc", verb, "dev", intf, "root", "handle", LEAF_HANDLE,
-                     *leaf_args(shape)])
+                     *leaf_args(shape, seed)])
     return cmds
 
 
@@ -146,6 +149,12 @@ def delete_cmd(ends: LinkEnds) -> list[str]:
     return in_netns(ends.ns1, ["ip", "link", "del", "dev", ends.intf1])
 
 
+def netem_seed_supported() -> bool:
+    """True when this machine's tc knows netem's `seed` option (iproute2 6.3 and later)."""
+    result = proc.run(["tc", "qdisc", "add", "dev", "lo", "root", "netem", "help"], check=False)
+    return "seed" in result.stdout + result.stderr
+
+
 def netem_available() -> bool:
     """True when the kernel has sch_netem: tried on `lo` of a throwaway netns that dies with tc."""
     result = proc.run(["unshare", "--net", "--", "tc", "qdisc", "add", "dev", "lo", "root",
@@ -169,8 +178,14 @@ class NetemBackend(LinkBackend):
 
     name = "netem"
 
-    def __init__(self, ledger: Ledger, timeout: float = 10.0, tx_offload: bool = False) -> None:
+    def __init__(self, ledger: Ledger, timeout: float = 10.0, tx_offload: bool = False,
+                 seed: int | None = None) -> None:
         self.ledger = ledger
+        self.seed = seed  # each direction's netem gets link_seed(seed, link, direction), where tc can take it
+        if seed is not None and not netem_seed_supported():
+            log.warning("this tc has no netem seed option (iproute2 >= 6.3): loss and jitter are not "
+                        "reproducible from the seed on this machine")
+            self.seed = None
         self.timeout = timeout
         self.tx_offload = tx_offload  # False: checksum offload off, as userspace OVS needs
         self.links: dict[str, _Link] = {}
@@ -211,7 +226,8 @@ class NetemBackend(LinkBackend):
                                           (reverse, link.reverse, e.intf2, e.ns2, "reverse")):
             if new is None:
                 continue
-            cmds = shape_cmds(intf, new, None if fresh else old)
+            seed = None if self.seed is None else link_seed(self.seed, e.link_id, attr)
+            cmds = shape_cmds(intf, new, None if fresh else old, seed)
             if new.shaped and cmds:
                 self.ledger.record("qdisc", intf, netns_pid=pid, handle="root", link=e.link_id)
             for cmd in cmds:
