@@ -158,3 +158,44 @@ def test_crash_and_recover_keeps_the_network(bed: Testbed):
     assert "@mec2" in answer, answer
     for src, dst in (("mec1", "10.31.0.1"), ("mec1", "10.31.0.12"), ("mec2", "10.31.0.1"), ("mec2", "10.31.0.11")):
         assert rtt_ms(bed.node(src), dst) is not None, f"{src} cannot reach {dst} after recovery"
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from testbed.emulation.testbed import Testbed
+from tests.integration.test_host_recovery import two_sites
+tb = Testbed(two_sites(), Path(sys.argv[1]))
+tb.start()
+node = tb.node("mec2")
+node.crash(); node.recover(); node.crash()
+Path(sys.argv[1], "crashed").write_text(tb.rid)
+time.sleep(600)
+"""
+
+
+def test_sigkill_between_crash_and_recovery_then_clean_leaves_nothing(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    root = Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen([sys.executable, "-c", CHILD, str(run_dir)], cwd=root,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = run_dir / "crashed"
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert owner.poll() is None, owner.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the child did not get to the crash"
+        time.sleep(0.2)
+    rid = marker.read_text()
+    assert leftovers(rid), "the run is up (its host crashed) when it is killed"
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "clean", "--run", rid],
+                          capture_output=True, text=True, timeout=180, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert leftovers(rid) == []
+    assert live_processes(run_dir) == []
