@@ -128,6 +128,25 @@ def image_names() -> list[str]:
     return sorted(p.parent.name for p in IMAGES_DIR.glob("*/Dockerfile"))
 
 
+def image_list() -> list[dict]:
+    """The base and every image under images/: tag, whether it is built (None: no engine answers), its id."""
+    tags = [BASE_TAG] + [f"testbed/{name}" for name in image_names()]
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception:
+        return [{"tag": tag, "built": None, "id": None} for tag in tags]
+    rows = []
+    for tag in tags:
+        try:
+            rows.append({"tag": tag, "built": True, "id": client.images.get(tag).id})
+        except Exception:
+            rows.append({"tag": tag, "built": False, "id": None})
+    return rows
+
+
 def _ignored(path: Path, context: Path) -> bool:
     """Files that are not inputs: Python caches left by tests that import an image's program."""
     rel = path.relative_to(context)

@@ -63,6 +63,11 @@ def tx_off(node: Node, name: str) -> None:
     proc.run(in_netns(netns_of(node), ["ethtool", "-K", name, "tx", "off"]), timeout=10)
 
 
+def set_mac(node: Node, name: str, mac: str) -> None:
+    """Give interface `name` of `node` the MAC address `mac`."""
+    proc.run(in_netns(netns_of(node), ["ip", "link", "set", "dev", name, "address", mac]), timeout=10)
+
+
 class TCLink(TestbedLink):
     """Mininet's TCLink: bw, delay, jitter, loss, max_queue_size per interface's egress (as TCIntf).
 
@@ -95,6 +100,10 @@ class TCLink(TestbedLink):
         if chosen is None:  # a plain veth: the backends do this themselves
             tx_off(node1, self.intf1.name)
             tx_off(node2, self.intf2.name)
+        else:  # the backends make their veths with the kernel's MACs: give them the ones Mininet recorded
+            for node, intf, mac in ((node1, self.intf1, addr1), (node2, self.intf2, addr2)):
+                if mac:
+                    set_mac(node, intf.name, mac)
         log.info("link %s: %s / %s (%s)", self.link_id, forward, reverse,
                  chosen.name if chosen else "veth")
 

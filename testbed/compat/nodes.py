@@ -9,6 +9,7 @@ from typing import Any
 
 from mininet import node as mn
 from mininet.node import CPULimitedHost as MininetCPULimitedHost
+from mininet.util import errRun
 
 from testbed import controller as osken, proc
 from testbed.compat.machine import mininet_datapath, ovs_datapath
@@ -39,12 +40,29 @@ class OVSSwitch(mn.OVSSwitch):
         super().__init__(name, **params)
 
     def start(self, controllers: list) -> None:  # type: ignore[override]
-        """Start the bridge, tag it with the run id, wait until its controllers have it."""
+        """Start the bridge (or queue its commands, in a batch), then tag it and wait for its controllers."""
+        self._controllers = list(controllers)
+        batched = self.batch
         super().start(controllers)
+        if not batched:
+            self._started()
+
+    @classmethod
+    def batchStartup(cls, switches: list, run: Any = errRun) -> list:  # noqa: N802
+        """Mininet's batch start of many switches; then each is tagged and connected."""
+        started = super().batchStartup(switches, run)
+        for switch in switches:
+            switch._started()
+        return started
+
+    def _started(self) -> None:
+        """Tag the bridge with the run id (cleanup finds it by that too); wait until its controllers have it."""
+        if not bridge_exists(self.name):
+            raise TestbedError(f"switch {self.name}: Open vSwitch did not make the bridge")
         if self.ledger is not None:
             proc.run(["ovs-vsctl", "--timeout=10", "set", "bridge", self.name,
                       f"external_ids:{LABEL}={self.ledger.rid}"])
-        if controllers and self.failMode == "secure":
+        if getattr(self, "_controllers", None) and self.failMode == "secure":
             osken.wait_connected([self.name], CONNECT_TIMEOUT_S)
 
 

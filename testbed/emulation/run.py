@@ -85,7 +85,7 @@ def bring_up(topo: TopologySpec, out: str | None, *, cli: bool = True, nics: boo
         if selfcheck and topo.wan:
             show_selfcheck(tb.selfcheck(), console)
         if cli:
-            from mininet.cli import CLI
+            from testbed.compat.cli import CLI  # pingall and net skip the NIC nodes (no IP)
 
             CLI(tb.net)
         elif hold:
