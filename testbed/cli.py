@@ -197,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     else:
         lg.propagate = False
+        logging.setLoggerClass(logging.Logger)  # else every logger made later has Mininet's own stderr handler too
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
