@@ -1,9 +1,10 @@
 """Neighbour discovery between live NICs: announcements exchanged, failed backups skipped, flows spread evenly.
 
-Hosts a and b each sit behind a NIC of their own and are each other's backup; x is a plain backup
-host without a NIC. a's services: echo (udp 5000, backups b:5000 and x:5000) and alt (udp 5001,
-backups b:5001 and x:5001; b's NIC does not protect 5001, so only b's host-level "ip:*" key speaks
-for it). b's service: echo (udp 5000, backup a:5000).
+Hosts a and b each sit behind a NIC of their own; x is a plain backup host without a NIC. a's
+services: echo (udp 5000, backups b:5000 and x:5000) and alt (udp 5001, backups b:5001 and x:5001;
+b's NIC does not protect 5001, so only b's host-level "ip:*" key speaks for it). b's service: echo
+(udp 5000, backup x:5000). b's NIC does not list a at all (no backup symmetry, no configured peer):
+it learns a's NIC from a's announcements and answers with its own, so a still knows b's state.
 """
 
 from __future__ import annotations
@@ -83,14 +84,14 @@ class Env:
 
 
 def nic_config(rid: str, tmp: Path, key: str) -> NicConfig:
-    """NIC a (echo and alt, backed by b and x) or NIC b (echo, backed by a); each the other's peer."""
+    """NIC a (echo and alt, backed by b and x; peer: b's NIC) or NIC b (echo, backed by x; no peers)."""
     if key == "a":
         services = (ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb", backups=((B_IP, 0), (X_IP, 0))),
                     ServiceConfig("alt", "udp", 5001, message="udp", payload=b"hb", backups=((B_IP, 0), (X_IP, 0))))
         host, nic, mac, peers = A_IP, A_NIC, "02:09:00:00:01:11", (B_NIC,)
     else:
-        services = (ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb", backups=((A_IP, 0),)),)
-        host, nic, mac, peers = B_IP, B_NIC, "02:09:00:00:01:12", (A_NIC,)
+        services = (ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb", backups=((X_IP, 0),)),)
+        host, nic, mac, peers = B_IP, B_NIC, "02:09:00:00:01:12", ()
     return NicConfig(node=f"host{key}", rid=rid, host_ip=host, nic_ip=nic, nic_mac=mac, services=services,
                      interval_s=0.05, threshold=4.0, learn=5, hysteresis=3, min_rtt_s=0.02, peers=peers,
                      udp_timeout_s=1.0, control_socket=str(RUN_ROOT / rid / f"nic-{key}.sock"),
@@ -150,6 +151,13 @@ def test_nics_announce_services_and_host_to_each_other(env: Env) -> None:
     assert view["services"][f"{B_IP}:*"]["state"] == "normal"
     view = env.peer_view("b", A_NIC)
     assert {f"{A_IP}:5000", f"{A_IP}:5001", f"{A_IP}:*"} <= set(view["services"])
+
+
+def test_a_backup_nic_that_does_not_list_this_nic_still_tells_it_its_state(env: Env) -> None:
+    assert env.peer_view("b", A_NIC)["listener"] is True  # learnt from a's announcements
+    assert env.peer_view("a", B_NIC)["listener"] is False and env.peer_view("a", B_NIC)["alive"]
+    view = env.peer_view("a", B_NIC)
+    assert view["heard_s_ago"] is not None and view["heard_s_ago"] < 1.0
 
 
 def test_two_healthy_backups_share_new_flows_evenly(env: Env) -> None:

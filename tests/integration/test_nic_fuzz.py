@@ -1,5 +1,8 @@
 """Fuzzes a running fail-safe NIC with thousands of malformed frames from both sides, then checks it still works.
 
+It also fills the NIC's connection table with one-shot flows from spoofed clients (early drop keeps a
+failover serving new flows).
+
 Namespaces made here (all named with the run's prefix, all removed by the fixture):
     host  (eth0 10.77.0.11, UDP echo on 5000 answering "H:"+data)
       | veth eth0 <-> nic-h
@@ -50,6 +53,7 @@ HOST_IP, BACKUP_IP, CLIENT_IP, NIC_IP = "10.77.0.11", "10.77.0.12", "10.77.0.100
 HOST_MAC, BACKUP_MAC, CLIENT_MAC, NIC_MAC = "02:fa:00:00:00:11", "02:fa:00:00:00:12", "02:fa:00:00:00:64", "02:fa:00:00:00:6f"
 PORT = 5000
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "5000"))
+CONNS = 256  # the NIC's connection table, small so that the fuzz can fill it
 
 ECHO = (
     "import socket,sys\n"
@@ -165,7 +169,7 @@ class Bed:
                                     backups=((BACKUP_IP, PORT),)),),
             default_backups=((BACKUP_IP, 0),),
             # generous timing: the machine is shared, and this test is about robustness, not speed
-            interval_s=0.05, threshold=5.0, min_rtt_s=0.02, learn=5, hysteresis=3,
+            interval_s=0.05, threshold=5.0, min_rtt_s=0.02, learn=5, hysteresis=3, conntrack_max=CONNS,
             control_socket=str(control.RUN_ROOT / self.rid / f"nic-fz{self.rid}.sock"),
             events_path=str(self.tmp / "events.jsonl"))
         assert self.ledger is not None
@@ -388,6 +392,22 @@ def test_nic_survives_fuzzing_and_still_fails_over(bed: Bed) -> None:
         print("frames sent/refused per round and side:", stats)
         assert sum(s for s, _ in stats) > FRAMES * 0.8
         assert served_by(client, b"forced-after-fuzz") == "B"
+
+        # round 3, still in fail-safe: one-shot requests from thousands of spoofed clients fill the
+        # connection table; unassured entries are dropped early, so a new flow still gets the backup
+        flood = [bytes(Ether(dst=HOST_MAC, src=rand_mac(rng)) / IP(src=stranger_ip(rng), dst=HOST_IP) /
+                       UDP(sport=rng.randrange(1024, 65536), dport=PORT) / Raw(b"fill")) for _ in range(CONNS * 4)]
+        inject(from_net, flood)
+        assert bed.nic.alive(), f"NIC died filling its connection table (seed {seed}); log {bed.nic.log_path}"
+        assert wait_for(lambda: control.call(sock, "failover")["conntrack_early_drop"] >= CONNS, 5), \
+            control.call(sock, "failover")
+        assert control.call(sock, "show")["conntrack"] <= CONNS
+        fresh = udp_socket(bed.ns("w"))  # a new source port: a flow the table has never seen
+        try:
+            assert served_by(fresh, b"new-flow-after-fill") == "B"
+        finally:
+            fresh.close()
+        print("failover counters after filling the table:", control.call(sock, "failover"))
 
         # back to detection: normal traffic reaches the host again
         done = cli(bed, "mode", "echo", "auto")
