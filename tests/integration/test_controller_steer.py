@@ -1,6 +1,7 @@
 """Integration: the northbound socket moves one IP between two hosts that share it; MBB's gap < BBM's.
 
-Two plain hosts r1 (site edge1) and r2 (site edge2) both have 10.0.0.50 (`anycast: true`). A UDP
+Two replicas r1 (site edge1) and r2 (site edge2), plain hosts or Docker containers of the echo
+image, both have 10.0.0.50 (`anycast: true`). A UDP
 sender on cli (edge1) sends numbered datagrams to 10.0.0.50 at a fixed rate; each replica logs
 the numbers and arrival times (CLOCK_MONOTONIC, shared by every namespace of the machine). While
 it sends, `Testbed.steer` moves the IP from r1 to r2, once make-before-break and once
@@ -16,6 +17,8 @@ import select
 import sys
 from pathlib import Path
 
+import pytest
+
 from testbed import proc
 from testbed.emulation.testbed import Testbed
 from testbed.testing import leftovers, live_processes
@@ -26,19 +29,20 @@ RATE, SECONDS = 4000, 1.5  # datagrams per second, and for how long each trial s
 TRIALS = 3  # per mode
 
 SCRIPT = r'''
-import json, signal, socket, struct, sys, time
+import json, socket, struct, sys, time
 mode = sys.argv[1]
-if mode == "recv":
+if mode == "recv":  # until 1 s without datagrams once some came (or 60 s of none): then write the log
     port, out = int(sys.argv[2]), sys.argv[3]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind(("0.0.0.0", port))
     s.settimeout(0.05)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     print("ready", flush=True)
-    got = []
-    while not stop:
+    got, start = [], time.monotonic()
+    while True:
+        now = time.monotonic()
+        if (got and now - got[-1][1] > 1.0) or (not got and now - start > 60):
+            break
         try:
             data = s.recv(2048)
         except (socket.timeout, InterruptedError):
@@ -48,6 +52,7 @@ if mode == "recv":
             print("first", flush=True)
     with open(out, "w") as f:
         json.dump(got, f)
+    print("done", len(got), flush=True)
 else:
     ip, port, rate, count = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -62,15 +67,26 @@ else:
 '''
 
 
-def same_ip_replicas() -> MecTopo:
+def same_ip_replicas(kind: str, work: Path) -> MecTopo:
+    """cli and r1 on edge1, r2 on edge2; r1 and r2 share VIP; `kind` is hosts or containers."""
     t = MecTopo("steer", subnet="10.0.0.0/24")
     t.addSite("edge1")
     t.addSite("edge2")
     t.addHost("cli", site="edge1", ip="10.0.0.1")
-    t.addHost("r1", site="edge1", ip=VIP, anycast=True)
-    t.addHost("r2", site="edge2", ip=VIP, anycast=True)
+    for name, site in (("r1", "edge1"), ("r2", "edge2")):
+        if kind == "containers":
+            t.addDocker(name, site=site, dimage="testbed/echo", ip=VIP, anycast=True, volumes=[f"{work}:/work"])
+        else:
+            t.addHost(name, site=site, ip=VIP, anycast=True)
     t.addWan("edge1", "edge2")
     return t
+
+
+def receiver_argv(tb: Testbed, host: str, script: Path, log: Path) -> list:
+    """The receiver's command line in `host`: this Python in a namespace, the image's in a container."""
+    if tb.topo.host(host).is_docker:
+        return ["python3", f"/work/{script.name}", "recv", PORT, f"/work/{log.name}"]
+    return [sys.executable, script, "recv", PORT, log]
 
 
 def read_line(p, timeout: float) -> str:
@@ -97,7 +113,7 @@ def trial(tb: Testbed, script: Path, work: Path, mode: str, n: int) -> dict:
     """Send while moving VIP from r1 to r2 in `mode`; the gap measured at the receivers."""
     count = int(RATE * SECONDS)
     logs = {h: work / f"{mode}-{n}-{h}.json" for h in ("r1", "r2")}
-    receivers = {h: proc.popen_in(tb.node(h), [sys.executable, script, "recv", PORT, logs[h]]) for h in logs}
+    receivers = {h: proc.popen_in(tb.node(h), receiver_argv(tb, h, script, logs[h])) for h in logs}
     sender = None
     try:
         for p in receivers.values():
@@ -108,6 +124,8 @@ def trial(tb: Testbed, script: Path, work: Path, mode: str, n: int) -> dict:
         assert answer["from"] == "r1" and answer["host"] == "r2" and answer["mode"] == mode, answer
         out = proc.communicate(sender, timeout=SECONDS * 4 + 10).decode()
         assert out.startswith(f"sent {count}"), out
+        for h, p in receivers.items():
+            assert "done" in proc.communicate(p, timeout=70).decode(), h
     finally:
         for p in [sender, *receivers.values()]:
             if p is not None:
@@ -118,10 +136,13 @@ def trial(tb: Testbed, script: Path, work: Path, mode: str, n: int) -> dict:
     return result
 
 
-def test_make_before_break_moves_a_shared_ip_with_a_smaller_gap(tmp_path: Path) -> None:
-    script = tmp_path / "udp_seq.py"
+@pytest.mark.parametrize("kind", ["hosts", "containers"])
+def test_make_before_break_moves_a_shared_ip_with_a_smaller_gap(tmp_path: Path, kind: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    script = work / "udp_seq.py"
     script.write_text(SCRIPT)
-    tb = Testbed(same_ip_replicas().build(), tmp_path / "run", nics=False)
+    tb = Testbed(same_ip_replicas(kind, work).build(), tmp_path / "run", nics=False)
     results: dict[str, list[dict]] = {"make-before-break": [], "break-before-make": []}
     with tb:
         assert {"steer", "topology"} <= set(tb.controller.commands())
@@ -132,11 +153,10 @@ def test_make_before_break_moves_a_shared_ip_with_a_smaller_gap(tmp_path: Path) 
         assert ping.ok, ping.stdout  # r1 answers (only r1 is asked for the shared IP's MAC)
         for n in range(TRIALS):
             for mode in results:
-                results[mode].append(trial(tb, script, tmp_path, mode, n))
+                results[mode].append(trial(tb, script, work, mode, n))
         steers = tb.controller.call("steers")
         assert [(s["ip"], s["host"]) for s in steers] == [(VIP, "r1")]
-    print(json.dumps(results, indent=1))
-    (tmp_path / "gaps.json").write_text(json.dumps(results, indent=1))
+    print(kind, json.dumps(results))
     assert leftovers(tb.rid) == []
     assert live_processes(tb.run_dir) == []
     mbb, bbm = results["make-before-break"], results["break-before-make"]
