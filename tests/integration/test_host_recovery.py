@@ -160,6 +160,33 @@ def test_crash_and_recover_keeps_the_network(bed: Testbed):
         assert rtt_ms(bed.node(src), dst) is not None, f"{src} cannot reach {dst} after recovery"
 
 
+def http_get(node, url: str) -> str:
+    """The body of GET `url` from a namespace host ('' on any failure)."""
+    script = f"import urllib.request as u;print(u.urlopen('{url}',timeout=1).read().decode())"
+    return node.cmd(f"python3 -c \"{script}\" 2>/dev/null").strip()
+
+
+def test_a_service_of_another_image_runs_in_the_hosts_network(bed: Testbed):
+    from testbed.experiment import services
+    from testbed.experiment.spec import ServiceRun
+
+    web = ServiceRun("mec2", "web", image="testbed/web")
+    services.start(bed, web)  # returns once GET / answers inside mec2's namespace
+    cli = bed.node("cli")
+    assert "hello from the testbed" in http_get(cli, "http://10.31.0.12:8080/")
+    assert "@mec2" in udp_echo(cli, "10.31.0.12"), "the host's own service still runs beside it"
+    assert services.kill(bed, web) == "container of web killed"
+    assert http_get(cli, "http://10.31.0.12:8080/") == ""
+    services.restart(bed, web)
+    assert "hello from the testbed" in http_get(cli, "http://10.31.0.12:8080/")
+    node = bed.node("mec2")
+    node.crash()
+    node.recover()  # the service container comes back with the host
+    services.wait_ready(bed, web)
+    assert "hello from the testbed" in http_get(cli, "http://10.31.0.12:8080/")
+    services.stop(bed, web)
+
+
 CHILD = """
 import sys, time
 from pathlib import Path
