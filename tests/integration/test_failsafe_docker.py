@@ -130,6 +130,28 @@ def test_freeze_then_unfreeze_goes_to_backup_and_back(fatriot):
     assert any(e["target"] == "echo-udp" and not e["active"] for e in events)
 
 
+def test_freeze_without_traffic_turns_the_tcp_service_failsafe_within_interval_plus_timeout(fatriot):
+    """The echo image's TCP heartbeat sends a line and expects it back: a frozen kernel's handshake is not enough."""
+    status = call(fatriot.nic_socket("mec1"), "heartbeat_show")
+    limit_s = max(status["echo-tcp"]["rtt_avg_ms"] / 1000.0, MIN_RTT_S) * THRESHOLD
+    box = fatriot.container("mec1")
+    box.pause()
+    frozen = time.time()  # the freeze took effect before this
+    try:
+        assert wait_for(lambda: modes(fatriot, "mec1")["echo-tcp"] == "failsafe", 5)
+        assert modes(fatriot, "mec1")["platform"] == "normal"  # the kernel still answers ICMP
+    finally:
+        box.unpause()
+    on = [e for e in fatriot.nic_events() if e["node"] == "mec1" and e["target"] == "echo-tcp" and e["active"]
+          and e["time"] >= frozen - 1.0]
+    assert on and on[0]["reason"].startswith("timeout"), on
+    late = on[0]["time"] - frozen
+    print(f"echo-tcp fail-safe {late * 1e3:.1f} ms after docker pause returned "
+          f"(interval {INTERVAL * 1e3:.0f} ms + timeout {limit_s * 1e3:.1f} ms)")
+    assert late <= INTERVAL + limit_s + 0.03, late  # 30 ms for the NIC's scheduling on a shared machine
+    assert wait_for(lambda: all(m == "normal" for m in modes(fatriot, "mec1").values()), 10)
+
+
 def two_services(tmp_path):
     """fatriot with a second critical UDP service (7100) and a non-critical one (7200) on mec1."""
     t = MecTopo("fatriot2", subnet="10.0.0.0/24")
