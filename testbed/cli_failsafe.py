@@ -105,7 +105,7 @@ def request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def _heartbeat_request(args: argparse.Namespace) -> dict[str, Any]:
-    interval = _positive(args.interval, "INTERVAL (seconds)")
+    interval = _duration(args.interval, "INTERVAL")
     threshold = _positive(args.threshold, "THRESHOLD (ratio)")
     if args.message == "icmp" and args.port is not None:
         raise UsageError("heartbeat_add: --port is for udp and tcp heartbeats, not icmp")
@@ -130,6 +130,17 @@ def _positive(text: str, what: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{what} must be > 0, got {text!r}")
     return value
+
+
+def _duration(text: str, what: str) -> float:
+    """A duration > 0 in the testbed's one grammar (`100ms`, `1s`, `250us`), in seconds."""
+    from testbed.errors import SpecError
+    from testbed.topology.units import positive_duration_s
+
+    try:
+        return positive_duration_s(text, what)
+    except SpecError as exc:
+        raise UsageError(f"{what}: {exc.message}") from None
 
 
 def _int(text: str, what: str) -> int:
@@ -175,7 +186,7 @@ def add_parser(subparsers: Any) -> None:
     sp = cmd("heartbeat_add", "add or replace a heartbeat: <target, message, interval, threshold>")
     sp.add_argument("target", metavar="TARGET", help="'platform' or a service name")
     sp.add_argument("message", metavar="MESSAGE", choices=MESSAGES, help="icmp, udp or tcp")
-    sp.add_argument("interval", metavar="INTERVAL", help="seconds between heartbeats, e.g. 0.1")
+    sp.add_argument("interval", metavar="INTERVAL", help="time between heartbeats, with its unit, e.g. 100ms")
     sp.add_argument("threshold", metavar="THRESHOLD", help="RTT_last / RTT_avg above this is a failure, e.g. 1.5")
     sp.add_argument("--port", type=int, help="destination port (udp, tcp)")
     sp.add_argument("--payload", help="request payload, as text (udp)")

@@ -97,9 +97,9 @@ def bring_up(topo: TopologySpec, out: str | None, *, cli: bool = True, nics: boo
 
 def topo_command(args: argparse.Namespace) -> int:
     """The `testbed topo` verb."""
-    from testbed.topology.loader import load_topology
+    from testbed.topology.loader import validate_file
 
-    topo = load_topology(args.topology)
+    topo = validate_file(args.topology)  # also checks its images exist, before anything starts
     if getattr(args, "controller", None):
         from testbed.topology import checks, schema
         from testbed.topology.model import ControllerSpec

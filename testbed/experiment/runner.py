@@ -272,7 +272,8 @@ def tool_versions() -> dict[str, str]:
                        ("docker", ["docker", "version", "--format", "{{.Server.Version}}"])):
         try:
             res = proc.run(argv, timeout=10, check=False)
-            out[name] = (res.stdout or res.stderr).strip().splitlines()[0] if (res.stdout or res.stderr) else ""
+            lines = (res.stdout or res.stderr).strip().splitlines()
+            out[name] = lines[0] if lines else ""
         except TestbedError as exc:
             out[name] = f"unavailable: {exc}"
     try:
@@ -368,11 +369,12 @@ class _Progress:
 
 def run_command(args: Any) -> int:
     """`testbed run FILE [--out DIR] [--short] [--repetitions N] [--seed S]`: validate, run, print where results are."""
-    from testbed.experiment.report import summary_table
-    from testbed.experiment.metrics import Summary
     from testbed.experiment.spec import load_experiment, shortened
 
-    spec = load_experiment(args.experiment)  # SpecError (exit 2) before anything starts
+    spec = load_experiment(args.experiment)  # SpecError (exit 2) before anything starts (or is imported)
+    from testbed.experiment.metrics import Summary
+    from testbed.experiment.report import summary_table
+
     if getattr(args, "short", False):
         spec = shortened(spec)
     if getattr(args, "repetitions", None):

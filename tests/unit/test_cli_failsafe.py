@@ -75,11 +75,11 @@ def test_every_command_builds_its_request() -> None:
                       "params": ["1"], "priority": 0})
     assert req("table_add", "--priority", "5", "t", "a", "1", "=>")[1]["priority"] == 5
     assert req("table_delete", "service", "*") == ("table_delete", {"table": "service", "match": ["*"]})
-    assert req("heartbeat_add", "svc1", "udp", "0.1", "1.5", "--port", "5000", "--payload", "ping",
+    assert req("heartbeat_add", "svc1", "udp", "100ms", "1.5", "--port", "5000", "--payload", "ping",
                "--expect", "pong") == ("heartbeat_add", {
                    "target": "svc1", "message": "udp", "interval": 0.1, "threshold": 1.5,
                    "port": 5000, "payload": "ping", "expect": "pong"})
-    assert req("heartbeat_add", "platform", "icmp", "0.01", "2") == ("heartbeat_add", {
+    assert req("heartbeat_add", "platform", "icmp", "10ms", "2") == ("heartbeat_add", {
         "target": "platform", "message": "icmp", "interval": 0.01, "threshold": 2.0})
     assert req("heartbeat_delete", "svc1") == ("heartbeat_delete", {"target": "svc1"})
     assert req("mode", "svc1", "on") == ("mode", {"service": "svc1", "mode": "on"})
@@ -91,11 +91,12 @@ def test_every_command_builds_its_request() -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["heartbeat_add", "svc", "udp", "zero", "1.5"], "INTERVAL"),
-    (["heartbeat_add", "svc", "udp", "0.1", "-1"], "THRESHOLD"),
-    (["heartbeat_add", "svc", "udp", "0.1", "nan"], "THRESHOLD"),
-    (["heartbeat_add", "svc", "icmp", "0.1", "1.5", "--port", "80"], "not icmp"),
-    (["heartbeat_add", "svc", "udp", "0.1", "1.5", "--port", "70000"], "not a port"),
-    (["heartbeat_add", "platform", "udp", "0.1", "1.5"], "needs --port"),
+    (["heartbeat_add", "svc", "udp", "0.1", "1.5"], "INTERVAL: a duration needs a unit"),
+    (["heartbeat_add", "svc", "udp", "100ms", "-1"], "THRESHOLD"),
+    (["heartbeat_add", "svc", "udp", "100ms", "nan"], "THRESHOLD"),
+    (["heartbeat_add", "svc", "icmp", "100ms", "1.5", "--port", "80"], "not icmp"),
+    (["heartbeat_add", "svc", "udp", "100ms", "1.5", "--port", "70000"], "not a port"),
+    (["heartbeat_add", "platform", "udp", "100ms", "1.5"], "needs --port"),
     (["table_add", "target", "set_service", "1", "2"], "'=>'"),
 ])
 def test_bad_usage_raises_usage_error(argv: list[str], message: str) -> None:
@@ -106,7 +107,7 @@ def test_bad_usage_raises_usage_error(argv: list[str], message: str) -> None:
 
 @pytest.mark.parametrize("argv", [
     ["mode", "svc1", "sideways"],
-    ["heartbeat_add", "svc1", "sctp", "0.1", "1.5"],
+    ["heartbeat_add", "svc1", "sctp", "100ms", "1.5"],
     ["nonsense"],
     [],
 ])
