@@ -166,7 +166,7 @@ def test_app_delay_service_down_and_kill(tmp_path):
     assert control.read_text() == "50\n"
     delay.undo(tb, 0)
     assert control.read_text() == "0\n"
-    web = ServiceRun("mec1", "web", image="testbed/web")  # another image: a container of its own
+    web = ServiceRun("mec1", "web", image="somebody/web")  # another image: a container of its own
     down = make_fault(FaultSpec("service_down", "kill", Trigger(packet=1), host="mec1", service="web"),
                       restarted.append, [echo, web])
     assert down.apply(tb, 0) == "container of web killed"
@@ -183,7 +183,7 @@ def test_app_delay_service_down_and_kill(tmp_path):
 
 def test_delay_app_needs_a_declared_delay_control():
     tb = FakeTestbed()
-    plain = ServiceRun("mec1", "web", image="testbed/web")
+    plain = ServiceRun("mec1", "web", image="somebody/web")
     delay = make_fault(FaultSpec("delay", "app", Trigger(packet=1), host="mec1", delay_ms=5, service="web"),
                        lambda h: None, [plain])
     with pytest.raises(TestbedError, match="declares no delay_control"):
