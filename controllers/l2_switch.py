@@ -3,7 +3,8 @@
 Config ($TESTBED_CONTROLLER_CONFIG, see testbed.controller): `idle_timeout`, `mac_timeout` (s).
 Northbound commands (testbed.control's protocol on the controller's socket):
 `topology {map}` (testbed.controller.topology_map), `steer {ip, host, proto?, port?, mode?}`,
-`unsteer {ip, proto?, port?}`, `steers {}`; see controllers/steering.py. OF 1.3 only.
+`unsteer {ip, proto?, port?}`, `steers {}`; see controllers/steering.py; `moved {host, dpid, port}`
+(a host re-attached elsewhere: forgotten everywhere, its steers re-pathed; controllers/mobility.py). OF 1.3 only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from os_ken.lib.packet import ethernet, packet
 from os_ken.ofproto import ofproto_v1_3
 
 from controllers.learning import LearningConfig, LearningSwitch
+from controllers.mobility import moved
 from controllers.northbound import PlanRunner
 from controllers.steering import Steering, TopologyMap
 
@@ -55,7 +57,7 @@ class L2Switch(app_manager.OSKenApp):
     def northbound_handlers(self) -> dict:
         """The control commands this app adds to the controller's socket."""
         return {"topology": self.nb_topology, "steer": self.nb_steer, "unsteer": self.nb_unsteer,
-                "steers": lambda args: self.steering.listing()}
+                "steers": lambda args: self.steering.listing(), "moved": self.nb_moved}
 
     def nb_topology(self, args: dict) -> dict:
         """Take the testbed's topology map (where hosts attach, WAN ports)."""
@@ -73,6 +75,11 @@ class L2Switch(app_manager.OSKenApp):
         """Give an IP's (proto/port's) traffic back to MAC learning."""
         with self._steer_lock:
             return self.runner.run(self.steering.unsteer(args))
+
+    def nb_moved(self, args: dict) -> dict:
+        """A host re-attached to another switch port: forget its old place everywhere, re-path its steers."""
+        with self._steer_lock:
+            return self.runner.run(moved(self.logic, self.steering, args))
 
     def send(self, dp, msgs) -> None:
         """Attach datapath `dp` to each message of the logic and send it."""
