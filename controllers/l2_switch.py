@@ -68,13 +68,22 @@ class L2Switch(app_manager.OSKenApp):
     def nb_steer(self, args: dict) -> dict:
         """Move traffic for an IP (proto/port) to a host; answers once every switch acknowledged."""
         with self._steer_lock:
-            plan = self.steering.steer(args, time.monotonic())
-            return self.runner.run(plan)
+            return self._run(lambda: self.steering.steer(args, time.monotonic()))
 
     def nb_unsteer(self, args: dict) -> dict:
         """Give an IP's (proto/port's) traffic back to MAC learning."""
         with self._steer_lock:
-            return self.runner.run(self.steering.unsteer(args))
+            return self._run(lambda: self.steering.unsteer(args))
+
+    def _run(self, make_plan) -> dict:
+        """Make a plan and carry it out; if no switch got any of it (one is not connected), forget it."""
+        before = dict(self.steering.steers)
+        plan = make_plan()
+        try:
+            return self.runner.run(plan)
+        except ValueError:  # raised before anything was sent
+            self.steering.steers = before
+            raise
 
     def nb_moved(self, args: dict) -> dict:
         """A host re-attached to another switch port: forget its old place everywhere, re-path its steers."""

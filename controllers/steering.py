@@ -281,7 +281,7 @@ class Steering:
         if self.map is None:
             return []
         msgs: list[parser.MsgBase] = []
-        for s in self.steers.values():
+        for s in list(self.steers.values()):  # a snapshot: the control thread may be steering
             msgs += self._guard(s).get(dpid, []) + self._paths(s, LOW).get(dpid, [])
         return msgs
 

@@ -145,3 +145,21 @@ def test_steering_listing_is_json() -> None:
         "h": {"dpid": 1, "port": 1, "mac": "00:00:00:00:00:01", "ip": "10.0.0.5"}}}))
     s.steer({"ip": "10.0.0.5", "host": "h"}, now=1.0)
     assert json.loads(json.dumps(s.listing()))[0]["host"] == "h"
+
+
+def test_a_steer_no_switch_got_is_forgotten() -> None:
+    from controllers.l2_switch import L2Switch
+
+    app = L2Switch()
+    assert {"topology", "steer", "unsteer", "steers"} <= set(app.northbound_handlers())
+    app.nb_topology({"map": {"switches": {"a": 1}, "hosts": {
+        "h": {"dpid": 1, "port": 1, "mac": "00:00:00:00:00:01", "ip": "10.0.0.5"}}}})
+    with pytest.raises(ValueError, match="not connected: 0x1"):
+        app.nb_steer({"ip": "10.0.0.5", "host": "h"})
+    assert app.northbound_handlers()["steers"]({}) == []
+    log: list = []
+    dp = FakeDatapath(1, log)
+    dp.runner = app.runner
+    app.datapaths[1] = dp
+    assert app.nb_steer({"ip": "10.0.0.5", "host": "h"})["phases"] == 1  # one switch: one ring
+    assert [s["host"] for s in app.northbound_handlers()["steers"]({})] == ["h"]
