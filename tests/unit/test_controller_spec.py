@@ -128,3 +128,13 @@ def test_anycast_hosts_may_share_an_ip_and_nothing_else_may() -> None:
         parse_topology(topo(sites={"a": {"hosts": {"r1": {"anycast": True}}}}), "t.yaml")
     with pytest.raises(SpecError, match="expected true or false"):
         parse_topology(topo(sites={"a": {"hosts": {"r1": {"ip": "10.0.0.5", "anycast": "yes"}}}}), "t.yaml")
+
+
+def test_topo_command_line_takes_a_controller_file_and_checks_it_first() -> None:
+    from testbed.cli import build_parser
+    from testbed.emulation.run import topo_command
+
+    args = build_parser().parse_args(["topo", "fatriot", "--controller", "nope.py", "--no-cli"])
+    assert args.controller == "nope.py"
+    with pytest.raises(SpecError, match="^--controller: no such file 'nope.py'$"):
+        topo_command(args)  # refused before anything is brought up
