@@ -96,6 +96,7 @@ class Testbed:
         self._ready_ports: dict[str, tuple[str, ...]] = {}  # host -> ports its image's service listens on
         self._started = False
         self._plain_link_state: dict[str, Any] = {}  # namespace host -> routes to restore on link up
+        self._mobility: Any = None  # testbed.emulation.mobility.Mobility, made at the first move
 
     # -- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> "Testbed":
@@ -342,6 +343,18 @@ class Testbed:
         if port is not None:
             args["port"] = port
         return self.controller.call("steer", **args)
+
+    def move(self, host: str, site: str, gap_s: float = 0.0) -> dict:
+        """Re-attach end device `host` to `site`'s switch, attached nowhere for `gap_s`; see emulation/mobility.py."""
+        from testbed.emulation.mobility import Mobility
+
+        if self._mobility is None:
+            self._mobility = Mobility(self)
+        return self._mobility.move(host, site, gap_s).to_dict()
+
+    def site_of(self, host: str) -> str:
+        """The site `host` is attached to now (after any moves)."""
+        return self._mobility.site(host) if self._mobility is not None else self.topo.host(host).site
 
     def nic_socket(self, host: str) -> Path:
         """The control socket of the NIC in front of `host`."""

@@ -54,9 +54,10 @@ class MecTopo:
         return name
 
     def addHost(self, name: str, site: str, ip: str | None = None, mac: str | None = None,
-                access: Mapping[str, Any] | None = None, anycast: bool | None = None) -> str:
-        """Add a plain Mininet host (a network namespace) to `site`; returns its name."""
-        self._hosts(site, name)[name] = _options(ip=ip, mac=mac, access=access, anycast=anycast)
+                access: Mapping[str, Any] | None = None, anycast: bool | None = None,
+                device: bool | None = None) -> str:
+        """Add a plain Mininet host (a network namespace) to `site` (`device=True`: an end device that may move)."""
+        self._hosts(site, name)[name] = _options(ip=ip, mac=mac, access=access, anycast=anycast, device=device)
         return name
 
     def addController(self, app: str = "learning", config: Mapping[str, Any] | None = None) -> str:
@@ -70,11 +71,12 @@ class MecTopo:
                   cpu: float | None = None, memory: str | int | None = None,
                   env: Mapping[str, str] | None = None, volumes: Sequence[str] | None = None,
                   command: Sequence[str] | str | None = None, access: Mapping[str, Any] | None = None,
-                  nic: Mapping[str, Any] | bool | None = None, anycast: bool | None = None) -> str:
+                  nic: Mapping[str, Any] | bool | None = None, anycast: bool | None = None,
+                  device: bool | None = None) -> str:
         """Add a Docker host running image `dimage` to `site`, optionally behind a fail-safe NIC; returns its name."""
         self._hosts(site, name)[name] = _options(
             image=dimage, ip=ip, mac=mac, cpu=cpu, memory=memory, env=env, volumes=volumes,
-            command=command, access=access, nic=nic, anycast=anycast)
+            command=command, access=access, nic=nic, anycast=anycast, device=device)
         return name
 
     def addWan(self, a: str, b: str, bw: float | str | None = None, delay: float | str | None = None,

@@ -81,6 +81,7 @@ class HostSpec:
     access: Shape = Shape()  # the host's link to its edge switch (both directions)
     nic: NicSpec | None = None
     anycast: bool = False  # may share its IP with other anycast hosts; the controller steers between them
+    device: bool = False  # an end device (user equipment): may move between sites (testbed/emulation/mobility.py)
 
     @property
     def is_docker(self) -> bool:

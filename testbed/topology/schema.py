@@ -24,7 +24,8 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Longest host name: `NAME-eth0` must fit the kernel's 15-character interface names.
 HOST_NAME_MAX = IFNAME_MAX - len("-eth0")
 SHAPE_KEYS = ("bw", "delay", "jitter", "loss", "max_queue_size")
-_HOST_KEYS = ("ip", "mac", "image", "cpu", "memory", "env", "volumes", "command", "access", "nic", "anycast")
+_HOST_KEYS = ("ip", "mac", "image", "cpu", "memory", "env", "volumes", "command", "access", "nic", "anycast",
+              "device")
 _DOCKER_ONLY = ("cpu", "memory", "env", "volumes", "command", "nic")
 _NIC_KEYS = ("ip", "mac", "backups", "interval", "threshold", "hysteresis", "learn", "min_rtt", "platform", "services")
 _HEARTBEAT_KEYS = ("message", "payload", "expect", "interval", "threshold")
@@ -227,6 +228,12 @@ def host(name: str, site: str, data: object, path: str, book: AddressBook) -> Ho
         if d["anycast"] and "ip" not in d:
             raise SpecError(join(path, "anycast"), "an anycast host needs an explicit ip (the one it shares)")
         spec = replace(spec, anycast=d["anycast"])
+    if "device" in d:
+        if not isinstance(d["device"], bool):
+            raise SpecError(join(path, "device"), f"expected true or false, got {describe(d['device'])}")
+        if d["device"] and (d.get("nic") not in (None, False) or d.get("anycast")):
+            raise SpecError(join(path, "device"), "an end device has no fail-safe NIC and no anycast address")
+        spec = replace(spec, device=d["device"])
     if "image" in d:
         spec = replace(spec, image=string(d["image"], join(path, "image"), "a Docker image name"))
     else:
