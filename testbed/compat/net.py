@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import re
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,8 @@ class Mininet(TestbedNet):
 
     def iperf(self, hosts: list | None = None, l4Type: str = "TCP", udpBw: str = "10M",  # noqa: N803
               fmt: str | None = None, seconds: int = 5, port: int = 5001) -> list[str]:
-        """Mininet's iperf (iperf2, server rate first), without its `killall -9 iperf` of every iperf on the machine."""
+        """Mininet's iperf (iperf2, server rate first), without its `killall -9 iperf` of every iperf on the
+        machine, and bounded in time (Mininet's waits forever for a report iperf 2.1 never prints)."""
         hosts = hosts or [self.hosts[0], self.hosts[-1]]
         client, server = hosts
         output(f"*** Iperf: testing {l4Type} bandwidth between {client} and {server}\n")
@@ -167,10 +169,15 @@ class Mininet(TestbedNet):
             raise TestbedError(f"iperf server on {server.name} did not listen on port {port}")
         bw = f"-b {udpBw} " if l4Type == "UDP" else ""
         cliout = client.cmd(f"{args}-t {seconds} -c {server.IP()} {bw}")
-        servout = ""
-        count = 2 if l4Type == "TCP" else 1  # TCP: waitListening's probe connection reports too
-        while len(re.findall("/sec", servout)) < count:
-            servout += server.monitor(timeoutms=5000)
+        servout = ""  # iperf 2.1 reports nothing for waitListening's probe: one report is the test's
+        deadline = time.monotonic() + seconds + 30
+        while not re.findall("/sec", servout):
+            if time.monotonic() > deadline:
+                server.sendInt()
+                server.waitOutput()
+                raise TestbedError(f"iperf server on {server.name} reported nothing; client said: "
+                                   f"{cliout.strip().splitlines()[-1:]}")
+            servout += server.monitor(timeoutms=1000)
         server.sendInt()
         servout += server.waitOutput()
         result = [self._parseIperf(servout), self._parseIperf(cliout)]
