@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import Ether
 
 from testbed.failsafe.config import ECHO_TCP_PAYLOAD, NicConfig, ServiceConfig
 from testbed.failsafe.conntrack import ConnTrack
@@ -15,7 +15,7 @@ from testbed.failsafe.packet import PROTO_UDP, ip_bytes, mac_bytes
 from testbed.topology.model import CriticalService, HeartbeatSpec, HostSpec, NicSpec, SiteSpec, TopologySpec
 
 from failsafe_frames import (BACKUP, BACKUP_MAC, CLIENT, HOST, HOST_MAC, NIC, NIC_MAC, arp_request, make_pipeline,
-                             tcp_segment, udp_request)
+                             udp_request)
 
 PAYLOAD = b"hb\n"
 

@@ -125,3 +125,13 @@ def test_passive_mode_can_be_switched_by_the_control_api(tmp_path: Path) -> None
     rst = rst_from_host(syn)
     assert nic.pipeline.process(rst, "host", 0.102) == [("net", rst)]
     assert nic.pipeline.counters.reasons["refused_rst"] == 1
+
+
+def test_a_service_without_heartbeat_is_not_failed_by_evidence(tmp_path: Path) -> None:
+    nic = learned_nic(tmp_path)
+    nic.handlers()["heartbeat_delete"]({"target": "web"})  # nothing would ever turn its fail-safe off again
+    syn = tcp_segment("S", sport=40006)
+    nic.pipeline.process(syn, "net", 0.101)
+    rst = rst_from_host(syn)
+    assert nic.pipeline.process(rst, "host", 0.102) == [("net", rst)]
+    assert not nic.pipeline.in_failsafe("web") and nic.handler.pending_count == 0
