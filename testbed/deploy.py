@@ -78,6 +78,13 @@ def topo_json(args: Any) -> dict[str, Any]:
     from testbed.topology.loader import load_topology
 
     topo = load_topology(args.topology)
+    if getattr(args, "controller", None):  # as `testbed topo --controller` (testbed.emulation.run)
+        from testbed.topology import checks, schema
+        from testbed.topology.model import ControllerSpec
+
+        app = schema.controller_app(args.controller, "--controller")
+        topo = checks.with_controller(topo, ControllerSpec(app=app, config_json=topo.controller.config_json
+                                                           if app == topo.controller.app else "{}"))
     tb = Testbed(topo, Path(args.out) if args.out else default_run_dir("topo", topo.name), nics=not args.no_nic)
     with tb:
         info = describe(tb)
@@ -202,7 +209,8 @@ def destroy(rid: str, timeout: float = DOWN_TIMEOUT_S) -> clean.Cleanup:
     if not head and not state_path(rid).exists() and rid not in clean.labelled_runs():
         raise UsageError(f"no run {rid} (testbed inspect lists the deployed ones)")
     pid, start = head.get("owner"), head.get("owner_start")
-    if ledger.owner_alive(rid):
+    alive = ledger.owner_alive(rid)
+    if alive:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while ledger.proc_start_time(pid) == start and time.monotonic() < deadline:
@@ -210,7 +218,10 @@ def destroy(rid: str, timeout: float = DOWN_TIMEOUT_S) -> clean.Cleanup:
         if ledger.proc_start_time(pid) == start:
             log.warning("run %s: owner %d still running after %g s, killing it", rid, pid, timeout)
             os.kill(pid, signal.SIGKILL)
-    return clean.clean_run(rid)
+    out = clean.clean_run(rid)
+    if alive:
+        out.removed.insert(0, f"run {rid} (its owner, pid {pid}, tore it down)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,17 +80,18 @@ def bridge_exists(name: str) -> bool:
 
 
 class Controller(mn.Controller):
-    """The project's os-ken controller (an L2 learning switch) as a Mininet controller node.
+    """The project's os-ken controller (by default its L2 learning switch; `app=` another) as a Mininet node.
 
     It listens on a free port of 127.0.0.1 chosen when it starts (a `port=` asked for is noted and
     replaced: a fixed port may be another run's); its process is in the run's ledger.
     """
 
     def __init__(self, name: str, ledger: Ledger | None = None, run_dir: Path | None = None,
-                 app: str = osken.DEFAULT_APP, port: int | None = None, **params: Any) -> None:
+                 app: str = osken.LEARNING, config: dict | None = None, port: int | None = None,
+                 **params: Any) -> None:
         if ledger is None or run_dir is None:
             raise TestbedError(f"controller {name}: add it through the network (net.addController)")
-        self.ledger, self.run_dir, self.app = ledger, Path(run_dir), app
+        self.ledger, self.run_dir, self.app, self.config = ledger, Path(run_dir), app, config
         self.asked_port = port
         self.process = osken.Controller()
         params.pop("command", None)
@@ -104,7 +105,7 @@ class Controller(mn.Controller):
         """Start os-ken (once) and set `port` to where it listens."""
         if self.process.alive():
             return
-        self.port = self.process.start(self.run_dir / self.name, self.ledger, app=self.app)
+        self.port = self.process.start(self.run_dir / self.name, self.ledger, app=self.app, config=self.config)
         note = f" (port {self.asked_port} asked; the testbed picks a free one)" if self.asked_port else ""
         log.info("%s: os-ken %s on %s%s", self.name, self.app, self.process.target, note)
 

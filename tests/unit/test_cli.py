@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
-VERBS = ("run", "topo", "validate", "doctor", "clean", "images", "report", "failsafe")
+VERBS = ("run", "topo", "validate", "doctor", "clean", "images", "report", "failsafe", "deploy", "inspect",
+         "destroy", "exec")
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -50,3 +51,40 @@ def test_shipped_files_validate():
     done = run_cli("validate", *files, cwd=root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("ok:") == len(files)
+
+
+@pytest.mark.parametrize("args", [
+    ["deploy"], ["deploy", "/nonexistent.yaml"], ["inspect", "zz"], ["inspect", "ffff"], ["destroy"],
+    ["destroy", "zz"], ["destroy", "ffff"], ["exec", "abcd"], ["exec", "zz", "node", "--", "true"],
+    ["exec", "abcd", "node"], ["exec", "ffff", "node", "--", "true"], ["validate", "--json"],
+    ["report", "/nonexistent", "--json"], ["images", "list", "--frobnicate"]])
+def test_new_verbs_bad_usage_is_one_line_and_exit_2(args, tmp_path):
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made (no run directory)
+
+
+def test_validate_json_lists_each_file():
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    done = run_cli("validate", "--json", "experiments/fatriot-fig11.yaml", "topologies/fatriot.yaml", cwd=root)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["kind"], r["file"]) for r in rows] == [("experiment", "experiments/fatriot-fig11.yaml"),
+                                                      ("topology", "topologies/fatriot.yaml")]
+
+
+def test_images_list_includes_the_base():
+    import json
+
+    done = run_cli("images", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    tags = [r["tag"] for r in json.loads(done.stdout)]
+    assert tags[0] == "testbed/base" and "testbed/echo" in tags
+
+
+def test_every_verb_that_prints_results_has_json():
+    for verb in ("validate", "run", "topo", "report", "images", "doctor", "clean", "deploy", "inspect", "destroy"):
+        assert "--json" in run_cli(verb, "--help").stdout, verb
