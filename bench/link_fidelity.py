@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark of link emulation fidelity: configured delay vs ping RTT, configured rate vs iperf3 throughput.
 
-Runs for the userspace emulator and, where the kernel has sch_netem (detected by trying), for netem.
-Two namespaces made here (prefix "lb" + 4 hex digits), one link through the backend, removed at the end.
-Prints a table and writes bench/results/link_fidelity.json.
+Two parts, each skippable:
+* links: for the userspace emulator and, where the kernel has sch_netem (detected by trying), for
+  netem, two namespaces made here (prefix "lb" + 4 hex digits) joined by one link through the
+  backend, no switch in the way;
+* paths: host to host as a user measures it, through the shipped switches: a real Testbed with a
+  line of four sites (one host each, a second host on the first site) and 1, 2 and 3 WAN links
+  between the first host and the others, for one-way delays of a few ms and tens of ms.
+Prints tables and writes bench/results/link_fidelity.json.
 
-    sudo .venv/bin/python bench/link_fidelity.py [--count 100] [--duration 3]
+    sudo .venv/bin/python bench/link_fidelity.py [--count 100] [--duration 3] [--skip links|paths]
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from testbed import proc
 from testbed.testing import entered_netns  # noqa: E402
 from testbed.ledger import Ledger, new_run_id  # noqa: E402
 from testbed.links.base import LinkBackend, LinkEnds  # noqa: E402
-from testbed.topology.model import Shape  # noqa: E402
+from testbed.topology.model import Shape, TopologySpec  # noqa: E402
 
 DELAYS_MS = (1, 5, 20, 50, 100, 200)
 RATES_MBIT = (1, 10, 100, 500)
@@ -37,6 +42,10 @@ JITTER_FRACTION = 0.1  # jitter runs: jitter = 10 % of the delay, uniform
 GOODPUT_FRACTION = 1448 / 1514
 IP1, IP2 = "10.78.0.1", "10.78.0.2"
 DELAY_TARGET = (0.3, 0.01)  # |RTT - 2 d| <= 0.3 ms + 1 % of 2 d
+#: One-way delays (ms) of the three WAN links of the line p1-p2-p3-p4, one path measurement each.
+PATH_DELAYS_MS = ((2, 2, 2), (5, 5, 5), (20, 20, 20), (1, 10, 30))
+PATH_SUBNET = "10.79.0.0/24"
+ROUNDS = 5  # each path's pings in this many turns, interleaved with the other paths'
 RATE_TARGET = 0.05
 
 
@@ -102,7 +111,11 @@ class Bench:
 
 
 def probe(dest: str, count: int, interval: float, wait: float = 3.0) -> list[float]:
-    """Send `count` ICMP echo requests to `dest` every `interval` s; RTTs in ms of the replies (raw socket)."""
+    """Send `count` ICMP echo requests to `dest` every `interval` s; RTTs in ms of the replies (raw socket).
+
+    Like ping, a reply's time is the kernel's receive timestamp (SO_TIMESTAMPNS), so the probe's own
+    wake-up on a reply (0.1-0.2 ms on a VM) is not counted as network delay.
+    """
     import select
     import socket
     import struct
@@ -115,6 +128,7 @@ def probe(dest: str, count: int, interval: float, wait: float = 3.0) -> list[flo
 
     ident = os.getpid() & 0xFFFF
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
     payload = bytes(56)
     sent: dict[int, float] = {}
     rtts: list[float] = []
@@ -126,7 +140,7 @@ def probe(dest: str, count: int, interval: float, wait: float = 3.0) -> list[flo
         if seq < count and now >= start + seq * interval:
             head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
             pkt = struct.pack("!BBHHH", 8, 0, checksum(head + payload), ident, seq) + payload
-            sent[seq] = time.perf_counter()
+            sent[seq] = time.time()
             sock.sendto(pkt, (dest, 0))
             seq += 1
             if seq == count:
@@ -137,8 +151,11 @@ def probe(dest: str, count: int, interval: float, wait: float = 3.0) -> list[flo
         nxt = start + seq * interval if seq < count else end
         ready, _, _ = select.select([sock], [], [], max(0.0, nxt - now))
         if ready:
-            data = sock.recv(2048)
-            got = time.perf_counter()
+            data, anc, _flags, _addr = sock.recvmsg(2048, socket.CMSG_SPACE(16))
+            got = time.time()
+            if anc:
+                sec, nsec = struct.unpack_from("qq", anc[0][2])
+                got = sec + nsec * 1e-9
             ihl = (data[0] & 0x0F) * 4
             typ, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
             if typ == 0 and rid == ident and rseq in sent:
@@ -223,6 +240,97 @@ def print_table(name: str, res: dict[str, list[dict[str, Any]]]) -> None:
               f"{r['error_vs_goodput_pct']:>14.2f}  {'yes' if r['within_target'] else 'NO'}")
 
 
+def line_topology() -> TopologySpec:
+    """Four sites in a line, p1-p2-p3-p4, host hN on site pN, a second host h1b on p1; links unshaped."""
+    from testbed.topology.api import MecTopo
+
+    t = MecTopo("fidelity-line", subnet=PATH_SUBNET)
+    for i in range(1, 5):
+        t.addSite(f"p{i}")
+        t.addHost(f"h{i}", site=f"p{i}", ip=f"10.79.0.{i}")
+    t.addHost("h1b", site="p1", ip="10.79.0.11")
+    for i in range(1, 4):
+        t.addWan(f"p{i}", f"p{i + 1}")
+    return t.build()
+
+
+def measure_paths(count: int, interval: float, tmp: Path) -> dict[str, Any]:
+    """RTT from h1 to h1b (no WAN link) and to h2, h3, h4 (1, 2, 3 links) for each delay set, in one Testbed."""
+    from testbed.emulation.testbed import Testbed
+    from testbed.testing import leftovers
+
+    topo = line_topology()
+    tb = Testbed(topo, tmp / "run", nics=False)
+    rows: list[dict[str, Any]] = []
+    with tb:
+        h1 = tb.node("h1")
+        ips = {h.name: h.ip.split("/")[0] for h in topo.hosts()}
+        links = [tb.wan_link_id(f"p{i}", f"p{i + 1}") for i in range(1, 4)]
+
+        def rtts(dst: str, n: int) -> list[float]:
+            out = h1.cmd(sys.executable, __file__, "--probe", ips[dst], "--count", str(n),
+                         "--interval", str(interval))
+            return json.loads(out.strip().splitlines()[-1])
+
+        for dst in ("h1b", "h2", "h3", "h4"):  # ARP and flows, not measured
+            h1.cmd("ping", "-c", "2", "-i", "0.2", "-W", "2", ips[dst])
+        dsts = ("h1b", "h2", "h3", "h4")
+        for delays in PATH_DELAYS_MS:
+            for link, d in zip(links, delays):
+                tb.links.shape(link, forward=Shape(delay_ms=d), reverse=Shape(delay_ms=d))
+            got: dict[str, list[float]] = {dst: [] for dst in dsts}
+            for _ in range(ROUNDS):  # paths in turn, so a drifting machine load touches each alike
+                for dst in dsts:
+                    got[dst] += rtts(dst, max(1, count // ROUNDS))
+            base = row_path(0, (), got["h1b"])
+            rows.append(base)
+            for k in (1, 2, 3):
+                rows.append(row_path(k, delays[:k], got[f"h{k + 1}"], base.get("rtt_median_ms")))
+        log_path = tb.run_dir / "linkemu.log"
+        timing = [line.split(": ", 1)[1] for line in log_path.read_text().splitlines() if "timing" in line or "hop" in line]
+    return {"rows": rows, "emulator_timing": timing, "left_over": leftovers(tb.rid)}
+
+
+def row_path(links: int, delays: tuple[float, ...], rtts: list[float], base: float | None = None) -> dict[str, Any]:
+    """One path row: configured 2 x sum of one-way delays vs the measured median, against the target;
+    `base` (the same-switch median of the same rounds) gives the part the WAN links add."""
+    want = 2 * sum(delays)
+    row: dict[str, Any] = {"wan_links": links, "delays_ms": list(delays), "configured_rtt_ms": want,
+                           "samples": len(rtts)}
+    if rtts:
+        med = statistics.median(rtts)
+        tolerance = DELAY_TARGET[0] + DELAY_TARGET[1] * want
+        row.update(rtt_median_ms=round(med, 3), rtt_p10_ms=round(percentile(rtts, 10), 3),
+                   rtt_p90_ms=round(percentile(rtts, 90), 3), error_ms=round(med - want, 3),
+                   tolerance_ms=round(tolerance, 3), within_target=abs(med - want) <= tolerance)
+        if base is not None and links:
+            row["links_add_ms"] = round(med - want - base, 3)  # error beyond the site's own switch hops
+    return row
+
+
+def print_paths(res: dict[str, Any]) -> None:
+    """The host-to-host table."""
+    print("\n== host to host through the switches (target |median - 2 x sum d| <= 0.3 ms + 1 %; "
+          "links+ = error minus the same-switch RTT of the same rounds)")
+    print(f"{'links':>5} {'one-way ms':>12} {'config':>8} {'n':>4} {'median':>9} {'p10':>8} {'p90':>8} "
+          f"{'err ms':>8} {'tol ms':>7} {'links+':>7}  ok")
+    for r in res["rows"]:
+        d = "+".join(f"{x:g}" for x in r["delays_ms"]) or "-"
+        if not r["samples"]:
+            print(f"{r['wan_links']:>5} {d:>12} {r['configured_rtt_ms']:>8g}    0  (no replies)")
+            continue
+        ok = "yes" if r["within_target"] else "NO"
+        if not r["wan_links"]:
+            ok = "(same switch)"
+        print(f"{r['wan_links']:>5} {d:>12} {r['configured_rtt_ms']:>8g} {r['samples']:>4} {r['rtt_median_ms']:>9.3f} "
+              f"{r['rtt_p10_ms']:>8.3f} {r['rtt_p90_ms']:>8.3f} {r['error_ms']:>8.3f} {r['tolerance_ms']:>7.3f} "
+              f"{r.get('links_add_ms', ''):>7}  {ok}")
+    for line in res["emulator_timing"]:
+        print(f"   emulator: {line}")
+    if res["left_over"]:
+        print(f"   LEFT OVER: {res['left_over']}")
+
+
 def backends() -> dict[str, Callable[[Ledger, Path], LinkBackend] | str]:
     """Backends to measure: a factory, or a sentence saying why it is skipped."""
     from testbed.links.netem import NetemBackend, netem_available
@@ -238,7 +346,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=100, help="pings per delay setting (default 100)")
     ap.add_argument("--duration", type=float, default=3.0, help="iperf3 seconds per rate (default 3)")
-    ap.add_argument("--only", choices=("userspace", "netem"), help="measure one backend only")
+    ap.add_argument("--only", choices=("userspace", "netem"), help="measure one backend only (links part)")
+    ap.add_argument("--skip", choices=("links", "paths"), action="append", default=[], help="skip a part")
+    ap.add_argument("--path-interval", type=float, default=0.02, help="seconds between pings on paths (0.02)")
     ap.add_argument("--interval", type=float, default=0.01, help=argparse.SUPPRESS)
     ap.add_argument("--probe", metavar="IP", help=argparse.SUPPRESS)  # internal: run inside h1's namespace
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "link_fidelity.json")
@@ -251,8 +361,9 @@ def main() -> int:
         return 2
     results: dict[str, Any] = {"host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "count": args.count,
-                               "duration_s": args.duration, "backends": {}, "skipped": {}}
-    for name, factory in backends().items():
+                               "duration_s": args.duration, "load_before": os.getloadavg(),
+                               "backends": {}, "skipped": {}}
+    for name, factory in backends().items() if "links" not in args.skip else ():
         if args.only and name != args.only:
             continue
         if isinstance(factory, str):
@@ -266,6 +377,12 @@ def main() -> int:
             finally:
                 bench.close()
         print_table(name, results["backends"][name])
+    if "paths" not in args.skip:
+        with tempfile.TemporaryDirectory(prefix="lb-") as tmp:
+            results["paths"] = measure_paths(args.count, args.path_interval, Path(tmp))
+        print_paths(results["paths"])
+    results["load_after"] = os.getloadavg()
+    print(f"\nload average before {results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -1,4 +1,16 @@
-"""The emulator's packet engine: AF_PACKET sockets on inner veth ends, epoll, a timerfd, and the links' directions."""
+"""The emulator's packet engine: AF_PACKET sockets on inner veth ends, epoll, a timerfd, and the links' directions.
+
+Timing (measured on a 2-core VM, where waking an idle process costs 0.1-0.2 ms; see bench/README.md):
+
+* A frame's delay counts from the kernel's receive timestamp (SO_TIMESTAMPNS), not from when the
+  engine got round to reading it, so the engine's own wake-up on arrival is not added to the delay.
+* The timer is armed `lead` early, `lead` being the running median of how late its wake-ups have
+  been, so the median frame leaves on time (a frame may leave up to `lead` before its release).
+* A delayed frame going out to an Open vSwitch port is brought forward by what the next switch hop
+  costs a frame from idle, measured at start on a bridge of the run's own (testbed.linkemu.hopcost):
+  a cost only the link causes. Not when the direction is busy (frames within HOT_GAP of each other),
+  since a busy switch is awake.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +21,15 @@ import logging
 import os
 import select
 import socket
+import statistics
+import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from testbed import proc
+from testbed.linkemu import hopcost
 from testbed.linkemu.schedule import Direction, ShapeParams, direction_rng
 from testbed.timerfd import Timer
 
@@ -25,9 +41,15 @@ PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+SO_TIMESTAMPNS = 35  # also the control message type that carries the timestamp (SCM_TIMESTAMPNS)
+ANCILLARY = socket.CMSG_SPACE(16)  # one struct timespec
+_TIMESPEC = struct.Struct("qq")
 SOCKET_BUFFER = 4 * 1024 * 1024
 FRAME_BUFFER = 65536
 BATCH = 256  # frames read from one socket per wake-up, so one busy port cannot starve timers
+HOP_PERIOD = 1.0  # seconds between measurements of a switch hop (15 frames each)
+HOP_WINDOW = 30  # the hop cost is the median of this many recent probes (two rounds)
+HOT_GAP = 0.0005  # frames this close together find the next switch awake: no hop compensation
 OFFLOADS = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
 
 
@@ -46,6 +68,8 @@ class Port:
     link: "Link"
     peer: "Port | None" = None
     ignores_outgoing: bool = True
+    netnsid: int | None = None  # where this end's outer peer lives (netns id as seen from here)
+    out_hop: float = 0.0  # hop compensation for frames received here (so going out of `peer`)
 
 
 @dataclass(eq=False, slots=True)
@@ -82,6 +106,10 @@ def open_port_socket(ifname: str) -> tuple[socket.socket, bool]:
             ignores = True
         except OSError:
             ignores = False
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass  # no timestamps: delays count from when the frame is read
         sock.setblocking(False)
     except Exception:
         sock.close()
@@ -94,23 +122,99 @@ def set_link_state(ifname: str, up: bool) -> None:
     proc.run(["ip", "link", "set", "dev", ifname, "up" if up else "down"], timeout=10)
 
 
+@dataclass(slots=True)
+class RunningMedian:
+    """A running estimate of the median of a stream (moves `step` towards each sample), within [0, high]."""
+
+    value: float
+    step: float = 2e-6
+    high: float = 1e-3
+
+    def observe(self, sample: float) -> None:
+        v = self.value + (self.step if sample > self.value else -self.step)
+        self.value = 0.0 if v < 0.0 else self.high if v > self.high else v
+
+
+def timer_lateness(timer: Timer, samples: int = 15, gap: float = 0.001) -> float:
+    """Median of how late `timer` wakes an idle process (s), measured with `samples` sleeps of `gap`."""
+    ep = select.epoll()
+    ep.register(timer.fd, select.EPOLLIN)
+    late = []
+    try:
+        for _ in range(samples):
+            due = time.monotonic() + gap
+            timer.arm(due)
+            ep.poll(1.0)
+            late.append(time.monotonic() - due)
+            timer.consume()
+    finally:
+        ep.close()
+    late.sort()
+    return late[len(late) // 2]
+
+
 class Engine:
     """Forwards frames between the inner ends of every link, shaped per direction, in one epoll loop."""
 
-    def __init__(self, seed: int | str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, seed: int | str | None = None, clock: Callable[[], float] = time.monotonic,
+                 compensate: bool = True) -> None:
         self.seed = seed
         self.clock = clock
         self.links: dict[str, Link] = {}
         self.ports: dict[int, Port] = {}  # by socket fd
         self.epoll = select.epoll()
         self.timer = Timer()
+        # wake-up compensation (module docstring); kernel timestamps only mean something on the real clock
+        self.timestamps = compensate and clock is time.monotonic
+        start = timer_lateness(self.timer) if compensate else 0.0
+        self.lead = RunningMedian(start)  # how late timer wake-ups are
+        log.info("timing: timer lateness %.0f us at start; compensation %s", start * 1e6,
+                 "on" if compensate else "off")
         self.epoll.register(self.timer.fd, select.EPOLLIN)
+        self.hop_cost: hopcost.HopCost | None = None
+        self._calibration: threading.Thread | None = None
+        self._stopping = threading.Event()
+        netns = hopcost.own_netns_name() if compensate else None
+        if netns is not None and netns.endswith("-le"):  # the testbed's emulator: measure a switch hop
+            self._hop_r, self._hop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self.epoll.register(self._hop_r, select.EPOLLIN)
+            self._calibration = threading.Thread(target=self._calibrate, args=(netns[:-3],), daemon=True)
+            self._calibration.start()
         self._wakes: list[tuple[float, int, Port]] = []  # (when a direction's first frame is due, seq, port)
         self._seq = itertools.count()
         self._buf = bytearray(FRAME_BUFFER)
         self._view = memoryview(self._buf)
+        self._bufs = [self._buf]
         self.extra_fds: dict[int, Callable[[int], None]] = {}  # control socket handlers
         self.running = True
+
+    def _calibrate(self, prefix: str) -> None:
+        """Measure a switch hop now and every HOP_PERIOD s (in a thread, never holding up frames); tell the loop."""
+        meter = hopcost.HopMeter(prefix)
+        recent: list[float] = []
+        try:
+            meter.open()
+            while not self._stopping.is_set():
+                recent = (recent + meter.probe())[-HOP_WINDOW:]
+                if len(recent) >= hopcost.SAMPLES // 2:
+                    cost = hopcost.HopCost(statistics.median(recent), meter.netnsid, len(recent))
+                    if self.hop_cost is None:
+                        log.info("switch hop from idle: %.0f us (median of %d), outer ends in netns id %s",
+                                 cost.seconds * 1e6, cost.samples, cost.netnsid)
+                    self.hop_cost = cost
+                    os.write(self._hop_w, b"x")
+                self._stopping.wait(HOP_PERIOD)
+        except Exception as exc:
+            log.warning("switch hop cost not measured: %s", exc)
+        finally:
+            meter.close()
+
+    def _apply_hop_cost(self) -> None:
+        """Set each port's hop compensation: the measured cost where its peer's outer end is an OVS port."""
+        cost = self.hop_cost
+        for port in self.ports.values():
+            out = port.peer
+            port.out_hop = min(cost.seconds, HOT_GAP) if cost is not None and out is not None and out.netnsid == cost.netnsid else 0.0
 
     # ---- links -----------------------------------------------------------------------------
     def add_link(self, link_id: str, a: str, b: str, forward: ShapeParams, reverse: ShapeParams,
@@ -145,8 +249,12 @@ class Engine:
         Link.__init__(link, link_id, pa, pb)
         self.links[link_id] = link
         for port in (pa, pb):
+            if self._calibration is not None:
+                port.netnsid = hopcost.link_netnsid(port.ifname)
             self.ports[port.sock.fileno()] = port
             self.epoll.register(port.sock.fileno(), select.EPOLLIN)
+        if self.hop_cost is not None:
+            self._apply_hop_cost()
         log.info("link %s added: %s <-> %s forward=%s reverse=%s (kernel filters outgoing: %s)",
                  link_id, a, b, forward, reverse, ign_a and ign_b)
         return link
@@ -217,30 +325,40 @@ class Engine:
         out = port.peer.sock
         d = port.direction
         up = port.link.up
-        buf, view = self._buf, self._view
+        buf = self._buf
+        bufs = self._bufs
+        view = self._view
         clock = self.clock
+        # kernel timestamps are CLOCK_REALTIME: the offset to our clock, taken once per wake-up
+        offset = time.time() - time.monotonic() if self.timestamps else None
         for _ in range(BATCH):
             try:
-                if port.ignores_outgoing:
-                    n = sock.recv_into(buf)
-                else:
-                    n, addr = sock.recvfrom_into(buf)
-                    if addr[2] == PACKET_OUTGOING:
-                        continue
+                n, anc, _flags, addr = sock.recvmsg_into(bufs, ANCILLARY)
             except BlockingIOError:
                 return
             except OSError as exc:  # ENETDOWN after the interface went down: the error is now cleared
                 if exc.errno not in (errno.ENETDOWN, errno.ENXIO, errno.EINTR):
                     log.warning("receive on %s: %s", port.ifname, exc)
                 return
+            if not port.ignores_outgoing and addr[2] == PACKET_OUTGOING:
+                continue
             if not up:
                 d.counters.rx += 1
                 d.counters.dropped_down += 1
                 continue
             now = clock()
-            release = d.admit(n, now)
+            arrival = now
+            if anc and offset is not None:
+                sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
+                arrival = sec - offset + nsec * 1e-9
+                if arrival > now:
+                    arrival = now
+            previous = d.last_release
+            release = d.admit(n, arrival)
             if release < 0.0:
                 continue
+            if port.out_hop and release - previous > HOT_GAP and (d.params.delay_s or d.params.jitter_s):
+                release -= port.out_hop  # the next switch's wake-up, a cost only the link causes
             if release <= now and not d.queue:
                 self._send(out, view[:n], n, d)
             else:
@@ -279,7 +397,7 @@ class Engine:
     def _arm(self) -> None:
         """Point the timer at the earliest pending release."""
         if self._wakes:
-            self.timer.arm(self._wakes[0][0])
+            self.timer.arm(self._wakes[0][0] - self.lead.value)
         else:
             self.timer.disarm()
 
@@ -289,6 +407,7 @@ class Engine:
         timer_fd = self.timer.fd
         extra = self.extra_fds
         while self.running:
+            fired: float | None = None  # when the timer that just expired was due
             try:
                 events = self.epoll.poll(-1 if not self._wakes else 1.0)
             except InterruptedError:
@@ -298,15 +417,29 @@ class Engine:
                 if port is not None:
                     self._receive(port)
                 elif fd == timer_fd:
+                    fired = self.timer.armed
                     self.timer.consume()
                 elif fd in extra:
                     extra[fd](fd)
+                elif self._calibration is not None and fd == self._hop_r:
+                    os.read(fd, 64)
+                    self._apply_hop_cost()
             if self._wakes:
-                self._release(self.clock())
+                self._release(self.clock() + self.lead.value)
+                if fired is not None:  # lateness until the frames are out: what `lead` must cover
+                    self.lead.observe(self.clock() - fired)
             self._arm()
 
     def close(self) -> None:
         """Close every socket and the timer."""
+        log.info("timing at close: timer lead %.0f us, switch hop %s", self.lead.value * 1e6,
+                 "not measured" if self.hop_cost is None else f"{self.hop_cost.seconds * 1e6:.0f} us")
+        if self._calibration is not None:
+            self._stopping.set()
+            self._calibration.join(timeout=10)
+            self.epoll.unregister(self._hop_r)
+            os.close(self._hop_r)
+            os.close(self._hop_w)
         for link_id in list(self.links):
             self.remove_link(link_id)
         self.timer.close()
