@@ -147,7 +147,7 @@ class DockerHost(Host):
                         parse_memory(memory), dict(environment or {}), volumes, netns=holder["name"])
         return ContainerPlan(name, cname, dimage, args, holder)
 
-    def _main_command(self) -> list[str]:
+    def main_command(self) -> list[str]:
         """The service the container runs once its network is up: `command`, else the image's CMD."""
         return self.dcmd if self.dcmd is not None else image_command(self.client, self.dimage)
 
@@ -283,7 +283,7 @@ class DockerHost(Host):
 
     def start_service(self, command: Sequence[str] | None = None, environment: dict[str, str] | None = None) -> None:
         """(Re)start the main command (or `command` in its place) in the background, as the entry script does."""
-        main = list(command) if command is not None else self._main_command()
+        main = list(command) if command is not None else self.main_command()
         if not main:
             return
         env = [f"{k}={v}" for k, v in (environment or {}).items()]

@@ -103,7 +103,7 @@ def start(tb: Any, svc: ServiceRun) -> None:
     node = _docker_host(tb, svc.host)
     if is_sidecar(tb, svc):
         node.add_sidecar(svc.name, svc.image, svc.command, dict(svc.env))
-    elif svc.command is not None and list(svc.command) != node._main_command():
+    elif svc.command is not None and list(svc.command) != node.main_command():
         stop(tb, svc)
         node.start_service(list(svc.command), dict(svc.env))
     elif main_pid(node) is None:
