@@ -33,6 +33,7 @@ class Report:
     link_backend: str
     docker: str | None
     criu: bool
+    checkpoint_restore: dict = field(default_factory=dict)  # {ok, reason, checkpoint_s, restore_s}: a real trial
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -147,6 +148,9 @@ def diagnose() -> Report:
         ovs_dp, ovs_txt = probe_ovs()
     docker_ver, docker_txt = probe_docker()
     criu_ok, criu_txt = probe_criu()
+    from testbed.checkpoint import trial
+
+    cr = trial() if docker_ver is not None else None
     mn = mininet_version()
     osken = _module_version("os-ken")
     iperf = command_version("iperf3", ["--version"])
@@ -168,6 +172,8 @@ def diagnose() -> Report:
               True, "apt install ethtool"),
         Check("criu", criu_ok, criu_txt, False,
               "" if criu_ok else "checkpoint/restore (live migration) unavailable"),
+        Check("checkpoint/restore", bool(cr and cr.ok), cr.reason if cr else "no Docker engine to try it", False,
+              "" if cr and cr.ok else "live migration unavailable: cold and state-transfer migration still run"),
         Check("cgroup", True, cgroup_version(), False),
     ]
     return Report(
@@ -176,6 +182,7 @@ def diagnose() -> Report:
         link_backend="netem" if netem else "userspace",
         docker=docker_ver,
         criu=criu_ok,
+        checkpoint_restore=cr.to_dict() if cr else {"ok": False, "reason": "no Docker engine answers"},
         checks=checks,
     )
 

@@ -20,6 +20,7 @@ def show(report: Report, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"link backend: [bold]{report.link_backend}[/]   "
                   f"OVS datapath: [bold]{report.ovs_datapath}[/]   "
-                  f"checkpoint/restore: [bold]{'yes' if report.criu else 'no'}[/]")
+                  f"criu check: [bold]{'yes' if report.criu else 'no'}[/]   "
+                  f"container checkpoint/restore: [bold]{'yes' if report.checkpoint_restore.get('ok') else 'no'}[/]")
     if not report.ok:
         console.print("[red]a required capability is missing: see the fix column[/]")
