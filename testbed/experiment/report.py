@@ -140,6 +140,8 @@ def report_main(run_dir: Path) -> Path:
     text = _report_text(man, spec, summary, events, plots, read_nic_counters(run_dir / COUNTERS_FILE))
     path = run_dir / "report.md"
     path.write_text(text)
+    from testbed.experiment.mobility_metrics import add_to_run  # switches and moves: a section of their own
+    add_to_run(run_dir)
     log.info("report written to %s", path)
     return path
 

@@ -160,6 +160,10 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
             wait_nics_learned(tb, [h.name for h in nic_hosts], timeout=(learn + 5) * interval + 10)
         for host in variant.force_failsafe:
             ctx.event("force_failsafe", "apply", host, "mode on: " + ",".join(force_failsafe(tb, host)))
+        if spec.schedule:  # switched addresses steered to their first host (testbed/experiment/mobility_actions.py)
+            from testbed.experiment.mobility_actions import prepare
+            for done in prepare(tb, spec):
+                ctx.event("schedule", "prepare", done.split()[0], done)
         info["throughput_mbps"] = drive_traffic(ctx, tb, run_dir)
         for e in tb.nic_events():
             ctx.event(NIC_KIND, "activate" if e.get("active") else "deactivate",
@@ -173,8 +177,10 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
 def drive_traffic(ctx: RunContext, tb: Any, run_dir: Path) -> dict[str, float]:
     """Start probes and bulk flows, trigger faults on `# sent N` and on time, wait for the end."""
     spec, variant = ctx.spec, ctx.variant
-    faults: list[Fault] = [make_fault(f, lambda host: _restart(tb, spec, host), spec.services) for f in spec.faults]
-    schedule = FaultSchedule(spec.faults, spec.probes[0].name if spec.probes else None,
+    from testbed.experiment.mobility_actions import effective_schedule
+    entries = (*spec.faults, *effective_schedule(spec, variant))  # faults, then moves and switches
+    faults: list[Fault] = [make_fault(f, lambda host: _restart(tb, spec, host), spec.services) for f in entries]
+    schedule = FaultSchedule(entries, spec.probes[0].name if spec.probes else None,
                              [f.can_undo and f.spec.has_undo for f in faults])
     sel = selectors.DefaultSelector()
     with ExitStack() as stack:
@@ -216,7 +222,7 @@ def drive_traffic(ctx: RunContext, tb: Any, run_dir: Path) -> dict[str, float]:
             _execute(ctx, tb, faults, schedule.poll(time.monotonic() - t0))
         _execute(ctx, tb, faults, schedule.leftovers())
         for i in schedule.never_applied():
-            log.warning("fault %d (%s at %s) never fell due", i, spec.faults[i].kind, spec.faults[i].at)
+            log.warning("fault %d (%s at %s) never fell due", i, entries[i].kind, entries[i].at)
         out: dict[str, float] = {}
         for name, c in clients.items():
             report = c.output(timeout=max(end_by - time.monotonic(), 1))

@@ -37,6 +37,10 @@ The YAML shape (every key not listed here is an error naming its path)::
       - {name: without-nic, nic: false}
       - {name: failsafe-path, nic: true, force_failsafe: [mec1]}   # NIC of mec1 forced into fail-safe
       - {name: direct, nic: true, to: mec2}                        # every flow sent to mec2 instead
+      - {name: bbm, nic: false, switch: break-before-make}          # every schedule switch in this mode
+    schedule:                            # users moving, traffic switched: testbed/experiment/mobility_spec.py
+      - {kind: move, host: ue1, to: edge2, at: 10s, gap: 50ms}
+      - {kind: switch, service_ip: 10.0.0.50, from: meca, to: mecb, mode: make-before-break, at: 5s}
     claims:
       - "Fig. 11: with Fatriot, delivered rate and RTT stay stable after the crash; without, delivery stops."
     headline: probe                      # optional: the probe flow of the short summary table (default: the first)
@@ -71,7 +75,7 @@ FAULT_MODES: dict[str, tuple[str, ...]] = {
 _FAULT_KEYS = {"kind", "mode", "host", "site", "link", "at", "until", "for", "delay", "cpu", "loss", "rate",
                "down", "probe", "service"}
 _TOP_KEYS = {"name", "description", "topology", "seed", "repetitions", "services", "traffic", "faults",
-             "variants", "claims", "headline"}
+             "variants", "claims", "headline", "schedule"}
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ class Variant:
     threshold: float | None = None
     force_failsafe: tuple[str, ...] = ()  # hosts whose NIC is forced into fail-safe for every critical service
     to: str | None = None  # send every flow to this host instead
+    switch: str | None = None  # every schedule `switch` in this mode instead of its own (mobility_spec.py)
 
     def nic_overrides(self) -> dict[str, float]:
         """The Testbed's `nic_overrides` for this variant."""
@@ -220,6 +225,7 @@ class ExperimentSpec:
     variants: tuple[Variant, ...] = (Variant("default"),)
     claims: tuple[str, ...] = ()
     headline: str | None = None  # the prober flow of the short summary table (None: the first probe)
+    schedule: tuple = ()  # moves and switches (testbed/experiment/mobility_spec.py), timed like faults
     source: str = ""
     topology_source: str = ""  # the file the topology was read from
 
@@ -280,6 +286,8 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     probes = {f.name: f for f in traffic if isinstance(f, ProbeFlow)}
     faults = tuple(checker.fault(item, f"faults[{i}]", probes)
                    for i, item in enumerate(v.sequence(doc.get("faults", []), "faults")))
+    from testbed.experiment.mobility_spec import parse_schedule
+    schedule = parse_schedule(checker, v.sequence(doc.get("schedule", []), "schedule"), probes)
     claims = tuple(v.text(c, f"claims[{i}]") for i, c in enumerate(v.sequence(doc.get("claims", []), "claims")))
     headline = v.text(doc["headline"], "headline") if "headline" in doc else None
     if headline is not None and headline not in probes:
@@ -300,6 +308,7 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
         variants=variants,
         claims=claims,
         headline=headline,
+        schedule=schedule,
         source=source,
         topology_source=topo_source,
     )
@@ -339,7 +348,7 @@ def shortened(spec: ExperimentSpec, *, tail: int = 30, max_duration_s: float = 3
     for flow in spec.traffic:
         if isinstance(flow, ProbeFlow):
             last = 0.0  # the request number by which every fault of this probe has started and ended
-            for f in spec.faults:
+            for f in (*spec.faults, *spec.schedule):
                 if (f.probe or first_probe) != flow.name:
                     continue
                 start = f.at.packet if f.at.packet is not None else (f.at.time_s or 0.0) * flow.rate

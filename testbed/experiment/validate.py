@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from testbed.experiment.spec import (_FAULT_KEYS, FAULT_MODES, BulkFlow, FaultSpec, ProbeFlow, ServiceRun,
                                      Variant)
+from testbed.experiment.mobility_spec import SWITCH_MODES
 from testbed.experiment.service_defaults import SERVICE_KEYS, parse_fields, resolve
 from testbed.experiment.values import Trigger, Values
 from testbed.topology.model import TopologySpec
@@ -11,7 +12,7 @@ from testbed.topology.model import TopologySpec
 _SERVICE_KEYS = {"host", *SERVICE_KEYS}
 _PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout"}
 _BULK_KEYS = {"name", "kind", "from", "to", "server", "port", "proto", "bw", "duration", "start"}
-_VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to"}
+_VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch"}
 _NEEDS_DOCKER = {("host_down", "kill"), ("host_down", "freeze"), ("service_down", "kill"), ("delay", "app"),
                  ("delay", "cpu")}
 
@@ -120,6 +121,7 @@ class Checker:
             if threshold is not None else None,
             force_failsafe=forced,
             to=self.host(d["to"], f"{path}.to") if "to" in d else None,
+            switch=self.v.choice(d["switch"], f"{path}.switch", SWITCH_MODES) if "switch" in d else None,
         )
 
     def fault(self, item: object, path: str, probes: dict[str, ProbeFlow]) -> FaultSpec:
