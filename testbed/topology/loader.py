@@ -24,6 +24,7 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
             command: [python3, /app/echo.py]   # optional, list or string (split with shlex)
             access: {bw: 1000, delay: 1ms, jitter: 0ms, loss: 0, max_queue_size: 1000}
             device: false          # true: an end device (no NIC, not anycast) that may `move` between sites
+            anycast: false         # true: may share its (explicit) ip with other anycast hosts; the controller steers
             nic:                   # optional, Docker hosts only; `nic: true` gives all defaults
               ip: 10.0.0.111       # optional: else the next free address
               mac: 00:00:00:00:01:11   # optional
