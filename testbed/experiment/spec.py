@@ -41,6 +41,8 @@ The YAML shape (every key not listed here is an error naming its path)::
     schedule:                            # users moving, traffic switched: testbed/experiment/mobility_spec.py
       - {kind: move, host: ue1, to: edge2, at: 10s, gap: 50ms}
       - {kind: switch, service_ip: 10.0.0.50, from: meca, to: mecb, mode: make-before-break, at: 5s}
+    migrations:                          # services moved between anycast twins: testbed/migration/spec.py
+      - {kind: migrate, mode: state-transfer, service: counter, from: mec1, to: mec2, at: packet 50}
     claims:
       - "Fig. 11: with Fatriot, delivered rate and RTT stay stable after the crash; without, delivery stops."
     headline: probe                      # optional: the probe flow of the short summary table (default: the first)
@@ -75,7 +77,7 @@ FAULT_MODES: dict[str, tuple[str, ...]] = {
 _FAULT_KEYS = {"kind", "mode", "host", "site", "link", "at", "until", "for", "delay", "cpu", "loss", "rate",
                "down", "probe", "service"}
 _TOP_KEYS = {"name", "description", "topology", "seed", "repetitions", "services", "traffic", "faults",
-             "variants", "claims", "headline", "schedule"}
+             "variants", "claims", "headline", "migrations", "schedule"}
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,8 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     probes = {f.name: f for f in traffic if isinstance(f, ProbeFlow)}
     faults = tuple(checker.fault(item, f"faults[{i}]", probes)
                    for i, item in enumerate(v.sequence(doc.get("faults", []), "faults")))
+    from testbed.migration.spec import parse_migrations  # moves of services, run in the fault schedule
+    faults += parse_migrations(checker, v.sequence(doc.get("migrations", []), "migrations"), probes)
     from testbed.experiment.mobility_spec import parse_schedule
     schedule = parse_schedule(checker, v.sequence(doc.get("schedule", []), "schedule"), probes)
     claims = tuple(v.text(c, f"claims[{i}]") for i, c in enumerate(v.sequence(doc.get("claims", []), "claims")))

@@ -1,0 +1,157 @@
+"""The state agent, run inside a service's container (`python3 -c`, stdlib only): sends and receives its state.
+
+Every byte goes over the emulated network between the two hosts (a TCP connection from the
+source's migration address to the destination's), so the WAN's rate and delay apply. Frames are
+a 4-byte header length, a JSON header, an 8-byte payload length and a tar of state files. Each
+line the agent prints on stdout is one JSON object.
+
+    send SRC_IP DST_IP PORT DIR                 one frame with every file of DIR, then exit
+    recv PORT DIR ONCE LOST_S                   extract each frame into DIR; ONCE=1: exit after one;
+                                                after a first frame, LOST_S without one prints {"lost"}, exits
+    checkpoint SRC_IP DST_IP PORT DIR INTERVAL_S  every interval a frame of the files changed since the last
+"""
+
+import io
+import json
+import os
+import socket
+import struct
+import sys
+import tarfile
+import time
+
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def snapshot(root, seen):
+    """A tar of the files of `root` whose (mtime, size) differ from `seen` (updated); (bytes, count, files)."""
+    buf = io.BytesIO()
+    n = 0
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            if name.startswith(".") or not os.path.isfile(path):
+                continue
+            try:
+                st = os.stat(path)
+                key = (st.st_mtime_ns, st.st_size)
+                if seen is not None and seen.get(name) == key:
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), int(st.st_mtime)
+            tar.addfile(info, io.BytesIO(data))
+            if seen is not None:
+                seen[name] = key
+            n += 1
+    return buf.getvalue(), n
+
+
+def counter_of(root):
+    try:
+        with open(os.path.join(root, "counter")) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+
+
+def frame(header, payload):
+    head = json.dumps(header).encode()
+    return struct.pack("!I", len(head)) + head + struct.pack("!Q", len(payload)) + payload
+
+
+def read_exact(conn, n):
+    out = bytearray()
+    while len(out) < n:
+        chunk = conn.recv(min(n - len(out), 1 << 20))
+        if not chunk:
+            raise EOFError
+        out += chunk
+    return bytes(out)
+
+
+def connect(src, dst, port, deadline):
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((src, 0))
+        s.settimeout(2.0)
+        try:
+            s.connect((dst, port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return s
+        except OSError:
+            s.close()
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def send(src, dst, port, root):
+    t0 = time.time()
+    payload, files = snapshot(root, None)
+    t1 = time.time()
+    s = connect(src, dst, int(port), t0 + 10)
+    s.settimeout(120)
+    t2 = time.time()
+    s.sendall(frame({"seq": 1, "taken": t1, "counter": counter_of(root), "files": files}, payload))
+    s.shutdown(socket.SHUT_WR)
+    s.recv(16)  # the receiver closes once it has extracted everything: the state is there
+    t3 = time.time()
+    say(bytes=len(payload), files=files, export_s=t1 - t0, connect_s=t2 - t1, transfer_s=t3 - t2)
+
+
+def recv(port, root, once, lost_s):
+    os.makedirs(root, exist_ok=True)
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", int(port)))
+    ls.listen(1)
+    say(listening=int(port), pid=os.getpid())
+    conn, _ = ls.accept()
+    lost = float(lost_s)
+    while True:
+        conn.settimeout(lost if lost > 0 else None)
+        try:
+            head = read_exact(conn, struct.unpack("!I", read_exact(conn, 4))[0])
+            size = struct.unpack("!Q", read_exact(conn, 8))[0]
+            payload = read_exact(conn, size)
+        except (socket.timeout, EOFError, OSError) as exc:
+            say(lost=time.time(), why=type(exc).__name__)
+            return
+        header = json.loads(head)
+        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+            tar.extractall(root)
+        say(received=time.time(), bytes=size, **header)
+        if once == "1":
+            conn.close()
+            return
+
+
+def checkpoint(src, dst, port, root, interval_s):
+    interval = float(interval_s)
+    s = connect(src, dst, int(port), time.time() + 10)
+    s.settimeout(max(5 * interval, 2.0))
+    say(connected=time.time(), pid=os.getpid())
+    seen = {}
+    seq = 0
+    start = time.time()
+    while True:
+        seq += 1
+        payload, files = snapshot(root, seen)
+        taken = time.time()
+        try:
+            s.sendall(frame({"seq": seq, "taken": taken, "counter": counter_of(root), "files": files}, payload))
+        except OSError as exc:
+            say(error=str(exc), seq=seq)
+            return
+        say(seq=seq, taken=taken, bytes=len(payload), files=files)
+        time.sleep(max(start + seq * interval - time.time(), 0))
+
+
+if __name__ == "__main__":
+    {"send": send, "recv": recv, "checkpoint": checkpoint}[sys.argv[1]](*sys.argv[2:])
