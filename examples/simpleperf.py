@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Network and CPU parameters (after Mininet's simpleperf.py): four CPU-limited hosts on one
-switch, each link 10 Mbit/s, 5 ms and 10 % loss per direction; ping and UDP iperf h1 -> h4.
+switch, each link 10 Mbit/s, 5 ms and 10 % loss per direction; ping and UDP iperf3 h1 -> h4.
 
 Ported by changing the import only. On a kernel without netem Mininet's own TCLink drops the
 delay and loss with an error line; here the links go to the userspace emulator instead.
@@ -35,9 +35,12 @@ def perfTest(lossy=True):
     info("Testing latency between h1 and h4\n")
     info(h1.cmd('ping -c 40 -i 0.05 -q', h4.IP()))
     info("Testing bandwidth between h1 and h4\n")
-    info(h4.cmd('iperf -u -s -p 5002 > /tmp/simpleperf-%s.txt 2>&1 &' % net.rid))
-    info(h1.cmd('iperf -u -c %s -p 5002 -b 5M -t 5 -l 1000' % h4.IP()))
-    h4.cmd('kill %iperf')
+    h4.cmd('iperf3 -s -p 5202 >/dev/null 2>&1 &')
+    while 'LISTEN' not in h4.cmd('ss -Hltn sport = :5202'):
+        pass
+    # iperf3: the receiver's count comes back over TCP (iperf2's UDP report is lost with the data)
+    info(h1.cmd('iperf3 -u -c %s -p 5202 -b 5M -t 5 -l 1000' % h4.IP()))
+    h4.cmd('kill %iperf3')
     net.stop()
 
 

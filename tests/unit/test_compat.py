@@ -89,3 +89,25 @@ def test_docker_kwargs_that_cannot_work_are_refused_by_name(key, value):
     with pytest.raises(SpecError) as err:
         docker_options("d3", {key: value})
     assert f"addDocker d3.{key}" in str(err.value)
+
+
+def test_tree_container_topo_has_docker_leaves():
+    from testbed.compat import ContainerTreeTopo, Docker
+
+    topo = ContainerTreeTopo(depth=2, fanout=2, dimage="testbed/echo")
+    assert sorted(topo.switches()) == ["s1", "s2", "s3"] and len(topo.hosts()) == 4
+    assert all(topo.nodeInfo(h)["cls"] is Docker and topo.nodeInfo(h)["dimage"] == "testbed/echo"
+               for h in topo.hosts())
+
+
+def test_examples_differ_from_the_originals_only_in_the_import():
+    import re
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.py"))
+    assert {p.name for p in examples} >= {"containernet_example.py", "dockerhosts.py", "simpleperf.py", "limit.py",
+                                          "containernet_example_cmd_field.py", "controllers2.py"}
+    for path in examples:
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) mininet", text, re.M), path.name
+        assert len(re.findall(r"^from testbed\.compat import", text, re.M)) == 1, path.name
