@@ -9,7 +9,13 @@ interfaces are prepared and the containers are told to start their services; "do
 `Testbed.stop()`. After each teardown it checks that nothing of the run is left
 (`testbed.testing.leftovers`). Prints a table and writes bench/results/startup.json.
 
-    sudo .venv/bin/python bench/startup.py [--sizes 10 50 100] [--sites 5] [--no-ping]
+Baseline: Containernet measured in the same run, where it is installed (an optional step, not a
+dependency: a separate virtual environment with Containernet, given as --containernet-python);
+otherwise the plain Mininet hosts of the same run. --profile prints where the time went
+(bench/startup_profile.py).
+
+    sudo .venv/bin/python bench/startup.py [--sizes 10 50 100] [--sites 5] [--no-ping] [--profile]
+        [--containernet-python /opt/containernet/bin/python]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from testbed.emulation.testbed import Testbed  # noqa: E402
 from testbed.testing import leftovers  # noqa: E402
@@ -37,7 +44,29 @@ from testbed.topology.model import TopologySpec  # noqa: E402
 log = logging.getLogger("startup")
 IMAGE = "testbed/echo"
 SUBNET = "10.77.0.0/16"
-TARGET_S = 60.0  # 100 Docker hosts up in under a minute on a 2-core machine
+TARGET_UP_S = 12.0  # 100 Docker hosts up within 12 s on a quiet 2-core machine
+TARGET_DOWN_S = 4.0  # and down within 4 s
+#: Containernet's own start-up of N Docker hosts on one switch, run in its interpreter; prints JSON.
+CONTAINERNET_SCRIPT = r"""
+import json, sys, time
+from mininet.net import Containernet
+from mininet.node import Controller
+from mininet.log import setLogLevel
+n = int(sys.argv[1])
+setLogLevel("warning")
+t0 = time.monotonic()
+net = Containernet(controller=Controller)
+net.addController("c0")
+s1 = net.addSwitch("s1")
+for i in range(n):
+    d = net.addDocker("cn%d" % i, ip="10.76.%d.%d" % (i // 250, i % 250 + 2), dimage=sys.argv[2])
+    net.addLink(d, s1)
+net.start()
+up = time.monotonic() - t0
+t1 = time.monotonic()
+net.stop()
+print(json.dumps({"up_s": up, "down_s": time.monotonic() - t1}))
+"""
 
 
 @dataclass
@@ -83,40 +112,83 @@ def ping_across(tb: Testbed, topo: TopologySpec) -> bool:
     return bool(m and int(m.group(1)) > 0)
 
 
-def measure(hosts: int, kind: str, sites: int, ping: bool) -> Row:
+def measure(hosts: int, kind: str, sites: int, ping: bool, profile: bool = False) -> Row:
     """Bring one topology up and down, timing both; check that nothing is left behind."""
+    from startup_profile import Profile, print_profile
+
     topo = star(hosts, sites, kind == "docker")
+    prof_up, prof_down = Profile(), Profile()
     with tempfile.TemporaryDirectory(prefix="tb-startup-") as tmp:
         tb = Testbed(topo, Path(tmp) / "run", nics=False)
+        if profile:
+            prof_up.install()
         t0 = time.monotonic()
-        tb.start()
+        try:
+            tb.start()
+        finally:
+            prof_up.uninstall()
         up = time.monotonic() - t0
         ok: bool | None = None
         try:
             if ping:
                 ok = ping_across(tb, topo)
         finally:
+            if profile:
+                prof_down.install()
             t1 = time.monotonic()
-            tb.stop()
+            try:
+                tb.stop()
+            finally:
+                prof_down.uninstall()
             down = time.monotonic() - t1
         left = leftovers(tb.rid)
+    if profile:
+        print_profile(f"{hosts} {kind} hosts, {sites} sites: up {up:.2f} s", prof_up.table())
+        print_profile(f"{hosts} {kind} hosts, {sites} sites: down {down:.2f} s", prof_down.table())
     return Row(hosts, kind, sites, round(up, 2), round(down, 2), ok, left)
 
 
-def print_table(rows: list[Row]) -> None:
-    """The table: hosts, kind, up s, per-host s, down s, docker/plain per-host ratio, ping, leftovers."""
-    plain = {r.hosts: r for r in rows if r.kind == "plain"}
-    print(f"\n{'hosts':>5} {'kind':>6} {'up s':>7} {'per-host s':>10} {'down s':>7} {'ratio d/p':>9} "
+def containernet(python: str, hosts: int, image: str = IMAGE) -> dict | str:
+    """Containernet's up and down seconds for `hosts` Docker hosts on one switch, or why not measured."""
+    from testbed import proc
+
+    res = proc.run([python, "-c", CONTAINERNET_SCRIPT, str(hosts), image], timeout=900, check=False)
+    if not res.ok:
+        return f"Containernet run failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}"
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def print_table(rows: list[Row], baseline: dict[int, dict]) -> None:
+    """The table: hosts, kind, up/down s, per-host s, docker/plain per-host ratio, ping, leftovers; then the goal."""
+    plain = {(r.hosts, r.sites): r for r in rows if r.kind == "plain"}
+    print(f"\n{'hosts':>5} {'sites':>5} {'kind':>6} {'up s':>7} {'per-host s':>10} {'down s':>7} {'ratio d/p':>9} "
           f"{'ping':>5} {'left':>5}")
     for r in rows:
-        ratio = f"{r.per_host_s / plain[r.hosts].per_host_s:.2f}" if r.kind == "docker" and r.hosts in plain else ""
+        p = plain.get((r.hosts, r.sites))
+        ratio = f"{r.per_host_s / p.per_host_s:.2f}" if r.kind == "docker" and p else ""
         ping = "-" if r.ping_ok is None else ("ok" if r.ping_ok else "FAIL")
-        print(f"{r.hosts:>5} {r.kind:>6} {r.up_s:>7.2f} {r.per_host_s:>10.3f} {r.down_s:>7.2f} {ratio:>9} "
+        print(f"{r.hosts:>5} {r.sites:>5} {r.kind:>6} {r.up_s:>7.2f} {r.per_host_s:>10.3f} {r.down_s:>7.2f} {ratio:>9} "
               f"{ping:>5} {len(r.left_over):>5}")
-    big = [r for r in rows if r.kind == "docker" and r.hosts >= 100]
-    for r in big:
-        verdict = "meets" if r.up_s < TARGET_S else "MISSES"
-        print(f"\n{r.hosts} Docker hosts up in {r.up_s:.1f} s: {verdict} the target of {TARGET_S:.0f} s")
+    for n, cn in sorted(baseline.items()):
+        if isinstance(cn, dict):
+            print(f"{n:>5} {1:>5} {'cnet':>6} {cn['up_s']:>7.2f} {cn['up_s'] / n:>10.3f} {cn['down_s']:>7.2f}"
+                  f"          (Containernet, same run)")
+        else:
+            print(f"{n:>5}  Containernet: {cn}")
+    for r in (r for r in rows if r.kind == "docker" and r.hosts >= 100):
+        verdict = "meets" if r.up_s <= TARGET_UP_S and r.down_s <= TARGET_DOWN_S else "MISSES"
+        cn = baseline.get(r.hosts)
+        if isinstance(cn, dict):
+            against = (f"Containernet same run {cn['up_s']:.1f} s up, {cn['down_s']:.1f} s down: "
+                       f"{cn['up_s'] / r.up_s:.2f}x faster up, {cn['down_s'] / r.down_s:.2f}x down")
+        elif (r.hosts, r.sites) in plain:
+            p = plain[(r.hosts, r.sites)]
+            against = (f"plain Mininet hosts same run {p.up_s:.1f} s up, {p.down_s:.1f} s down: "
+                       f"Docker/plain {r.up_s / p.up_s:.2f}x up, {r.down_s / p.down_s:.2f}x down")
+        else:
+            against = "no baseline measured"
+        print(f"\n{r.hosts} Docker hosts on {r.sites} site(s): up {r.up_s:.1f} s, down {r.down_s:.1f} s: {verdict} "
+              f"the goal (<= {TARGET_UP_S:.0f} s up, <= {TARGET_DOWN_S:.0f} s down); {against}")
 
 
 def load() -> list[float]:
@@ -130,6 +202,9 @@ def main() -> int:
     ap.add_argument("--sites", type=int, default=5, help="sites in the star (default 5)")
     ap.add_argument("--kinds", nargs="+", choices=("docker", "plain"), default=["docker", "plain"])
     ap.add_argument("--no-ping", action="store_true", help="skip the reachability check after start-up")
+    ap.add_argument("--profile", action="store_true", help="print where start-up and teardown time goes")
+    ap.add_argument("--containernet-python", metavar="PYTHON",
+                    help="an interpreter with Containernet installed: measured as the baseline in the same run")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "startup.json")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -142,15 +217,20 @@ def main() -> int:
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "image": IMAGE, "sites": args.sites,
                      "load_before": load(), "rows": []}
     rows: list[Row] = []
+    baseline: dict[int, dict | str] = {}
     for n in args.sizes:
+        if args.containernet_python:
+            baseline[n] = containernet(args.containernet_python, n)
+            print(f"{n} Containernet: {baseline[n]}", flush=True)
         for kind in args.kinds:
-            row = measure(n, kind, args.sites, not args.no_ping)
+            row = measure(n, kind, args.sites, not args.no_ping, args.profile)
             rows.append(row)
             print(f"{n} {kind}: up {row.up_s:.2f} s, down {row.down_s:.2f} s, ping {row.ping_ok}, "
                   f"left {row.left_over}", flush=True)
     results["load_after"] = load()
     results["rows"] = [{**asdict(r), "per_host_s": round(r.per_host_s, 4)} for r in rows]
-    print_table(rows)
+    results["containernet"] = baseline
+    print_table(rows, baseline)
     print(f"\nload averages before {results['load_before']}, after {results['load_after']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from mininet.link import Link
+from mininet.link import Intf, Link
 from mininet.node import Node
 
 from testbed.ledger import Ledger
@@ -18,6 +19,49 @@ def netns_of(node: Node) -> int | None:
     return node.pid if node.inNamespace else None
 
 
+class TestbedIntf(Intf):
+    """Mininet's Intf without the shell commands for what the link already did when it made the interface.
+
+    Mininet configures each new interface through its node's shell (`ifconfig … up`, three more
+    commands for a MAC), one round trip each, a `docker exec` pty for a Docker host; and at
+    teardown deletes both ends of a veth, though the kernel removes the pair with either end.
+    """
+
+    __test__ = False
+
+    def __init__(self, name: str, node: Node | None = None, made_mac: str | None = None,
+                 made_up: bool = False, **params: Any) -> None:
+        self.made_mac = made_mac  # the address the interface was created with
+        self.made_up = made_up  # created up: the first "bring it up" is already done
+        super().__init__(name, node=node, **params)
+
+    def setMAC(self, macstr: str) -> str:  # noqa: N802
+        if macstr and macstr == self.made_mac:
+            self.mac = macstr
+            return ""
+        return super().setMAC(macstr)
+
+    def isUp(self, setUp: bool = False) -> bool:  # noqa: N802,N803
+        if setUp and self.made_up:
+            self.made_up = False  # only the first time: a later call may follow a "down"
+            return True
+        return super().isUp(setUp)
+
+    def delete(self) -> None:
+        """Delete the interface unless it is gone already (its pair's other end or its namespace went first)."""
+        link = self.link
+        gone = getattr(link, "pair_deleted", False)
+        if not gone and self.node is not None and not self.node.inNamespace:
+            gone = not os.path.exists(f"/sys/class/net/{self.name}")  # root namespace: look, no command
+        if not gone:
+            self.cmd("ip link del " + self.name)
+        if isinstance(link, TestbedLink) and link.backend is None:
+            link.pair_deleted = True  # one veth: the other end went with this one
+        if self.node is not None:
+            self.node.delIntf(self)
+        self.link = None
+
+
 class TestbedLink(Link):
     """A Mininet Link made by the testbed; `backend` set means it is emulated (shapable, can go down)."""
 
@@ -29,6 +73,15 @@ class TestbedLink(Link):
         self.backend = backend
         self.forward = forward
         self.reverse = reverse
+        self.pair_deleted = False
+        params.setdefault("intf", TestbedIntf)
+        if params["intf"] is TestbedIntf:
+            # a plain veth is made with its first end up and both MACs; the backend brings both outer ends up
+            for i, addr in ((1, params.get("addr1")), (2, params.get("addr2"))):
+                extra = dict(params.pop(f"params{i}", None) or {})
+                extra.setdefault("made_mac", addr if backend is None else None)
+                extra.setdefault("made_up", backend is not None or i == 1)
+                params[f"params{i}"] = extra
         super().__init__(node1, node2, fast=True, **params)
 
     def makeIntfPair(self, intfname1: str, intfname2: str, addr1: str | None = None,  # noqa: N802
@@ -40,7 +93,7 @@ class TestbedLink(Link):
             if not node.inNamespace:
                 self.ledger.record("interface", name, link=self.link_id)
         if self.backend is None:
-            make_veth(intfname1, netns_of(node1), intfname2, netns_of(node2), addr1, addr2)
+            make_veth(intfname1, netns_of(node1), intfname2, netns_of(node2), addr1, addr2, up1=True)
         else:
             ends = LinkEnds(self.link_id, intfname1, netns_of(node1), intfname2, netns_of(node2))
             self.backend.create(ends, self.forward, self.reverse)
@@ -49,4 +102,5 @@ class TestbedLink(Link):
         """Remove the interfaces (and the emulation state, for an emulated link)."""
         if self.backend is not None:
             self.backend.delete(self.link_id)
+            self.pair_deleted = True  # the backend's veths took the outer ends with them
         super().delete()

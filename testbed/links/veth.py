@@ -6,13 +6,17 @@ from testbed import proc
 
 
 def veth_cmd(intf1: str, ns1: int | None, intf2: str, ns2: int | None,
-             addr1: str | None = None, addr2: str | None = None) -> list[str]:
-    """The one `ip link add` that creates the pair with each end already in its namespace (by PID)."""
+             addr1: str | None = None, addr2: str | None = None, up1: bool = False) -> list[str]:
+    """The one `ip link add` that creates the pair with each end already in its namespace (by PID).
+
+    `up1`: the first end is created up (the kernel refuses `up` on the peer of a new veth)."""
     cmd = ["ip", "link", "add", "name", intf1]
     if addr1:
         cmd += ["address", addr1]
     if ns1 is not None:
         cmd += ["netns", str(ns1)]
+    if up1:
+        cmd.append("up")
     cmd += ["type", "veth", "peer", "name", intf2]
     if addr2:
         cmd += ["address", addr2]
@@ -22,6 +26,6 @@ def veth_cmd(intf1: str, ns1: int | None, intf2: str, ns2: int | None,
 
 
 def make_veth(intf1: str, ns1: int | None, intf2: str, ns2: int | None,
-              addr1: str | None = None, addr2: str | None = None) -> None:
+              addr1: str | None = None, addr2: str | None = None, up1: bool = False) -> None:
     """Create a veth pair between two namespaces (None: the root namespace)."""
-    proc.run(veth_cmd(intf1, ns1, intf2, ns2, addr1, addr2))
+    proc.run(veth_cmd(intf1, ns1, intf2, ns2, addr1, addr2, up1))
