@@ -20,6 +20,7 @@ from testbed.emulation.dockerhost import DockerHost, docker_client, image_comman
 from testbed.emulation.prelaunch import WORKERS, ContainerPlan, Launched, close_shell, prelaunch
 from testbed.emulation.link import TestbedLink
 from testbed.emulation.plainhost import PlainHost
+from testbed.emulation.switch import TestbedSwitch
 from testbed.errors import TestbedError
 from testbed.ledger import LABEL, Ledger, RUN_ROOT
 from testbed.links.base import LinkBackend
@@ -135,8 +136,8 @@ class Testbed:
                                      config=self.topo.controller.config)
         datapath = "user" if self._ovs_datapath == "userspace" else "kernel"
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
-                           switch=partial(OVSSwitch, datapath=datapath, protocols="OpenFlow13",
-                                          failMode="secure"))
+                           switch=partial(TestbedSwitch, datapath=datapath, protocols="OpenFlow13",
+                                          failMode="secure", batch=True, external_ids={LABEL: self.rid}))
         self.net.addController(_ListeningController("c0", ip="127.0.0.1", port=port))
         self._add_switches()
         self._add_hosts()
@@ -268,8 +269,7 @@ class Testbed:
                              backend=self.links, forward=wan.forward, reverse=wan.reverse)
 
     def _tag_bridges(self) -> None:
-        for br in self.switch_of.values():
-            proc.run(["ovs-vsctl", "--timeout=10", "set", "bridge", br, f"external_ids:{LABEL}={self.rid}"])
+        """Nothing left to do: TestbedSwitch sets the run's label when it makes each bridge."""
 
     def _prepare_interfaces(self) -> None:
         """Checksum offload off on host interfaces: the userspace datapath does not fill checksums in."""
