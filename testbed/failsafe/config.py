@@ -78,6 +78,8 @@ class NicConfig:
     tcp_timeout_s: float = 300.0
     tune_ifaces: bool = True
     vlan_passthrough: bool = True  # re-insert 802.1Q tags the kernel strips (costs ~15% throughput)
+    datapath: str = "python"  # "python" (the reference), "bpf" (tc-BPF, an error if it cannot load) or "auto"
+    bpf_object: str = ""  # compiled nic.bpf.c ("": .build/bpf/nic.bpf.o, built if missing)
 
     def __post_init__(self) -> None:
         for name in ("host_ip", "nic_ip"):
@@ -86,6 +88,8 @@ class NicConfig:
             except OSError:
                 raise SpecError(name, f"not an IPv4 address: {getattr(self, name)!r}") from None
         mac_bytes(self.nic_mac)
+        if self.datapath not in ("auto", "bpf", "python"):
+            raise SpecError("datapath", f"expected auto, bpf or python, got {self.datapath!r}")
         for i, s in enumerate(self.services):
             if s.proto not in ("udp", "tcp"):
                 raise SpecError(f"services[{i}].proto", f"expected udp or tcp, got {s.proto!r}")

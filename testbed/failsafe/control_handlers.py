@@ -47,7 +47,8 @@ def make_handlers(nic: "Nic", clock: Callable[[], float] = time.monotonic) -> di
                 "neighbours": {ip_str(k): v.hex(":") for k, v in nic.pipeline.neighbours.items()},
                 "tables": {n: {"entries": len(t.entries()), "default": t.default.name} for n, t in tables().items()},
                 "conntrack": len(nic.handler.conntrack), "pending": nic.handler.pending_count,
-                "uptime_s": round(time.time() - nic.started, 3)}
+                "uptime_s": round(time.time() - nic.started, 3),
+                "datapath": getattr(nic.datapath, "name", None), "datapath_fallback": nic.datapath_fallback}
 
     def counters(args: dict) -> object:
         status = nic.heartbeats.status()
@@ -62,7 +63,8 @@ def make_handlers(nic: "Nic", clock: Callable[[], float] = time.monotonic) -> di
                 "ports": {p: dataclasses.asdict(c) for p, c in nic.pipeline.counters.ports.items()},
                 "rules": dict(nic.pipeline.counters.reasons),
                 "failsafe_handler": dataclasses.asdict(nic.handler.stats),
-                "probes": dataclasses.asdict(nic.prober.stats), "failover": nic.failover_counters()}
+                "probes": dataclasses.asdict(nic.prober.stats), "failover": nic.failover_counters(),
+                "datapath": getattr(nic.datapath, "name", None), "punted": getattr(nic.datapath, "punted", 0)}
 
     def failover(args: dict) -> object:
         return nic.failover_counters()

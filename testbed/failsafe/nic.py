@@ -1,7 +1,9 @@
 """The fail-safe NIC process: `python -m testbed.failsafe.nic --config FILE`, run inside the NIC's netns.
 
 `Nic` ties the pure parts together (pipeline, heartbeat manager, prober, discovery, control
-handlers) and is driven by `NicLoop`: AF_PACKET raw sockets on `nic-h` and `nic-n`, one epoll set, and
+handlers) and is driven by `NicLoop`: the frames come through a `datapath.Datapath` (the Python
+pipeline on AF_PACKET raw sockets on `nic-h` and `nic-n`, or the tc-BPF program that hands the frames
+it leaves to the pipeline through punt veths), one epoll set, and
 a timerfd armed at absolute CLOCK_MONOTONIC deadlines for heartbeats and timeouts (epoll's own
 timeout only has millisecond granularity). The kernel in the namespace has no IP address: the
 process answers ARP for its own IP and does all its I/O on the raw sockets.
@@ -41,11 +43,7 @@ log = logging.getLogger(__name__)
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
-BATCH = 256
 SIOCGIFMTU = 0x8921
-PACKET_AUXDATA = 8
-TP_STATUS_VLAN_VALID = 0x10
-AUX_SPACE = socket.CMSG_SPACE(20)
 SO_ATTACH_FILTER = 26
 HOUSEKEEPING_S = 0.5
 MAX_EVENTS = 1000
@@ -90,6 +88,8 @@ class Nic:
         self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
         self.forced: dict[str, bool] = {}  # services without a heartbeat entry, forced by `mode`
         self.pending_out: list[tuple[str, bytes]] = []  # frames control commands want sent
+        self.datapath = None  # the running Datapath (set by NicLoop)
+        self.datapath_fallback = ""  # why "auto" did not get BPF
         self.started = time.time()
 
     def _discovery(self, now: float):  # noqa: ANN202 - Discovery or None
@@ -281,7 +281,7 @@ def open_port(iface: str, program: bytes | None = None) -> socket.socket:
     if program is not None:
         attach_filter(sock, program)  # before bind: no unfiltered frame gets queued
     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-    sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    sock.setsockopt(SOL_PACKET, 8, 1)  # PACKET_AUXDATA
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     sock.bind((iface, 0))
@@ -303,120 +303,38 @@ def tune_iface(iface: str) -> None:
 
 
 class NicLoop:
-    """Runs a `Nic` on its two interfaces until SIGTERM/SIGINT."""
+    """Runs a `Nic` on its two interfaces, through its `Datapath`, until SIGTERM/SIGINT."""
 
     def __init__(self, nic: Nic) -> None:
         from testbed.control import ControlServer
+        from testbed.failsafe.datapath import open_datapath
 
         self.nic = nic
         cfg = nic.config
         if cfg.tune_ifaces:
             for iface in (cfg.host_iface, cfg.net_iface):
                 tune_iface(iface)
-        # Frames from the host to the NIC's own MAC (heartbeat replies) get a socket of their own,
-        # read first: their RTT must not include the time spent behind bulk traffic in one queue.
-        self.sock = {HOST: open_port(cfg.host_iface, mac_filter(nic.nic_mac, accept=False)),
-                     NET: open_port(cfg.net_iface)}
-        self.cpu_sock = open_port(cfg.host_iface, mac_filter(nic.nic_mac, accept=True))
+        self.dp = open_datapath(cfg.datapath, nic, nic.to_cpu)
+        nic.datapath = self.dp
         self.timer = Timer()
         self._deadline = 0.0  # when timed() must run next
         self.control = ControlServer(Path(cfg.control_socket), nic.handlers()) if cfg.control_socket else None
         self.epoll = select.epoll()
-        self.epoll.register(self.sock[HOST].fileno(), select.EPOLLIN)
-        self.epoll.register(self.sock[NET].fileno(), select.EPOLLIN)
+        self.receivers = self.dp.receivers()
+        for fd in self.receivers:
+            self.epoll.register(fd, select.EPOLLIN)
         self.epoll.register(self.timer.fd, select.EPOLLIN)
-        self.epoll.register(self.cpu_sock.fileno(), select.EPOLLIN)
         if self.control is not None:
             self.epoll.register(self.control.fileno(), select.EPOLLIN)
-        self.send_errors = 0
         self._housekeeping = 0.0
-        # frames are at most MTU + Ethernet header + one VLAN tag (offloads are off, so no GRO/TSO)
-        self.vlan_passthrough = cfg.vlan_passthrough
-        self.bufsize = max(iface_mtu(cfg.host_iface), iface_mtu(cfg.net_iface)) + 18
+
+    @property
+    def send_errors(self) -> int:
+        return self.dp.send_errors
 
     def send(self, frames: list[tuple[str, bytes]]) -> None:
-        """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
-        for port, frame in frames:
-            if port == CPU:
-                self.send(self.nic.to_cpu(frame, time.monotonic()))
-                continue
-            try:
-                self.sock[port].send(frame)
-            except OSError:
-                self.send_errors += 1
-
-    def drain(self, ingress: str) -> None:
-        """Receive and handle frames on `ingress` until the socket is empty (or a batch is done).
-
-        The kernel moves an 802.1Q tag out of every received frame into metadata; with
-        `vlan_passthrough` (the default) PACKET_AUXDATA hands it back and the tag is re-inserted, so
-        tagged frames cross the NIC unchanged. Without it (about 15% faster: recv instead of recvmsg)
-        tagged frames leave the NIC untagged.
-        """
-        recvmsg = self.sock[ingress].recvmsg
-        recv = self.sock[ingress].recv
-        aux = self.vlan_passthrough
-        bufsize = self.bufsize
-        egress = self.sock[NET if ingress == HOST else HOST]
-        out_send = egress.send
-        pipe = self.nic.pipeline
-        fwd = pipe.forward
-        fast = pipe.fast
-        tx = pipe.counters.ports[NET if ingress == HOST else HOST]
-        tx_of = pipe.counters.ports
-        socks = self.sock
-        now = time.monotonic()  # one clock read per batch for the fast path's last-seen times
-        for _ in range(BATCH):
-            try:
-                if aux:
-                    frame, anc, _, _ = recvmsg(bufsize, AUX_SPACE)
-                else:
-                    frame, anc = recv(bufsize), None
-            except BlockingIOError:
-                return
-            except OSError:
-                continue
-            if anc and anc[0][2][0] & TP_STATUS_VLAN_VALID:
-                aux = anc[0][2]
-                frame = frame[:12] + (aux[18:20] if aux[18:20] != b"\x00\x00" else b"\x00\x81")[::-1] \
-                    + aux[16:18][::-1] + frame[12:]
-            if fwd(frame, ingress):
-                try:
-                    out_send(frame)
-                    tx.tx_packets += 1
-                    tx.tx_bytes += len(frame)
-                except OSError:
-                    self.send_errors += 1
-                continue
-            try:
-                done = fast(frame, ingress, now)
-            except Exception:  # noqa: BLE001 - one bad frame must never stop the NIC
-                log.exception("fast path error on a %d-byte frame from %s", len(frame), ingress)
-                done = None
-            if done is not None:
-                port, out = done
-                try:
-                    socks[port].send(out)
-                    c = tx_of[port]
-                    c.tx_packets += 1
-                    c.tx_bytes += len(out)
-                except OSError:
-                    self.send_errors += 1
-                continue
-            self.send(pipe.process_slow(frame, ingress, time.monotonic()))
-
-    def drain_cpu(self) -> None:
-        """Handle frames from the host addressed to the NIC itself, each timestamped as it is read."""
-        recv = self.cpu_sock.recv
-        process = self.nic.pipeline.process
-        for _ in range(BATCH):
-            try:
-                frame = recv(self.bufsize)
-            except BlockingIOError:
-                return
-            except OSError:
-                continue
-            self.send(process(frame, HOST, time.monotonic()))
+        """Send (port, frame) pairs through the data path; "cpu" frames are handed to the NIC's own logic."""
+        self.dp.send(frames)
 
     def timed(self, now: float) -> None:
         """Heartbeats due, timeouts, announcements, housekeeping; then re-arm the timer."""
@@ -425,46 +343,48 @@ class NicLoop:
         self.send(nic.tick(time.monotonic()))
         if now >= self._housekeeping:
             self._housekeeping = now + HOUSEKEEPING_S
+            self.dp.refresh()
             self.send(nic.housekeeping(now))
+        self.dp.install()
         deadline = min(nic.next_deadline(), self._housekeeping)
         self._deadline = deadline
         self.timer.arm(deadline)
 
     def run(self) -> None:
         """The event loop."""
-        hfd, nfd, tfd = self.sock[HOST].fileno(), self.sock[NET].fileno(), self.timer.fd
-        pfd = self.cpu_sock.fileno()
+        tfd = self.timer.fd
         cfd = self.control.fileno() if self.control is not None else -1
+        order = {fd: i for i, fd in enumerate(self.receivers)}  # heartbeat replies first
+        receivers = self.receivers
         self.send(self.nic.sync_modes(time.monotonic()))
+        self.dp.install()
         self.timed(time.monotonic())
         poll = self.epoll.poll
         while True:
             events = poll()
             if len(events) > 1:
-                events.sort(key=lambda e: e[0] != pfd)  # heartbeat replies first
+                events.sort(key=lambda e: order.get(e[0], len(order)))
             for fd, _ in events:
-                if fd == pfd:
-                    self.drain_cpu()
-                elif fd == nfd:
-                    self.drain(NET)
-                elif fd == hfd:
-                    self.drain(HOST)
+                drain = receivers.get(fd)
+                if drain is not None:
+                    drain()
                 elif fd == tfd:
                     self.timer.consume()
                 elif fd == cfd and self.control is not None:
+                    self.dp.refresh()
                     self.control.on_readable(fd)
                     out, self.nic.pending_out = self.nic.pending_out, []
                     self.send(out)
+                    self.dp.install()
             now = time.monotonic()
             if now >= self._deadline:
                 self.timed(now)
 
     def close(self) -> None:
-        """Release sockets, timer and the control socket."""
+        """Release the data path, timer and the control socket."""
         if self.control is not None:
             self.control.close()
-        for s in (*self.sock.values(), self.cpu_sock):
-            s.close()
+        self.dp.close()
         self.timer.close()
         self.epoll.close()
 
@@ -481,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     nic = Nic(config, time.monotonic())
     loop = NicLoop(nic)
-    log.info("NIC %s up: %s (%s) in front of %s, %d services, control at %s", config.node, config.nic_ip,
-             config.nic_mac, config.host_ip, len(config.services), config.control_socket)
+    log.info("NIC %s up: %s (%s) in front of %s, %d services, control at %s, datapath %s", config.node,
+             config.nic_ip, config.nic_mac, config.host_ip, len(config.services), config.control_socket, loop.dp.name)
     try:
         loop.run()
     except (KeyboardInterrupt, SystemExit):

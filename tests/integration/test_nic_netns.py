@@ -73,8 +73,8 @@ class Env:
         raise AssertionError(f"modes {self.modes()} never became {want}")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@pytest.fixture(scope="module", params=["python", "bpf"])
+def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Env]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     tmp = tmp_path_factory.mktemp("nic")
@@ -94,10 +94,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                       ServiceConfig("web", "tcp", 7000, message="tcp")),
             default_backups=((BACKUP_IP, 0),), interval_s=INTERVAL, threshold=THRESHOLD, learn=5,
             hysteresis=3, min_rtt_s=MIN_RTT, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
-            events_path=str(tmp / "events.jsonl"))
+            events_path=str(tmp / "events.jsonl"), datapath=request.param)
         nic = start_nic(lab.holder(), cfg, ledger, tmp)
         e = Env(lab, nic, delay)
         e.wait_modes({"echo": "normal", "web": "normal"})
+        assert call(nic.socket, "show")["datapath"] == request.param  # type: ignore[index]
         deadline = time.monotonic() + 5
         while any(v["mode"] == "learning" for v in call(nic.socket, "heartbeat_show").values()):  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "heartbeats never learned"

@@ -1,0 +1,391 @@
+// The fail-safe NIC's kernel data path: a cls_bpf (direct-action) program on ingress of nic-h and nic-n.
+//
+// It does, in the kernel, exactly what testbed/failsafe/pipeline.py (the reference) does for the frames
+// that change no control-plane state: VLAN pass-through, plain forwarding, critical TCP in normal mode,
+// established NAT flows both ways (the same RFC 1624 arithmetic as packet.apply_rewrite, so the bytes
+// are identical), ARP requests for the NIC's own IP from a known sender, and the same counters. Every
+// other frame (SYNs and UDP requests to mirror, replies to mark answered, heartbeat replies, ARP that
+// teaches something, new NAT flows, malformed frames) is redirected to a punt veth, where the Python
+// pipeline handles it as it would have anyway. Maps are filled by testbed/failsafe/bpf_datapath.py.
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+
+#define HOST 0
+#define NET 1
+#define MAX_SERVICES 64
+// counters (u64, per CPU): ports, reasons, then 6 per service
+#define C_RX_P(p) ((p) * 4 + 0)
+#define C_RX_B(p) ((p) * 4 + 1)
+#define C_TX_P(p) ((p) * 4 + 2)
+#define C_TX_B(p) ((p) * 4 + 3)
+#define C_VLAN 8
+#define C_NON_IP 9
+#define C_CRITICAL 10
+#define C_TO_BACKUP 11
+#define C_FROM_BACKUP 12
+#define C_ARP_ANSWERED 13
+#define C_PUNT_HOST 14
+#define C_PUNT_NET 15
+#define C_SVC(s, f) (32 + (s) * 6 + (f))
+#define NCOUNTERS (32 + MAX_SERVICES * 6)
+#define S_PACKETS 0
+#define S_BYTES 1
+#define S_TO_HOST 2
+#define S_TO_BACKUP 3
+#define S_FROM_BACKUP 4
+
+#define MODE_FAILSAFE 1
+#define MODE_COUNTED 2 // the pipeline already has counters for this service
+
+struct cfg {
+    __u32 enabled;
+    __u32 ifindex[2];      // nic-h, nic-n
+    __u32 punt_ifindex[2]; // punt veths for frames from host / net
+    __u8 nic_ip[4];
+    __u8 host_ip[4];
+    __u8 nic_mac[6];
+    __u8 host_mac[6];
+    __u32 host_mac_known;
+    __u32 nconns; // len(conntrack) in the reference
+};
+
+struct target_key { __u8 ip[4]; __u8 proto; __u8 pad; __u8 port[2]; };
+struct flow { __u8 proto; __u8 pad[3]; __u8 l3l4[12]; }; // frame[23] and frame[26:38]
+struct nat {
+    __u8 l3l4[12];
+    __u8 macs[12]; // destination + source MAC to write
+    __u32 ip_delta;
+    __u32 l4_delta;
+    __u32 service;
+    __u32 to_client; // 1: a reply rewritten towards the client
+    __u64 last_seen_ns;
+    __u64 packets;
+    __u32 replied;
+    __u32 assured;
+};
+struct neigh { __u8 mac[6]; __u8 any; __u8 pad; };
+
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, struct cfg); } cfg SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1024); __type(key, __u32); __type(value, __u32); } watch SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1024); __type(key, struct target_key); __type(value, __u32); } targets SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MAX_SERVICES); __type(key, __u32); __type(value, __u32); } mode SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 32768); __type(key, struct flow); __type(value, struct nat); } conns SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 2048); __type(key, __u32); __type(value, struct neigh); } neigh SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, NCOUNTERS); __type(key, __u32); __type(value, __u64); } counters SEC(".maps");
+
+static __always_inline void count(__u32 idx, __u64 n)
+{
+    __u64 *c = bpf_map_lookup_elem(&counters, &idx);
+    if (c)
+        *c += n;
+}
+
+static __always_inline int eq4(const __u8 *a, const __u8 *b)
+{
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline int eq6(const __u8 *a, const __u8 *b)
+{
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
+}
+
+static __always_inline __u32 fold(__u32 old, __u32 delta)
+{
+    __u32 t = (~old & 0xFFFF) + delta;
+    t = (t & 0xFFFF) + (t >> 16);
+    return ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF;
+}
+
+static __always_inline int punt(struct __sk_buff *skb, struct cfg *c, int in)
+{
+    count(in == HOST ? C_PUNT_HOST : C_PUNT_NET, 1);
+    return bpf_redirect(c->punt_ifindex[in], 0);
+}
+
+static __always_inline int out(struct __sk_buff *skb, struct cfg *c, int port, __u32 len)
+{
+    count(C_TX_P(port), 1);
+    count(C_TX_B(port), len);
+    return bpf_redirect(c->ifindex[port], 0);
+}
+
+static __always_inline __u32 *service_of(__u8 *ip, __u8 proto, __u8 *port)
+{
+    struct target_key k = {};
+    __builtin_memcpy(k.ip, ip, 4);
+    k.proto = proto;
+    k.port[0] = port[0];
+    k.port[1] = port[1];
+    return bpf_map_lookup_elem(&targets, &k);
+}
+
+static __always_inline __u32 mode_of(__u32 sid)
+{
+    __u32 *m = bpf_map_lookup_elem(&mode, &sid);
+    return m ? *m : 0;
+}
+
+// A NAT rewrite as packet.apply_rewrite does it (frame untagged, IHL 5; l4 checksum at `at`).
+static __always_inline int rewrite(struct __sk_buff *skb, struct nat *n, int at, int udp)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u8 *f = data;
+    if (data + 42 > end)
+        return -1;
+    __builtin_memcpy(f, n->macs, 12);
+    __builtin_memcpy(f + 26, n->l3l4, 12);
+    __u32 ipc = fold(((__u32)f[24] << 8) | f[25], n->ip_delta);
+    f[24] = ipc >> 8;
+    f[25] = ipc & 0xFF;
+    if (udp) {
+        __u32 old = ((__u32)f[40] << 8) | f[41];
+        if (old == 0)
+            return 0;
+        __u32 t = fold(old, n->l4_delta);
+        if (t == 0)
+            t = 0xFFFF;
+        f[40] = t >> 8;
+        f[41] = t & 0xFF;
+        return 0;
+    }
+    if (data + 54 > end)
+        return -1;
+    __u32 t = fold(((__u32)f[50] << 8) | f[51], n->l4_delta);
+    f[50] = t >> 8;
+    f[51] = t & 0xFF;
+    return 0;
+}
+
+// ARP request for the NIC's own IP whose sender teaches the reference nothing new: answer it here.
+static __always_inline int arp(struct __sk_buff *skb, struct cfg *c, int in, __u32 len)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u8 *f = data;
+    if (data + 42 > end)
+        return punt(skb, c, in);
+    static const __u8 hdr[8] = {0, 1, 8, 0, 6, 4, 0, 1};
+    for (int i = 0; i < 8; i++)
+        if (f[14 + i] != hdr[i])
+            return punt(skb, c, in);
+    __u8 *sha = f + 22, *spa = f + 28, *tpa = f + 38;
+    if (!eq4(tpa, c->nic_ip) || eq4(spa, c->nic_ip) || (spa[0] | spa[1] | spa[2] | spa[3]) == 0)
+        return punt(skb, c, in);
+    if (eq4(spa, c->host_ip)) {
+        if (in == HOST && !(c->host_mac_known && eq6(sha, c->host_mac)))
+            return punt(skb, c, in);
+    } else {
+        __u32 ip;
+        __builtin_memcpy(&ip, spa, 4);
+        struct neigh *nb = bpf_map_lookup_elem(&neigh, &ip);
+        if (!nb || (!nb->any && !eq6(sha, nb->mac)))
+            return punt(skb, c, in);
+    }
+    __u8 req_mac[6], req_ip[4];
+    __builtin_memcpy(req_mac, sha, 6);
+    __builtin_memcpy(req_ip, spa, 4);
+    if (len != 42) {
+        if (bpf_skb_change_tail(skb, 42, 0))
+            return TC_ACT_SHOT;
+        data = (void *)(long)skb->data;
+        end = (void *)(long)skb->data_end;
+        f = data;
+        if (data + 42 > end)
+            return TC_ACT_SHOT;
+    }
+    __builtin_memcpy(f, req_mac, 6);
+    __builtin_memcpy(f + 6, c->nic_mac, 6);
+    f[21] = 2;
+    __builtin_memcpy(f + 22, c->nic_mac, 6);
+    __builtin_memcpy(f + 28, c->nic_ip, 4);
+    __builtin_memcpy(f + 32, req_mac, 6);
+    __builtin_memcpy(f + 38, req_ip, 4);
+    count(C_RX_P(in), 1);
+    count(C_RX_B(in), len);
+    count(C_ARP_ANSWERED, 1);
+    return out(skb, c, in, 42);
+}
+
+SEC("tc")
+int nic_ingress(struct __sk_buff *skb)
+{
+    __u32 zero = 0;
+    struct cfg *c = bpf_map_lookup_elem(&cfg, &zero);
+    if (!c || !c->enabled)
+        return TC_ACT_OK;
+    int in = skb->ifindex == c->ifindex[HOST] ? HOST : NET;
+    int other = in == HOST ? NET : HOST;
+    __u32 len = skb->len;
+
+    if (skb->vlan_present) { // the kernel took the tag off; it goes back on at transmit
+        count(C_RX_P(in), 1);
+        count(C_RX_B(in), len + 4);
+        count(C_VLAN, 1);
+        return out(skb, c, other, len + 4);
+    }
+    if (len < 14)
+        return punt(skb, c, in);
+    if (skb->data_end - skb->data < (len < 54 ? len : 54))
+        bpf_skb_pull_data(skb, len < 54 ? len : 54);
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u8 *f = data;
+    if (data + 14 > end)
+        return punt(skb, c, in);
+    __u16 etype = ((__u16)f[12] << 8) | f[13];
+    if (etype == 0x0806) {
+        return arp(skb, c, in, len);
+    }
+    if (etype == 0x8100 || etype == 0x88A8) {
+        count(C_RX_P(in), 1);
+        count(C_RX_B(in), len);
+        count(C_VLAN, 1);
+        return out(skb, c, other, len);
+    }
+    if (etype != 0x0800) {
+        if (len < 34)
+            return punt(skb, c, in);
+        count(C_RX_P(in), 1);
+        count(C_RX_B(in), len);
+        count(C_NON_IP, 1);
+        return out(skb, c, other, len);
+    }
+    if (len < 34 || data + 34 > end)
+        return punt(skb, c, in);
+    __u8 *src = f + 26, *dst = f + 30;
+    int plain = f[14] == 0x45 && !(f[20] & 0x3F) && !f[21];
+    __u8 proto = f[23];
+
+    if (in == NET) {
+        __u32 d;
+        __builtin_memcpy(&d, dst, 4);
+        if (!bpf_map_lookup_elem(&watch, &d))
+            goto forward;
+        if (!plain || len < 42 || (len >= 54 && data + 54 > end))
+            return punt(skb, c, in);
+        if (data + 42 > end)
+            return punt(skb, c, in);
+        __u32 total = ((__u32)f[16] << 8) | f[17];
+        int tcp = proto == 6, udp = proto == 17;
+        __u8 flags = 0;
+        if (tcp) {
+            if (len < 54 || data + 54 > end)
+                return punt(skb, c, in);
+            flags = f[47];
+            __u32 doff = (f[46] >> 4) * 4;
+            if (total + 14 > len || doff < 20 || doff + 20 > total)
+                return punt(skb, c, in);
+        } else if (udp) {
+            if (total + 14 > len || total < 28)
+                return punt(skb, c, in);
+        } else {
+            if (eq4(dst, c->nic_ip))
+                return punt(skb, c, in);
+            if (!service_of(dst, proto, f + 36))
+                goto forward;
+            return punt(skb, c, in);
+        }
+        struct flow k = {};
+        k.proto = proto;
+        __builtin_memcpy(k.l3l4, f + 26, 12);
+        if (eq4(dst, c->nic_ip)) { // a backup's reply to a NAT port
+            if (tcp && (flags & 0x07))
+                return punt(skb, c, in);
+            struct nat *n = bpf_map_lookup_elem(&conns, &k);
+            if (!n || !n->to_client)
+                return punt(skb, c, in);
+            n->last_seen_ns = bpf_ktime_get_ns();
+            n->replied = 1;
+            __sync_fetch_and_add(&n->packets, 1);
+            __u32 sid = n->service;
+            if (rewrite(skb, n, tcp ? 50 : 40, udp))
+                return punt(skb, c, in);
+            count(C_RX_P(in), 1);
+            count(C_RX_B(in), len);
+            if (sid < MAX_SERVICES && (mode_of(sid) & MODE_COUNTED))
+                count(C_SVC(sid, S_FROM_BACKUP), 1);
+            count(C_FROM_BACKUP, 1);
+            return out(skb, c, NET, len);
+        }
+        __u32 *sidp = service_of(dst, proto, f + 36);
+        if (!sidp)
+            goto forward;
+        __u32 sid = *sidp;
+        if (sid >= MAX_SERVICES)
+            return punt(skb, c, in);
+        __u32 m = mode_of(sid);
+        if (!(m & MODE_COUNTED))
+            return punt(skb, c, in);
+        if (tcp && !(flags & 0x02) && !(m & MODE_FAILSAFE) && c->nconns == 0) {
+            count(C_RX_P(in), 1); // pipeline.forward's shortcut: no reason noted
+            count(C_RX_B(in), len);
+            count(C_SVC(sid, S_PACKETS), 1);
+            count(C_SVC(sid, S_BYTES), len);
+            count(C_SVC(sid, S_TO_HOST), 1);
+            return out(skb, c, HOST, len);
+        }
+        struct nat *n = c->nconns ? bpf_map_lookup_elem(&conns, &k) : 0;
+        if (n) {
+            if (n->to_client || (tcp && (flags & 0x07)) || !((m & MODE_FAILSAFE) || tcp))
+                return punt(skb, c, in);
+            if (!(n->macs[0] | n->macs[1] | n->macs[2] | n->macs[3] | n->macs[4] | n->macs[5]))
+                return punt(skb, c, in); // backup MAC not known yet
+            n->last_seen_ns = bpf_ktime_get_ns();
+            if (n->replied)
+                n->assured = 1;
+            __sync_fetch_and_add(&n->packets, 1);
+            if (rewrite(skb, n, tcp ? 50 : 40, udp))
+                return punt(skb, c, in);
+            count(C_RX_P(in), 1);
+            count(C_RX_B(in), len);
+            count(C_SVC(sid, S_PACKETS), 1);
+            count(C_SVC(sid, S_BYTES), len);
+            count(C_SVC(sid, S_TO_BACKUP), 1);
+            count(C_TO_BACKUP, 1);
+            return out(skb, c, NET, len);
+        }
+        if ((m & MODE_FAILSAFE) || udp || (flags & 0x12) == 0x02)
+            return punt(skb, c, in); // new NAT flow, or a request to mirror
+        count(C_RX_P(in), 1);
+        count(C_RX_B(in), len);
+        count(C_SVC(sid, S_PACKETS), 1);
+        count(C_SVC(sid, S_BYTES), len);
+        count(C_SVC(sid, S_TO_HOST), 1);
+        count(C_CRITICAL, 1);
+        return out(skb, c, HOST, len);
+    }
+    // from the host
+    if (eq4(dst, c->nic_ip))
+        return punt(skb, c, in); // heartbeat replies and other frames for the NIC itself
+    {
+        __u32 s;
+        __builtin_memcpy(&s, src, 4);
+        if (!bpf_map_lookup_elem(&watch, &s) || !plain)
+            goto forward;
+    }
+    if (proto == 6 && len >= 54) {
+        if (data + 54 > end)
+            return punt(skb, c, in);
+        if (!(f[47] & 0x06))
+            goto forward;
+    }
+    if (proto == 1) {
+        if (len < 35 || data + 35 > end)
+            goto forward;
+        if (f[34] != 3)
+            goto forward;
+        return punt(skb, c, in);
+    }
+    if (data + 36 > end)
+        return punt(skb, c, in);
+    if (!service_of(src, proto, f + 34))
+        goto forward;
+    return punt(skb, c, in); // a critical reply: marks its request answered
+forward:
+    count(C_RX_P(in), 1);
+    count(C_RX_B(in), len);
+    return out(skb, c, other, len);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,338 @@
+"""The NIC's tc-BPF data path: testbed/failsafe/bpf/nic.bpf.c on ingress of both ports, the pipeline for the rest.
+
+The kernel program handles what changes no control-plane state (see the C file's header) and
+redirects every other frame to a punt veth pair per port (`tbph0`->`tbph1` for frames from the host,
+`tbpn0`->`tbpn1` from the network); this process reads the peers and gives each frame to
+`Pipeline.process` exactly as the Python data path would, then sends through send-only AF_PACKET
+sockets on the ports. So heartbeat replies, critical requests to mirror and replies to mark answered
+reach the control plane. After each batch `install()` writes what changed into the maps (targets,
+watched IPs, per-service modes, connections with their precomputed rewrites, neighbours, the
+configuration); `refresh()` folds the kernel's counters and connections' last-seen times back into
+the pipeline's objects, so both data paths report the same numbers for the same frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from testbed import proc
+from testbed.errors import TestbedError
+from testbed.failsafe.bpf import libbpf
+from testbed.failsafe.bpf.build import ensure_object
+from testbed.failsafe.pipeline import CPU, HOST, NET, ServiceCounters
+
+if TYPE_CHECKING:
+    from testbed.failsafe.conntrack import Conn
+    from testbed.failsafe.nic import Nic
+
+log = logging.getLogger(__name__)
+
+PUNT = {HOST: ("tbph0", "tbph1"), NET: ("tbpn0", "tbpn1")}
+MAX_SERVICES = 64
+MODE_FAILSAFE, MODE_COUNTED = 1, 2
+CFG = struct.Struct("<I2I2I4s4s6s6sII")
+NAT = struct.Struct("<12s12sIIIIQQII")
+NEIGH = struct.Struct("<6sBx")
+PORT_BASE = {HOST: 0, NET: 4}
+PORT_FIELDS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+REASONS = {8: "vlan", 9: "non_ip", 10: "critical", 11: "to_backup", 12: "from_backup", 13: "arp_answered"}
+PUNTED = (14, 15)
+SVC_FIELDS = ("packets", "bytes", "to_host", "to_backup", "from_backup")
+BATCH = 256
+
+
+def svc_index(idx: int, field: int) -> int:
+    """The counter slot of service number `idx`'s `field` (as C_SVC in the C file)."""
+    return 32 + idx * 6 + field
+
+
+class BpfDatapath:
+    """The kernel data path with the Python pipeline as its slow path (see the module docstring)."""
+
+    name = "bpf"
+
+    def __init__(self, nic: "Nic", to_cpu: Callable[[bytes, float], list[tuple[str, bytes]]]) -> None:
+        cfg = nic.config
+        self.nic = nic
+        self.to_cpu = to_cpu
+        self.send_errors = 0
+        self.ports = {HOST: cfg.host_iface, NET: cfg.net_iface}
+        self.obj: libbpf.BpfObject | None = None
+        self.punt: dict[str, socket.socket] = {}
+        self.sock: dict[str, socket.socket] = {}
+        try:
+            self._open(Path(cfg.bpf_object) if cfg.bpf_object else ensure_object())
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _open(self, obj_path: Path) -> None:
+        for iface in self.ports.values():
+            libbpf.detach(iface)  # a previous NIC's program (SIGKILLed) must not keep redirecting
+        self.obj = libbpf.BpfObject(str(obj_path))
+        prog = self.obj.prog_fd("nic_ingress")
+        o = self.obj
+        self.m_cfg = o.map("cfg", 4, CFG.size)
+        self.m_watch = o.map("watch", 4, 4)
+        self.m_targets = o.map("targets", 8, 4)
+        self.m_mode = o.map("mode", 4, 4)
+        self.m_conns = o.map("conns", 16, NAT.size)
+        self.m_neigh = o.map("neigh", 4, NEIGH.size)
+        self.m_counters = o.map("counters", 4, 8, percpu=True)
+        for port, (a, b) in PUNT.items():
+            proc.run(["ip", "link", "del", a], check=False)
+            proc.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+            for iface in (a, b):
+                try:
+                    Path(f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6").write_text("1")
+                except OSError:
+                    pass
+                proc.run(["ip", "link", "set", iface, "up"])
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.bind((b, 0))
+            s.setblocking(False)
+            self.punt[port] = s
+        for port, iface in self.ports.items():
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # send only: receives nothing
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.bind((iface, 0))
+            self.sock[port] = s
+        self._targets: dict[bytes, int] = {}
+        self._watch: set[bytes] = set()
+        self._sidx: dict[str, int] = {}
+        self._modes: dict[int, int] = {}
+        self._neigh: dict[bytes, tuple[bytes, int]] = {}
+        self._cfg = b""
+        self._pushed: dict[bytes, tuple["Conn", bytes | None]] = {}  # flow key -> (conn, backup MAC pushed)
+        self._folded: dict[bytes, int] = {}  # map key -> packets already folded into the handler's stats
+        self._counted = [0] * (32 + MAX_SERVICES * 6)
+        self.punted = 0
+        self._ifindex = {p: socket.if_nametoindex(i) for p, i in self.ports.items()}
+        self._punt_ifindex = {p: socket.if_nametoindex(PUNT[p][0]) for p in PUNT}
+        self.install(enabled=False)
+        for iface in self.ports.values():
+            libbpf.attach_ingress(iface, prog)
+        self.install()
+        self._self_test()
+        log.info("BPF data path attached on %s and %s (punt veths %s, %s)", *self.ports.values(),
+                 PUNT[HOST][0], PUNT[NET][0])
+
+    def _self_test(self) -> None:
+        """The maps answer as written (a program that loads but whose maps are wrong is refused)."""
+        if self.m_cfg.lookup(b"\0\0\0\0")[:CFG.size] != self._cfg:  # type: ignore[index]
+            raise TestbedError("BPF data path: self-test failed (the cfg map does not read back)")
+
+    # -- control plane -> maps -------------------------------------------------------------------
+    def install(self, enabled: bool = True) -> None:
+        """Write into the maps what changed in the control plane's tables since the last call."""
+        nic = self.nic
+        pipe = nic.pipeline
+        if pipe._version != pipe.classifier.table.version:  # noqa: SLF001 - the pipeline's own cache
+            pipe._refresh()  # noqa: SLF001
+        for key, sid in pipe._cls.items():  # noqa: SLF001
+            idx = self._sidx.setdefault(sid, len(self._sidx))
+            if self._targets.get(key) != idx:
+                self.m_targets.update(key[:5] + b"\0" + key[5:7], struct.pack("<I", idx))
+                self._targets[key] = idx
+        for key in [k for k in self._targets if k not in pipe._cls]:  # noqa: SLF001
+            self.m_targets.delete(key[:5] + b"\0" + key[5:7])
+            del self._targets[key]
+        watch = set(pipe._net_watch)  # noqa: SLF001
+        for ip in watch - self._watch:
+            self.m_watch.update(ip, b"\1\0\0\0")
+        for ip in self._watch - watch:
+            self.m_watch.delete(ip)
+        self._watch = watch
+        for sid, idx in self._sidx.items():
+            if idx >= MAX_SERVICES:
+                continue
+            m = (MODE_FAILSAFE if pipe.failsafe.get(sid) else 0) | (MODE_COUNTED if sid in pipe.counters.services else 0)
+            if self._modes.get(idx) != m:
+                self.m_mode.update(struct.pack("<I", idx), struct.pack("<I", m))
+                self._modes[idx] = m
+        neigh_changed = self._sync_neighbours()
+        self._sync_conns(neigh_changed)
+        host_mac = pipe.host_mac or b"\0" * 6
+        cfg = CFG.pack(1 if enabled else 0, self._ifindex[HOST], self._ifindex[NET], self._punt_ifindex[HOST],
+                       self._punt_ifindex[NET], nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
+                       1 if pipe.host_mac else 0, len(nic.handler.conntrack))
+        if cfg != self._cfg:
+            self.m_cfg.update(b"\0\0\0\0", cfg)
+            self._cfg = cfg
+
+    def _sync_neighbours(self) -> bool:
+        pipe = self.nic.pipeline
+        want = {ip: (mac, 1 if ip in pipe.static else 0) for ip, mac in pipe.neighbours.items()}
+        if want == self._neigh:
+            return False
+        for ip, v in want.items():
+            if self._neigh.get(ip) != v:
+                self.m_neigh.update(ip, NEIGH.pack(*v))
+        for ip in [k for k in self._neigh if k not in want]:
+            self.m_neigh.delete(ip)
+        self._neigh = want
+        return True
+
+    def _sync_conns(self, recheck: bool) -> None:
+        ct = self.nic.handler.conntrack
+        conns = ct._by_key  # noqa: SLF001 - read-only walk of the reference's table
+        if not recheck and len(conns) == len(self._pushed) and not conns and not self._pushed:
+            return
+        neighbours = self.nic.pipeline.neighbours
+        for key in [k for k, (c, _) in self._pushed.items() if conns.get(k) is not c]:
+            self._retire(key)
+        for key, conn in conns.items():
+            mac = None if conn.closing else neighbours.get(conn.backup_ip)
+            have = self._pushed.get(key)
+            if have is not None and have[1] == mac:
+                continue
+            fkey = self._map_key(key)
+            if have is None:
+                rkey = self._map_key(conn.reply_key)
+                rw = conn.to_client
+                self.m_conns.update(rkey, NAT.pack(rw.l3l4, rw.macs, rw.ip_delta, rw.l4_delta, self._idx(conn), 1,
+                                                   0, 0, 0, 0))
+                self._folded[rkey] = 0
+            else:
+                self._fold(fkey, conn, reply=False)
+            if mac is None:
+                self.m_conns.delete(fkey)
+                self._folded.pop(fkey, None)
+            else:
+                rw = conn.to_backup
+                self.m_conns.update(fkey, NAT.pack(rw.l3l4, mac + self.nic.nic_mac, rw.ip_delta, rw.l4_delta,
+                                                   self._idx(conn), 0, 0, 0, 0, 0))
+                self._folded[fkey] = 0
+            self._pushed[key] = (conn, mac)
+
+    def _idx(self, conn: "Conn") -> int:
+        return self._sidx.get(conn.service, MAX_SERVICES)
+
+    @staticmethod
+    def _map_key(flow: bytes) -> bytes:
+        return flow[:1] + b"\0\0\0" + flow[1:]
+
+    def _retire(self, key: bytes) -> None:
+        conn, _ = self._pushed.pop(key)
+        for mkey, reply in ((self._map_key(key), False), (self._map_key(conn.reply_key), True)):
+            self._fold(mkey, conn, reply)
+            self.m_conns.delete(mkey)
+            self._folded.pop(mkey, None)
+
+    def _fold(self, mkey: bytes, conn: "Conn", reply: bool) -> None:
+        """Add the kernel's packets on map entry `mkey` to the handler's stats; take its last-seen time."""
+        if mkey not in self._folded:
+            return
+        raw = self.m_conns.lookup(mkey)
+        if raw is None:
+            return
+        v = NAT.unpack(raw[:NAT.size])
+        last_ns, packets, replied, assured = v[6], v[7], v[8], v[9]
+        d = packets - self._folded[mkey]
+        self._folded[mkey] = packets
+        if last_ns:
+            conn.last_seen = max(conn.last_seen, last_ns / 1e9)
+        conn.replied |= bool(replied)
+        conn.assured |= bool(assured)
+        if d <= 0:
+            return
+        st = self.nic.handler.stats
+        if reply:
+            st.reversed += d
+            return
+        st.translated += d
+        st.per_backup[conn.backup_name] = st.per_backup.get(conn.backup_name, 0) + d
+        if conn.relayed:
+            st.relayed += d
+
+    # -- maps -> control plane -------------------------------------------------------------------
+    def counter(self, idx: int) -> int:
+        """Counter slot `idx` summed over CPUs."""
+        raw = self.m_counters.lookup(struct.pack("<I", idx))
+        return sum(struct.unpack(f"<{self.m_counters.ncpus}Q", raw)) if raw else 0
+
+    def refresh(self) -> None:
+        """Fold the kernel's counters (since the last call) and connection state into the pipeline's."""
+        pc = self.nic.pipeline.counters
+
+        def delta(idx: int) -> int:
+            v = self.counter(idx)
+            d, self._counted[idx] = v - self._counted[idx], v
+            return d
+
+        for port, base in PORT_BASE.items():
+            c = pc.ports[port]
+            for i, f in enumerate(PORT_FIELDS):
+                setattr(c, f, getattr(c, f) + delta(base + i))
+        for idx, reason in REASONS.items():
+            d = delta(idx)
+            if d:
+                pc.reasons[reason] = pc.reasons.get(reason, 0) + d
+        self.punted = sum(self.counter(i) for i in PUNTED)
+        for sid, idx in self._sidx.items():
+            if idx >= MAX_SERVICES:
+                continue
+            sc = pc.services.get(sid)
+            for f, name in enumerate(SVC_FIELDS):
+                d = delta(svc_index(idx, f))
+                if d:
+                    if sc is None:
+                        sc = pc.services[sid] = ServiceCounters()
+                    setattr(sc, name, getattr(sc, name) + d)
+        for key, (conn, _) in list(self._pushed.items()):
+            self._fold(self._map_key(key), conn, reply=False)
+            self._fold(self._map_key(conn.reply_key), conn, reply=True)
+
+    # -- frames ----------------------------------------------------------------------------------
+    def receivers(self) -> dict[int, Callable[[], None]]:
+        """The punt ports: frames from the host first (heartbeat replies), then from the network."""
+        return {self.punt[HOST].fileno(): lambda: self.drain(HOST), self.punt[NET].fileno(): lambda: self.drain(NET)}
+
+    def drain(self, ingress: str) -> None:
+        """Give each frame the kernel punted from `ingress` to the pipeline; then update the maps."""
+        recv = self.punt[ingress].recv
+        process = self.nic.pipeline.process
+        for _ in range(BATCH):
+            try:
+                frame = recv(65535)
+            except BlockingIOError:
+                break
+            except OSError:
+                continue
+            self.send(process(frame, ingress, time.monotonic()))
+        self.install()
+
+    def send(self, frames: list[tuple[str, bytes]]) -> None:
+        """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
+        for port, frame in frames:
+            if port == CPU:
+                self.send(self.to_cpu(frame, time.monotonic()))
+                continue
+            try:
+                self.sock[port].send(frame)
+            except OSError:
+                self.send_errors += 1
+
+    def close(self) -> None:
+        """Detach the program from both ports, remove the punt veths, release the object and sockets."""
+        for iface in self.ports.values():
+            libbpf.detach(iface)
+        for s in (*self.punt.values(), *self.sock.values()):
+            s.close()
+        if self.punt:
+            for a, _ in PUNT.values():
+                proc.run(["ip", "link", "del", a], check=False)
+        self.punt, self.sock = {}, {}
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
+
+
+__all__ = ["BpfDatapath", "PUNT"]
