@@ -75,10 +75,16 @@ class MoveAction(Fault):
 
     def apply(self, tb: Any, now: float) -> str:
         spec: MoveSpec = self.spec  # type: ignore[assignment]
+        from testbed.replication.runtime import on_move
+
         rec = tb.move(spec.host, spec.to, spec.gap_s)
+        handovers = on_move(tb, spec.host, spec.to)  # replicated services that follow this user
+        rec["handovers"] = [h["to"] for h in handovers]
+        rec["handover_ended"] = max([h["ended"] for h in handovers], default=rec["acked"])
         _append(Path(tb.run_dir) / MOVES_FILE, rec)
         return (f"{rec['src']} -> {rec['dst']}: detach {rec['detach_ms']:.0f} ms, unattached {rec['unattached_ms']:.0f} ms, "
-                f"controller {rec['controller_ms']:.0f} ms")
+                f"controller {rec['controller_ms']:.0f} ms" + "".join(f"; service handed over to {h['to']}"
+                                                                      for h in handovers))
 
     def undo(self, tb: Any, now: float) -> str:
         raise NotImplementedError("a move is not undone; schedule a move back")

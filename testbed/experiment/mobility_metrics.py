@@ -19,8 +19,11 @@ from typing import Any, Iterable, Sequence
 
 from testbed.experiment.metrics import PacketRow, read_packets
 from testbed.experiment.mobility_actions import MOVES_FILE, SWITCHES_FILE
+from testbed.replication.runtime import HANDOVERS, SYNCS
 
 MARGIN_S = 0.5  # background delivery is counted this long before and after a switch
+PAPER_REPLICATION = ("Farris et al.: proactive replicas avoid the long reactive migration (start-up about 1 s with "
+                     "the image pre-cached; over 20 s / over 70 s when the 204 MB image must be transferred).")
 PAPER_SWITCH = ("Han et al. (EdgePlex): make-before-break cuts T_M = T_q - T_p from longer than a second to "
                 "less than 100 ms; the video traffic and the background traffic between two other locations "
                 "were not affected.")
@@ -77,7 +80,33 @@ def move_metrics(record: dict, flows: dict[str, Sequence[PacketRow]], from_devic
     known = [g for g in per_flow.values() if g["interruption_ms"] is not None]
     out["interruption_ms"] = max((g["interruption_ms"] for g in known), default=None)
     out["lost"] = sum(g["lost"] for g in known) if known else None
+    settled = record.get("handover_ended", record["acked"])  # the move, and any service handover it caused, done
+    after = [r.rtt_ms for name, rows in flows.items() if name in from_device for r in rows
+             if r.rtt_ms is not None and settled + 0.5 <= r.send_time <= settled + 2.5]
+    out["rtt_after_ms"] = round(statistics.median(after), 3) if after else None
+    out["handovers"] = record.get("handovers", [])
     return out
+
+
+def _handovers(items: list[dict]) -> dict[str, dict]:
+    """Per variant: handovers made, their total and per-phase times (ms), bytes copied."""
+    out: dict[str, dict] = {}
+    for variant in dict.fromkeys(i["variant"] for i in items):
+        mine = [i for i in items if i["variant"] == variant]
+        phases = sorted({k for i in mine for k in i["phases_ms"]})
+        out[variant] = {"count": len(mine), "mode": mine[0]["mode"],
+                        "total_ms": _stats([(i["ended"] - i["started"]) * 1000 for i in mine]),
+                        "phases_ms": {k: _stats([i["phases_ms"][k] for i in mine if k in i["phases_ms"]])
+                                      for k in phases},
+                        "bytes": _stats([i["bytes"] for i in mine])}
+    return out
+
+
+def _syncs(items: list[dict]) -> dict[str, dict]:
+    """Per variant: state copies, bytes and time each."""
+    return {v: {"count": len(mine), "bytes": _stats([i["bytes"] for i in mine]), "ms": _stats([i["ms"] for i in mine])}
+            for v in dict.fromkeys(i["variant"] for i in items)
+            for mine in [[i for i in items if i["variant"] == v]]}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -112,7 +141,7 @@ def compute(run_dir: Path) -> dict[str, Any]:
     ips = {h["name"]: h["ip"].split("/")[0] for s in spec.get("topology", {}).get("sites", []) for h in s["hosts"]}
     probes = [t for t in spec.get("traffic", []) if "rate" in t]
     packets = read_packets(run_dir / "packets.csv") if (run_dir / "packets.csv").exists() else []
-    switches, moves = [], []
+    switches, moves, handovers, syncs = [], [], [], []
     for run in man.get("runs", []):
         variant, rep = run["variant"], int(run["repetition"])
         here = run_dir / Path(run.get("run_dir") or f"{variant}-r{rep}").name
@@ -124,11 +153,18 @@ def compute(run_dir: Path) -> dict[str, Any]:
         for rec in _read_jsonl(here / MOVES_FILE):
             mine = {t["name"] for t in probes if t["src"] == rec["host"]}
             moves.append({"variant": variant, "repetition": rep, **move_metrics(rec, flows, mine)})
+        handovers += [{"variant": variant, "repetition": rep, **h} for h in _read_jsonl(here / HANDOVERS)]
+        syncs += [{"variant": variant, "repetition": rep, **s} for s in _read_jsonl(here / SYNCS)]
     out: dict[str, Any] = {}
     if switches:
         out["switches"] = {"by_variant": _by_variant(switches, ("total_ms",)), "each": switches}
     if moves:
-        out["moves"] = {"by_variant": _by_variant(moves, ("unattached_ms", "controller_ms")), "each": moves}
+        out["moves"] = {"by_variant": _by_variant(moves, ("unattached_ms", "controller_ms", "rtt_after_ms")),
+                        "each": moves}
+    if handovers:
+        out["handovers"] = {"by_variant": _handovers(handovers), "each": handovers}
+    if syncs:
+        out["syncs"] = {"by_variant": _syncs(syncs)}
     return out
 
 
@@ -151,11 +187,25 @@ def report_section(sections: dict[str, Any]) -> str:
         parts += ["## Traffic switches (T_q - T_p at the receiver)", "\n".join(rows),
                   f"- Paper: {PAPER_SWITCH}", f"- Here: {ours}"]
     if "moves" in sections:
-        rows = ["| variant | moves | interruption ms | lost | unattached ms | controller ms |", "|---|---|---|---|---|---|"]
+        rows = ["| variant | moves | interruption ms | lost | unattached ms | controller ms | RTT after ms |",
+                "|---|---|---|---|---|---|---|"]
         for name, v in sections["moves"]["by_variant"].items():
             rows.append(f"| {name} | {v['count']} | {_fmt(v['interruption_ms'])} | {_fmt(v['lost'])} | "
-                        f"{_fmt(v['unattached_ms'])} | {_fmt(v['controller_ms'])} |")
-        parts += ["## User moves (last reply before the detach to the first after)", "\n".join(rows)]
+                        f"{_fmt(v['unattached_ms'])} | {_fmt(v['controller_ms'])} | {_fmt(v['rtt_after_ms'])} |")
+        parts += ["## User moves (last reply before the detach to the first after)", "\n".join(rows),
+                  "RTT after = median RTT of requests sent 0.5-2.5 s after the move and any handover it caused ended."]
+    if "handovers" in sections:
+        rows = ["| variant | mode | handovers | total ms | phases ms | bytes copied |", "|---|---|---|---|---|---|"]
+        for name, v in sections["handovers"]["by_variant"].items():
+            phases = ", ".join(f"{k} {_fmt(s)}" for k, s in v["phases_ms"].items())
+            rows.append(f"| {name} | {v['mode']} | {v['count']} | {_fmt(v['total_ms'])} | {phases} | {_fmt(v['bytes'])} |")
+        parts += ["## Service handovers (replica switch or migration)", "\n".join(rows),
+                  f"- Paper: {PAPER_REPLICATION}",
+                  "- Here: " + "; ".join(f"`{n}` ({v['mode']}): {_fmt(v['total_ms'], ' ms')} per handover"
+                                         for n, v in sections["handovers"]["by_variant"].items())]
+    if "syncs" in sections:
+        parts.append("State syncs: " + "; ".join(f"`{n}`: {v['count']} copies, {_fmt(v['bytes'], ' B')}, "
+                                                 f"{_fmt(v['ms'], ' ms')}" for n, v in sections["syncs"]["by_variant"].items()))
     return "\n\n".join(parts)
 
 

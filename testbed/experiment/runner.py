@@ -164,7 +164,14 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
             from testbed.experiment.mobility_actions import prepare
             for done in prepare(tb, spec):
                 ctx.event("schedule", "prepare", done.split()[0], done)
-        info["throughput_mbps"] = drive_traffic(ctx, tb, run_dir)
+        if spec.replica_sets:  # replicated services: roles, syncs, handovers (testbed/replication/runtime.py)
+            from testbed.replication.runtime import start_all
+            start_all(tb, spec.replica_sets, spec.services, variant.replication, ctx.event)
+        try:
+            info["throughput_mbps"] = drive_traffic(ctx, tb, run_dir)
+        finally:
+            from testbed.replication.runtime import stop_all
+            stop_all(tb)
         for e in tb.nic_events():
             ctx.event(NIC_KIND, "activate" if e.get("active") else "deactivate",
                       f"{e.get('node', '')}/{e.get('target', '')}", str(e.get("reason", "")),
@@ -337,6 +344,9 @@ def run_experiment(spec: ExperimentSpec, out: Path | None = None, *, testbed_fac
                 finally:
                     (out / "manifest.json").write_text(json.dumps(manifest(spec, runs), indent=2))
     report_main(out)
+    if any(getattr(f, "kind", "") in ("migrate", "standby") for f in spec.faults):  # testbed/migration/report.py
+        from testbed.migration.report import write_report
+        write_report(out)
     return out
 
 

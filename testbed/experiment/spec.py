@@ -38,6 +38,7 @@ The YAML shape (every key not listed here is an error naming its path)::
       - {name: failsafe-path, nic: true, force_failsafe: [mec1]}   # NIC of mec1 forced into fail-safe
       - {name: direct, nic: true, to: mec2}                        # every flow sent to mec2 instead
       - {name: bbm, nic: false, switch: break-before-make}          # every schedule switch in this mode
+      - {name: reactive, nic: false, replication: reactive}        # replicated services: testbed/replication/spec.py
     schedule:                            # users moving, traffic switched: testbed/experiment/mobility_spec.py
       - {kind: move, host: ue1, to: edge2, at: 10s, gap: 50ms}
       - {kind: switch, service_ip: 10.0.0.50, from: meca, to: mecb, mode: make-before-break, at: 5s}
@@ -200,10 +201,15 @@ class Variant:
     force_failsafe: tuple[str, ...] = ()  # hosts whose NIC is forced into fail-safe for every critical service
     to: str | None = None  # send every flow to this host instead
     switch: str | None = None  # every schedule `switch` in this mode instead of its own (mobility_spec.py)
+    replication: str | None = None  # proactive | reactive | off for every replicated service (replication/spec.py)
 
-    def nic_overrides(self) -> dict[str, float]:
+    datapath: str | None = None  # auto | bpf | python for every NIC (the NIC's data path)
+
+    def nic_overrides(self) -> dict[str, object]:
         """The Testbed's `nic_overrides` for this variant."""
-        out: dict[str, float] = {}
+        out: dict[str, object] = {}
+        if self.datapath is not None:
+            out["datapath"] = self.datapath
         if self.heartbeat_interval_s is not None:
             out["interval_s"] = self.heartbeat_interval_s
         if self.threshold is not None:
@@ -228,6 +234,7 @@ class ExperimentSpec:
     claims: tuple[str, ...] = ()
     headline: str | None = None  # the prober flow of the short summary table (None: the first probe)
     schedule: tuple = ()  # moves and switches (testbed/experiment/mobility_spec.py), timed like faults
+    replica_sets: tuple = ()  # replicated services (testbed/replication/spec.py); `services` has each replica
     source: str = ""
     topology_source: str = ""  # the file the topology was read from
 
@@ -282,8 +289,8 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     variants = tuple(checker.variant(item, f"variants[{i}]")
                      for i, item in enumerate(v.sequence(doc.get("variants", []), "variants"))) or (Variant("default"),)
     checker.unique([x.name for x in variants], "variants", "name")
-    services = tuple(checker.service(item, f"services[{i}]", variants)
-                     for i, item in enumerate(v.sequence(doc.get("services", []), "services")))
+    from testbed.replication.spec import expand_services  # an entry with `replicas` gives one service per replica
+    services, replica_sets = expand_services(checker, v.sequence(doc.get("services", []), "services"), variants)
     checker.services = services
     probes = {f.name: f for f in traffic if isinstance(f, ProbeFlow)}
     faults = tuple(checker.fault(item, f"faults[{i}]", probes)
@@ -313,6 +320,7 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
         claims=claims,
         headline=headline,
         schedule=schedule,
+        replica_sets=replica_sets,
         source=source,
         topology_source=topo_source,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from testbed.experiment.spec import (_FAULT_KEYS, FAULT_MODES, BulkFlow, FaultSpec, ProbeFlow, ServiceRun,
                                      Variant)
 from testbed.experiment.mobility_spec import SWITCH_MODES
+from testbed.replication.spec import VARIANT_MODES
 from testbed.experiment.service_defaults import SERVICE_KEYS, parse_fields, resolve
 from testbed.experiment.values import Trigger, Values
 from testbed.topology.model import TopologySpec
@@ -12,7 +13,8 @@ from testbed.topology.model import TopologySpec
 _SERVICE_KEYS = {"host", *SERVICE_KEYS}
 _PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout"}
 _BULK_KEYS = {"name", "kind", "from", "to", "server", "port", "proto", "bw", "duration", "start"}
-_VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch"}
+_VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch", "datapath",
+                 "replication"}
 _NEEDS_DOCKER = {("host_down", "kill"), ("host_down", "freeze"), ("service_down", "kill"), ("delay", "app"),
                  ("delay", "cpu")}
 
@@ -122,6 +124,10 @@ class Checker:
             force_failsafe=forced,
             to=self.host(d["to"], f"{path}.to") if "to" in d else None,
             switch=self.v.choice(d["switch"], f"{path}.switch", SWITCH_MODES) if "switch" in d else None,
+            datapath=self.v.choice(d["datapath"], f"{path}.datapath", ("auto", "bpf", "python"))
+            if "datapath" in d else None,
+            replication=self.v.choice(d["replication"], f"{path}.replication", VARIANT_MODES)
+            if "replication" in d else None,
         )
 
     def fault(self, item: object, path: str, probes: dict[str, ProbeFlow]) -> FaultSpec:

@@ -49,11 +49,12 @@ def test_no_reply_from_the_new_instance_gives_no_number() -> None:
 
 
 def test_move_interruption_for_the_devices_flows() -> None:
-    ping = rows("probe", 0.0, 100, 100, lambda i: "" if 40 <= i < 48 else "srv")
-    rec = {"host": "ue1", "src": "edge1", "dst": "edge2", "gap_s": 0.05, "detached": 0.395, "detach_ms": 5,
+    ping = rows("probe", 0.0, 100, 400, lambda i: "" if 40 <= i < 48 else "srv")
+    rec = {"host": "ue1", "src": "edge1", "dst": "edge2", "gap_s": 0.05, "detached": 0.395, "acked": 0.47, "detach_ms": 5,
            "unattached_ms": 50, "controller_ms": 3}
     m = move_metrics(rec, {"probe": ping}, {"probe"})
     assert m["interruption_ms"] == 90.0 and m["lost"] == 8
+    assert m["rtt_after_ms"] == 2.0 and m["handovers"] == []
 
 
 def test_sections_are_added_to_summary_and_report(tmp_path: Path) -> None:
