@@ -392,7 +392,7 @@ class Testbed:
 
         return {"link": self._link_backend_name or "", "ovs_datapath": self._ovs_datapath or "",
                 "controller": f"os-ken {version('os-ken')}", "hosts": "docker",
-                "nic": "testbed.failsafe (python, AF_PACKET)" if self.nics else "none"}
+                "nic": __import__("testbed.failsafe.launcher", fromlist=["datapaths"]).datapaths(self.nics) if self.nics else "none"}
 
     def selfcheck(self, count: int = 5) -> list[dict]:
         """Ping across each WAN link once; configured vs measured RTT, saved to selfcheck.json."""

@@ -1,11 +1,14 @@
 """The NIC's tc-BPF data path: testbed/failsafe/bpf/nic.bpf.c on ingress of both ports, the pipeline for the rest.
 
 The kernel program handles what changes no control-plane state (see the C file's header) and
-redirects every other frame to a punt veth pair per port (`tbph0`->`tbph1` for frames from the host,
-`tbpn0`->`tbpn1` from the network); this process reads the peers and gives each frame to
-`Pipeline.process` exactly as the Python data path would, then sends through send-only AF_PACKET
-sockets on the ports. So heartbeat replies, critical requests to mirror and replies to mark answered
-reach the control plane. After each batch `install()` writes what changed into the maps (targets,
+redirects every other frame to one punt veth pair (`tbp0` -> `tbp1`), tagged (a VLAN id in the
+frame's metadata) with the port it came from; this process reads `tbp1` and gives each punted frame
+to `Pipeline.process` exactly as the Python data path would, then sends through send-only AF_PACKET
+sockets on the ports. Critical requests the kernel forwards itself in normal mode (UDP requests, TCP
+SYNs) and the host's critical replies are cloned to the same veth with tags of their own: the replay
+store keeps the requests (`mirror_key`) and the replies mark them answered (`answered_key`), in the
+order the kernel saw them. So heartbeat replies and everything the replay needs reach the control
+plane. After each batch `install()` writes what changed into the maps (targets,
 watched IPs, per-service modes, connections with their precomputed rewrites, neighbours, the
 configuration); `refresh()` folds the kernel's counters and connections' last-seen times back into
 the pipeline's objects, so both data paths report the same numbers for the same frames.
@@ -32,16 +35,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PUNT = {HOST: ("tbph0", "tbph1"), NET: ("tbpn0", "tbpn1")}
+PUNT = ("tbp0", "tbp1")
+TAG_PUNT_HOST, TAG_PUNT_NET, TAG_REQUEST, TAG_REPLY = 1, 2, 3, 4
+SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 0x10
+AUX_SPACE = socket.CMSG_SPACE(20)
 MAX_SERVICES = 64
 MODE_FAILSAFE, MODE_COUNTED = 1, 2
-CFG = struct.Struct("<I2I2I4s4s6s6sII")
+CFG = struct.Struct("<I2II4s4s6s6sII")
 NAT = struct.Struct("<12s12sIIIIQQII")
 NEIGH = struct.Struct("<6sBx")
 PORT_BASE = {HOST: 0, NET: 4}
 PORT_FIELDS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
-REASONS = {8: "vlan", 9: "non_ip", 10: "critical", 11: "to_backup", 12: "from_backup", 13: "arp_answered"}
+REASONS = {8: "vlan", 9: "non_ip", 10: "critical", 11: "to_backup", 12: "from_backup", 13: "arp_answered",
+           16: "reply"}
 PUNTED = (14, 15)
+MIRRORED = 17
 SVC_FIELDS = ("packets", "bytes", "to_host", "to_backup", "from_backup")
 BATCH = 256
 
@@ -63,7 +71,7 @@ class BpfDatapath:
         self.send_errors = 0
         self.ports = {HOST: cfg.host_iface, NET: cfg.net_iface}
         self.obj: libbpf.BpfObject | None = None
-        self.punt: dict[str, socket.socket] = {}
+        self.punt: socket.socket | None = None
         self.sock: dict[str, socket.socket] = {}
         try:
             self._open(Path(cfg.bpf_object) if cfg.bpf_object else ensure_object())
@@ -85,20 +93,21 @@ class BpfDatapath:
         self.m_conns = o.map("conns", 16, NAT.size)
         self.m_neigh = o.map("neigh", 4, NEIGH.size)
         self.m_counters = o.map("counters", 4, 8, percpu=True)
-        for port, (a, b) in PUNT.items():
-            proc.run(["ip", "link", "del", a], check=False)
-            proc.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
-            for iface in (a, b):
-                try:
-                    Path(f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6").write_text("1")
-                except OSError:
-                    pass
-                proc.run(["ip", "link", "set", iface, "up"])
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            s.bind((b, 0))
-            s.setblocking(False)
-            self.punt[port] = s
+        a, b = PUNT
+        proc.run(["ip", "link", "del", a], check=False)
+        proc.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        for iface in (a, b):
+            try:
+                Path(f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6").write_text("1")
+            except OSError:
+                pass
+            proc.run(["ip", "link", "set", iface, "up"])
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        s.bind((b, 0))
+        s.setblocking(False)
+        self.punt = s
         for port, iface in self.ports.items():
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # send only: receives nothing
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -114,15 +123,15 @@ class BpfDatapath:
         self._folded: dict[bytes, int] = {}  # map key -> packets already folded into the handler's stats
         self._counted = [0] * (32 + MAX_SERVICES * 6)
         self.punted = 0
+        self.mirrored = 0
         self._ifindex = {p: socket.if_nametoindex(i) for p, i in self.ports.items()}
-        self._punt_ifindex = {p: socket.if_nametoindex(PUNT[p][0]) for p in PUNT}
+        self._punt_ifindex = socket.if_nametoindex(PUNT[0])
         self.install(enabled=False)
         for iface in self.ports.values():
             libbpf.attach_ingress(iface, prog)
         self.install()
         self._self_test()
-        log.info("BPF data path attached on %s and %s (punt veths %s, %s)", *self.ports.values(),
-                 PUNT[HOST][0], PUNT[NET][0])
+        log.info("BPF data path attached on %s and %s (punt veth %s)", *self.ports.values(), PUNT[0])
 
     def _self_test(self) -> None:
         """The maps answer as written (a program that loads but whose maps are wrong is refused)."""
@@ -160,8 +169,8 @@ class BpfDatapath:
         neigh_changed = self._sync_neighbours()
         self._sync_conns(neigh_changed)
         host_mac = pipe.host_mac or b"\0" * 6
-        cfg = CFG.pack(1 if enabled else 0, self._ifindex[HOST], self._ifindex[NET], self._punt_ifindex[HOST],
-                       self._punt_ifindex[NET], nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
+        cfg = CFG.pack(1 if enabled else 0, self._ifindex[HOST], self._ifindex[NET], self._punt_ifindex,
+                       nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
                        1 if pipe.host_mac else 0, len(nic.handler.conntrack))
         if cfg != self._cfg:
             self.m_cfg.update(b"\0\0\0\0", cfg)
@@ -276,6 +285,7 @@ class BpfDatapath:
             if d:
                 pc.reasons[reason] = pc.reasons.get(reason, 0) + d
         self.punted = sum(self.counter(i) for i in PUNTED)
+        self.mirrored = self.counter(MIRRORED)
         for sid, idx in self._sidx.items():
             if idx >= MAX_SERVICES:
                 continue
@@ -292,21 +302,36 @@ class BpfDatapath:
 
     # -- frames ----------------------------------------------------------------------------------
     def receivers(self) -> dict[int, Callable[[], None]]:
-        """The punt ports: frames from the host first (heartbeat replies), then from the network."""
-        return {self.punt[HOST].fileno(): lambda: self.drain(HOST), self.punt[NET].fileno(): lambda: self.drain(NET)}
+        """The punt veth: every frame the kernel leaves to the pipeline or copies for the replay store."""
+        assert self.punt is not None
+        return {self.punt.fileno(): self.drain}
 
-    def drain(self, ingress: str) -> None:
-        """Give each frame the kernel punted from `ingress` to the pipeline; then update the maps."""
-        recv = self.punt[ingress].recv
-        process = self.nic.pipeline.process
+    def drain(self) -> None:
+        """Handle what the kernel punted (by the tag it put on), in its order; then update the maps."""
+        assert self.punt is not None
+        recvmsg = self.punt.recvmsg
+        pipe = self.nic.pipeline
+        handler = self.nic.handler
         for _ in range(BATCH):
             try:
-                frame = recv(65535)
+                frame, anc, _, _ = recvmsg(65535, AUX_SPACE)
             except BlockingIOError:
                 break
             except OSError:
                 continue
-            self.send(process(frame, ingress, time.monotonic()))
+            tag = 0
+            for level, kind, data in anc:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA and data[0] & TP_STATUS_VLAN_VALID:
+                    tag = int.from_bytes(data[16:18], "little") & 0x0FFF
+            now = time.monotonic()
+            if tag == TAG_REQUEST:
+                sid = pipe._cls.get(frame[30:34] + frame[23:24] + frame[36:38])  # noqa: SLF001
+                if sid is not None:
+                    handler.mirror_key(frame[23:24] + frame[26:38], frame, sid, now)
+            elif tag == TAG_REPLY:
+                handler.answered_key(frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36])
+            elif tag in (TAG_PUNT_HOST, TAG_PUNT_NET):
+                self.send(pipe.process(frame, HOST if tag == TAG_PUNT_HOST else NET, now))
         self.install()
 
     def send(self, frames: list[tuple[str, bytes]]) -> None:
@@ -324,12 +349,11 @@ class BpfDatapath:
         """Detach the program from both ports, remove the punt veths, release the object and sockets."""
         for iface in self.ports.values():
             libbpf.detach(iface)
-        for s in (*self.punt.values(), *self.sock.values()):
+        for s in ([self.punt] if self.punt else []) + list(self.sock.values()):
             s.close()
-        if self.punt:
-            for a, _ in PUNT.values():
-                proc.run(["ip", "link", "del", a], check=False)
-        self.punt, self.sock = {}, {}
+        if self.punt is not None:
+            proc.run(["ip", "link", "del", PUNT[0]], check=False)
+        self.punt, self.sock = None, {}
         if self.obj is not None:
             self.obj.close()
             self.obj = None

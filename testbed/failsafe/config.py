@@ -204,7 +204,7 @@ class NicConfig:
             platform_threshold=nic.platform.threshold,
             interval_s=nic.interval_s, threshold=nic.threshold, hysteresis=nic.hysteresis, learn=nic.learn,
             min_rtt_s=nic.min_rtt_ms / 1000.0, peers=tuple(peers),
-            passive_evidence=bool(getattr(nic, "passive", True)),
+            passive_evidence=bool(getattr(nic, "passive", True)), datapath=nic.datapath,
             control_socket=str(run / f"nic-{host.name}.sock"),
             events_path=str(Path(run_dir) / f"events-{host.name}.jsonl"))
 

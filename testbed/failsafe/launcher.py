@@ -48,6 +48,22 @@ class NicProcess:
         return self.daemon.stop(timeout)
 
 
+def datapaths(nics: dict[str, NicProcess]) -> str:
+    """The manifest's NIC backend: which data path each running NIC uses (asked through its control socket)."""
+    from testbed.failsafe.control import call
+
+    names: dict[str, list[str]] = {}
+    for node, nic in sorted(nics.items()):
+        try:
+            show = call(nic.socket, "show")
+            name = str(show.get("datapath")) if isinstance(show, dict) else "unknown"  # type: ignore[union-attr]
+        except (TestbedError, OSError):
+            name = "unknown"
+        names.setdefault(name, []).append(node)
+    detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(names.items()))
+    return f"testbed.failsafe ({detail})"
+
+
 def nic_argv(config_path: Path) -> list[str]:
     """The NIC's command line (run inside its namespace by `start_nic`)."""
     return daemon.module_argv("testbed.failsafe.nic", "--config", config_path)

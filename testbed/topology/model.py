@@ -62,6 +62,8 @@ class NicSpec:
     min_rtt_ms: float = 5.0  # floor under RTT_avg: a software NIC on a shared CPU sees ms-scale noise
     platform: HeartbeatSpec = field(default_factory=HeartbeatSpec)
     services: tuple[CriticalService, ...] = ()
+    passive: bool = True  # passive failure evidence (RST / ICMP unreachable) turns fail-safe on at once
+    datapath: str = "python"  # "python", "bpf" (tc-BPF; an error if it cannot load) or "auto" (BPF if it loads)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ SHAPE_KEYS = ("bw", "delay", "jitter", "loss", "max_queue_size")
 _HOST_KEYS = ("ip", "mac", "image", "cpu", "memory", "env", "volumes", "command", "access", "nic", "anycast",
               "device")
 _DOCKER_ONLY = ("cpu", "memory", "env", "volumes", "command", "nic")
-_NIC_KEYS = ("ip", "mac", "backups", "interval", "threshold", "hysteresis", "learn", "min_rtt", "platform", "services")
+_NIC_KEYS = ("ip", "mac", "backups", "interval", "threshold", "hysteresis", "learn", "min_rtt", "platform", "services",
+             "passive", "datapath")
+NIC_DATAPATHS = ("auto", "bpf", "python")
 _HEARTBEAT_KEYS = ("message", "payload", "expect", "interval", "threshold")
 _SERVICE_KEYS = ("name", "proto", "port", "heartbeat", "backups")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -187,6 +189,14 @@ def nic(data: object, path: str, book: AddressBook) -> NicSpec:
         spec = replace(spec, platform=platform)
     if "services" in d:
         spec = replace(spec, services=_services(d["services"], join(path, "services")))
+    if "passive" in d:
+        if not isinstance(d["passive"], bool):
+            raise SpecError(join(path, "passive"), f"expected true or false, got {d['passive']!r}")
+        spec = replace(spec, passive=d["passive"])
+    if "datapath" in d:
+        if d["datapath"] not in NIC_DATAPATHS:
+            raise SpecError(join(path, "datapath"), f"expected one of {', '.join(NIC_DATAPATHS)}, got {d['datapath']!r}")
+        spec = replace(spec, datapath=d["datapath"])
     return spec
 
 

@@ -11,6 +11,7 @@
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #define HOST 0
 #define NET 1
@@ -28,6 +29,13 @@
 #define C_ARP_ANSWERED 13
 #define C_PUNT_HOST 14
 #define C_PUNT_NET 15
+#define C_REPLY 16
+#define C_MIRRORED 17
+// the tag (VLAN id, as metadata) that tells userspace why a frame reached the punt veth
+#define TAG_PUNT_HOST 1
+#define TAG_PUNT_NET 2
+#define TAG_REQUEST 3 // a critical request forwarded to the host: keep a copy for replay
+#define TAG_REPLY 4   // a critical reply forwarded to the network: its request is answered
 #define C_SVC(s, f) (32 + (s) * 6 + (f))
 #define NCOUNTERS (32 + MAX_SERVICES * 6)
 #define S_PACKETS 0
@@ -42,7 +50,7 @@
 struct cfg {
     __u32 enabled;
     __u32 ifindex[2];      // nic-h, nic-n
-    __u32 punt_ifindex[2]; // punt veths for frames from host / net
+    __u32 punt_ifindex;    // the punt veth: frames for userspace, tagged with why
     __u8 nic_ip[4];
     __u8 host_ip[4];
     __u8 nic_mac[6];
@@ -102,7 +110,22 @@ static __always_inline __u32 fold(__u32 old, __u32 delta)
 static __always_inline int punt(struct __sk_buff *skb, struct cfg *c, int in)
 {
     count(in == HOST ? C_PUNT_HOST : C_PUNT_NET, 1);
-    return bpf_redirect(c->punt_ifindex[in], 0);
+    if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), in == HOST ? TAG_PUNT_HOST : TAG_PUNT_NET))
+        return TC_ACT_SHOT;
+    return bpf_redirect(c->punt_ifindex, 0);
+}
+
+// Forward out `port` and give userspace a tagged copy (packet pointers are invalid afterwards).
+static __always_inline int out_copy(struct __sk_buff *skb, struct cfg *c, int port, __u32 len, __u16 tag)
+{
+    if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tag) == 0) {
+        if (bpf_clone_redirect(skb, c->punt_ifindex, 0) == 0)
+            count(C_MIRRORED, 1);
+        bpf_skb_vlan_pop(skb);
+    }
+    count(C_TX_P(port), 1);
+    count(C_TX_B(port), len);
+    return bpf_redirect(c->ifindex[port], 0);
 }
 
 static __always_inline int out(struct __sk_buff *skb, struct cfg *c, int port, __u32 len)
@@ -345,14 +368,16 @@ int nic_ingress(struct __sk_buff *skb)
             count(C_TO_BACKUP, 1);
             return out(skb, c, NET, len);
         }
-        if ((m & MODE_FAILSAFE) || udp || (flags & 0x12) == 0x02)
-            return punt(skb, c, in); // new NAT flow, or a request to mirror
+        if (m & MODE_FAILSAFE)
+            return punt(skb, c, in); // a new NAT flow
         count(C_RX_P(in), 1);
         count(C_RX_B(in), len);
         count(C_SVC(sid, S_PACKETS), 1);
         count(C_SVC(sid, S_BYTES), len);
         count(C_SVC(sid, S_TO_HOST), 1);
         count(C_CRITICAL, 1);
+        if (udp || (flags & 0x12) == 0x02)
+            return out_copy(skb, c, HOST, len, TAG_REQUEST); // the replay store keeps it
         return out(skb, c, HOST, len);
     }
     // from the host
@@ -381,7 +406,30 @@ int nic_ingress(struct __sk_buff *skb)
         return punt(skb, c, in);
     if (!service_of(src, proto, f + 34))
         goto forward;
-    return punt(skb, c, in); // a critical reply: marks its request answered
+    // a critical reply (the checks of pipeline.fast): forwarded, and marks its request answered
+    if (len < 42 || data + 42 > end)
+        return punt(skb, c, in);
+    {
+        __u32 total = ((__u32)f[16] << 8) | f[17];
+        if (total + 14 > len)
+            return punt(skb, c, in);
+        if (proto == 17) {
+            if (total < 28)
+                return punt(skb, c, in);
+        } else if (proto == 6) {
+            if (len < 54 || data + 54 > end)
+                return punt(skb, c, in);
+            __u32 doff = (f[46] >> 4) * 4;
+            if (doff < 20 || doff + 20 > total || (f[47] & 0x04))
+                return punt(skb, c, in);
+        } else {
+            return punt(skb, c, in);
+        }
+    }
+    count(C_RX_P(in), 1);
+    count(C_RX_B(in), len);
+    count(C_REPLY, 1);
+    return out_copy(skb, c, NET, len, TAG_REPLY);
 forward:
     count(C_RX_P(in), 1);
     count(C_RX_B(in), len);
