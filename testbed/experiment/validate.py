@@ -13,7 +13,7 @@ from testbed.topology.model import TopologySpec
 _SERVICE_KEYS = {"host", *SERVICE_KEYS}
 _PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout"}
 _BULK_KEYS = {"name", "kind", "from", "to", "server", "port", "proto", "bw", "duration", "start"}
-_VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch", "datapath", "datapath",
+_VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch", "datapath",
                  "replication"}
 _NEEDS_DOCKER = {("host_down", "kill"), ("host_down", "freeze"), ("service_down", "kill"), ("delay", "app"),
                  ("delay", "cpu")}
@@ -124,8 +124,6 @@ class Checker:
             force_failsafe=forced,
             to=self.host(d["to"], f"{path}.to") if "to" in d else None,
             switch=self.v.choice(d["switch"], f"{path}.switch", SWITCH_MODES) if "switch" in d else None,
-            datapath=self.v.choice(d["datapath"], f"{path}.datapath", ("auto", "bpf", "python"))
-            if "datapath" in d else None,
             datapath=self.v.choice(d["datapath"], f"{path}.datapath", ("auto", "bpf", "python"))
             if "datapath" in d else None,
             replication=self.v.choice(d["replication"], f"{path}.replication", VARIANT_MODES)
