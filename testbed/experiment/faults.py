@@ -256,7 +256,7 @@ class NetworkFault(Fault):
 
 def make_fault(spec: FaultSpec, restart: Callable[[str], None], services: Sequence[ServiceRun] = ()) -> Fault:
     """The Fault object for a validated FaultSpec; `restart(host)` starts a recovered host's services again."""
-    if spec.kind in ("place", "migrate"):  # `migrations:` entries: testbed/migration/actions.py
+    if spec.kind in ("place", "migrate", "standby"):  # `migrations:` entries: testbed/migration/actions.py
         from testbed.migration.actions import make_migration_action
         return make_migration_action(spec, services)
     if spec.kind in ("move", "switch"):  # schedule entries, not faults: testbed/experiment/mobility_actions.py

@@ -52,14 +52,40 @@ class MigrateAction(Fault):
             tb.links.shape(tb.wan_link_id(a, b), forward=dataclasses.replace(wan.forward, bw_mbit=spec.wan_rate_mbit),
                            reverse=dataclasses.replace(wan.reverse, bw_mbit=spec.wan_rate_mbit))
             rate = f"WAN {spec.wan_rate_mbit:g} Mbit/s; "
-        svc = dataclasses.replace(service_on(self.services, spec.src, spec.service))
-        result = migrate(tb, svc, spec.dst, spec.mode, log_dir=tb.run_dir)
+        svc = service_on(self.services, spec.src, spec.service)
+        result = migrate(tb, svc, spec.dst, spec.mode, log_dir=tb.run_dir, note={"wan_rate_mbit": spec.wan_rate_mbit})
         return rate + result.detail()
 
     def undo(self, tb: Any, now: float) -> str:
         return "not undone"
 
 
+class StandbyAction(Fault):
+    """A checkpointed standby: started when due, stopped (its record written) at the end of the run."""
+
+    def __init__(self, spec: MigrationSpec, services: Sequence[ServiceRun]) -> None:
+        super().__init__(spec)
+        self.services = services
+        self.standby: Any = None
+
+    def apply(self, tb: Any, now: float) -> str:
+        from testbed.migration.standby import Standby
+
+        spec = self.spec
+        self.standby = Standby(tb, service_on(self.services, spec.src, spec.service), spec.dst,
+                               spec.interval_s or 0.1, spec.detect, spec.takeover)
+        return "standby " + self.standby.start()
+
+    def undo(self, tb: Any, now: float) -> str:
+        if self.standby is None:
+            return "never started"
+        s = self.standby.stop()
+        return (f"standby {s['standby']}: {s['checkpoints']} checkpoints, {s['bytes_per_checkpoint']:.0f} B each, "
+                f"{s['bytes_per_s']:.0f} B/s; lost at {s['lost_at']}; takeover {s['phases_ms'] or 'none'} {s['error']}")
+
+
 def make_migration_action(spec: MigrationSpec, services: Sequence[ServiceRun]) -> Fault:
     """The schedule step for a validated `migrations:` entry."""
+    if spec.kind == "standby":
+        return StandbyAction(spec, services)
     return PlaceAction(spec) if spec.kind == "place" else MigrateAction(spec, services)

@@ -49,7 +49,8 @@ def snapshot(root, seen):
             if seen is not None:
                 seen[name] = key
             n += 1
-    return buf.getvalue(), n
+        end = tar.offset  # after the last member: keep the two end blocks, not the 10 KiB record padding
+    return buf.getvalue()[:end + 1024], n
 
 
 def counter_of(root):

@@ -92,8 +92,8 @@ def _wipe_state(tb: Any, svc: ServiceRun) -> None:
 
 
 def migrate(tb: Any, svc: ServiceRun, dst: str, mode: str, *, port: int = AGENT_PORT,
-            log_dir: Path | None = None) -> MigrationResult:
-    """Move service `svc` (on `svc.host`) to host `dst` in `mode`; the timed result."""
+            log_dir: Path | None = None, note: dict | None = None) -> MigrationResult:
+    """Move service `svc` (on `svc.host`) to host `dst` in `mode`; the timed result (with `note`, in migrations.jsonl)."""
     if mode == "live":
         raise TestbedError(live_refusal() or "live migration unavailable")
     if mode not in MODES:
@@ -140,5 +140,5 @@ def migrate(tb: Any, svc: ServiceRun, dst: str, mode: str, *, port: int = AGENT_
     result.total_s = end - result.started
     if log_dir is not None:
         with open(log_dir / "migrations.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(dataclasses.asdict(result)) + "\n")
+            f.write(json.dumps({**dataclasses.asdict(result), **(note or {})}) + "\n")
     return result
