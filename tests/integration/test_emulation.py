@@ -83,9 +83,10 @@ def test_wan_delay_change_and_link_down_up(wan_bed):
     assert rtt_avg(c1, "10.9.0.2", count=3) is None
     wan_bed.links.set_up(link, True)
     deadline = time.monotonic() + 15
-    while (rtt := rtt_avg(c1, "10.9.0.2", count=2)) is None and time.monotonic() < deadline:
-        pass
-    assert rtt is not None and rtt < 15.0
+    while rtt_avg(c1, "10.9.0.2", count=1) is None and time.monotonic() < deadline:
+        pass  # the first replies after the link is back also pay for ARP and flow re-learning
+    rtt = rtt_avg(c1, "10.9.0.2")
+    assert rtt is not None and 9.0 <= rtt <= 13.0, rtt
 
 
 LOOP = "import time\nt=time.time()+2\nn=0\nwhile time.time()<t: n+=1\nprint(n)"
@@ -109,7 +110,10 @@ def test_docker_host_is_isolated_and_labelled(wan_bed):
     d1 = wan_bed.container("d1")
     d1.reload()
     hc = d1.attrs["HostConfig"]
-    assert hc["NetworkMode"] == "none"
+    holder = wan_bed.node("d1").holder  # owns the host's network namespace: no network of Docker's
+    holder.reload()
+    assert hc["NetworkMode"] == f"container:{holder.id}"
+    assert holder.attrs["HostConfig"]["NetworkMode"] == "none" and holder.labels["testbed.run"] == wan_bed.rid
     assert not hc["Privileged"] and "NET_ADMIN" in hc["CapAdd"]
     assert d1.labels["testbed.run"] == wan_bed.rid
     assert not d1.attrs["NetworkSettings"]["Ports"]
