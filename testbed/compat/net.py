@@ -21,7 +21,6 @@ from testbed.compat.machine import link_backend_name
 from testbed.compat.nodes import (Controller, CPULimitedHost, Host, OVSSwitch, RemoteController,
                                   bridge_exists, reference_controller)
 from testbed.compat.params import unwrap
-from testbed.emulation.dockerhost import DockerHost
 from testbed.emulation.net import TestbedNet
 from testbed.errors import SpecError, TestbedError
 from testbed.ledger import RUN_ROOT, Ledger, new_run_id
@@ -230,7 +229,3 @@ class Containernet(Mininet):
 
     docker_cls = Docker
 
-
-def is_docker(node: Any) -> bool:
-    """True for a Docker host node."""
-    return isinstance(node, DockerHost)

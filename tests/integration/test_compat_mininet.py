@@ -22,7 +22,7 @@ def test_simpleperf_lossy_links_delay_loss_and_cpu_limit():
     if received:
         expected = 4 * 5 + 4 * 98 * 8 / 10_000  # 5 ms per direction per link, 98-byte frames at 10 Mbit/s
         assert abs(rtt_avg(out) - expected) <= TOL_MS + TOL_REL * expected, out
-    lost, total = map(int, re.search(r"(\d+)/(\d+) \([\d.e+-]+%\)\s+receiver", out).groups())
+    lost, total = map(int, re.search(r"\*\*\* Receiver: .* (\d+)/(\d+) \([\d.e+-]+%\)", out).groups())
     assert binomial_ok(lost, total, 1 - 0.9 ** 2), out  # h1's egress and s1's egress to h4
     assert_nothing_left(rid, ["s1"])
 

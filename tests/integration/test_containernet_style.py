@@ -27,6 +27,12 @@ def test_add_docker_like_containernet(tmp_path):
         net.ping([d1, h1], timeout="2")
         assert net.ping([d1, h1], timeout="2") == 0.0
         assert d1.container.labels["testbed.run"] == ledger.rid
+        # added while the network runs: attached to the switch and ready when addLink returns
+        d2 = net.addDocker("d2", dimage="testbed/echo")
+        net.addLink(d2, s1, intfName2=f"{ledger.prefix}s1-e3", params1={"ip": "10.7.0.3/24"})
+        assert net.ping([h1], manualdestip="10.7.0.3", timeout="2") == 0.0
+        net.removeDocker("d2")
+        assert "d2" not in net and net.ping([h1], manualdestip="10.7.0.3", timeout="1") == 100.0
     finally:
         net.stop()
         clean.clean_run(ledger.rid)
