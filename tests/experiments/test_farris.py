@@ -39,3 +39,26 @@ def test_replicas_follow_the_user_faster_than_migration(experiment_runner, tmp_p
         kinds = {(r["kind"], r["action"]) for r in csv.DictReader(f)}
     assert {("replica", "role"), ("replica", "sync"), ("replica", "handover"), ("move", "apply")} <= kinds
     assert "## Service handovers" in (run / "report.md").read_text()
+
+
+def test_fig4_and_fig5_image_start_and_shipment(tmp_path):
+    """Pre-cached start-up is about a second; the shipped image's transfer takes its bytes / the link's rate."""
+    from testbed.experiment.pytest_helpers import needs_root_testbed
+
+    why = needs_root_testbed()
+    if why:
+        pytest.skip(why)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("farris_fig5", ROOT / "experiments" / "farris_fig5.py")
+    fig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig)
+    starts = fig.fig4(tmp_path, ["testbed/echo"])
+    results = fig.fig5(tmp_path, "testbed/echo")
+    print(json.dumps({"fig4": starts, "fig5": results}, indent=1))
+    assert 0 < starts["testbed/echo"] < 5, starts
+    for name, r in results.items():
+        assert set(r["phases_s"]) == {"save", "compress", "transfer", "load", "run"}, r
+        assert r["sent_bytes"] >= r["archive_bytes"] > 10_000_000, r  # the compressed image, tar-framed
+        assert abs(r["phases_s"]["transfer"] - r["expected_transfer_s"]) <= 0.15 * r["expected_transfer_s"], r
+    assert results["25mbit-50ms"]["phases_s"]["transfer"] > 3 * results["100mbit"]["phases_s"]["transfer"]

@@ -1,0 +1,119 @@
+"""Starting a service where its image is (pre-cached) or is not (shipped from the previous edge), phases timed.
+
+Farris et al.'s Figs. 4 and 5. `startup` times `docker run` of an image already in the engine
+until its container has run a command (create, start, exit). `ship` moves an image from one edge
+host to another as the paper did: `docker save`, compress (gzip -1), send the archive over the
+emulated WAN between the two hosts (`testbed.replication.statecopy` run in both hosts' network
+namespaces, so the link's rate and delay apply), `docker load`, run. Both edges here share one
+Docker engine, so at `load` the image's layers are present already: that phase is a lower bound.
+Every file and container is named with the run's prefix and recorded in its ledger first.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed import proc
+from testbed.emulation import netns
+from testbed.ledger import LABEL, Ledger
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+PORT = 47800
+
+
+def image_bytes(image: str) -> int:
+    """The image's size in the engine (bytes)."""
+    return int(proc.run(["docker", "image", "inspect", "--format", "{{.Size}}", image], timeout=30).stdout.strip())
+
+
+def run_argv(ledger: Ledger, name: str, image: str) -> list[str]:
+    """A container of `image` that runs `true` and is removed (no network: none is needed to start)."""
+    return ["docker", "run", "--rm", "--name", name, "--label", f"{LABEL}={ledger.rid}", "--network", "none",
+            image, "true"]
+
+
+def startup(ledger: Ledger, image: str, n: int = 3) -> list[float]:
+    """Seconds from `docker run` to the container's exit, `n` times, image pre-cached."""
+    out = []
+    for i in range(n):
+        name = f"{ledger.prefix}start{i}"
+        ledger.record("container", name)
+        t0 = time.monotonic()
+        proc.run(run_argv(ledger, name, image), timeout=120)
+        out.append(time.monotonic() - t0)
+    return out
+
+
+@dataclass
+class Shipment:
+    """One image shipped between two edges: sizes and each phase's seconds."""
+
+    image: str
+    image_bytes: int
+    archive_bytes: int = 0
+    sent_bytes: int = 0
+    phases_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ship(tb: Any, image: str, src: str, dst: str, work: Path) -> Shipment:
+    """save | compress | transfer src -> dst over the emulated network | load | run; each phase timed."""
+    ledger = tb.ledger
+    outbox, inbox = work / f"{ledger.prefix}out", work / f"{ledger.prefix}in"
+    for d in (outbox, inbox):
+        ledger.record("file", str(d))
+        d.mkdir(parents=True, exist_ok=True)
+    tar = outbox / "image.tar"
+    result = Shipment(image, image_bytes(image))
+
+    def timed(phase: str, fn: Any) -> Any:
+        t0 = time.monotonic()
+        value = fn()
+        result.phases_s[phase] = round(time.monotonic() - t0, 3)
+        return value
+
+    try:
+        timed("save", lambda: proc.run(["docker", "save", "-o", str(tar), image], timeout=600))
+        timed("compress", lambda: proc.run(["gzip", "-1", "-f", str(tar)], timeout=600))
+        result.archive_bytes = (outbox / "image.tar.gz").stat().st_size
+        result.sent_bytes = timed("transfer", lambda: send_dir(tb, src, dst, outbox, inbox))
+        timed("load", lambda: proc.run(["docker", "load", "-i", str(inbox / "image.tar.gz")], timeout=600))
+        name = f"{ledger.prefix}shipped"
+        ledger.record("container", name)
+        timed("run", lambda: proc.run(run_argv(ledger, name, image), timeout=120))
+    finally:
+        for d in (outbox, inbox):
+            shutil.rmtree(d, ignore_errors=True)
+    return result
+
+
+def send_dir(tb: Any, src: str, dst: str, outbox: Path, inbox: Path) -> int:
+    """Send directory `outbox` from host `src` to `inbox` on host `dst`, over the emulated network; bytes sent."""
+    dst_ip = tb.topo.host(dst).ip.split("/")[0]
+    cmd = [sys.executable, "-m", "testbed.replication.statecopy"]
+    receiver = proc.spawn_piped(netns.nsenter(tb.node(dst).pid, [*cmd, "recv", dst_ip, str(PORT), str(inbox)]),
+                                cwd=ROOT)
+    tb.ledger.record_process(receiver.pid, f"image receiver on {dst}")
+    try:
+        if receiver.stdout.readline().decode().strip() != "ready":
+            raise RuntimeError(f"image receiver on {dst} did not start")
+        sent = proc.run(netns.nsenter(tb.node(src).pid, [*cmd, "send", dst_ip, str(PORT), str(outbox)]),
+                        timeout=900).stdout.split()
+        proc.communicate(receiver, timeout=60)
+    finally:
+        proc.stop(receiver)
+    return int(sent[1])
+
+
+def expected_transfer_s(nbytes: int, rate_mbit: float, rtt_s: float, handshakes: int = 3) -> float:
+    """What the transfer should take on a link of `rate_mbit` and round trip `rtt_s`: bytes / rate plus handshakes."""
+    return nbytes * 8 / (rate_mbit * 1e6) + handshakes * rtt_s
