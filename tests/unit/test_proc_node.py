@@ -69,11 +69,11 @@ class ShellNode:
         if self.shell.poll() is None:
             os.killpg(self.shell.pid, signal.SIGKILL)
         self.shell.wait(5)
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.stdout.close()  # owns the master fd: closing it again with os.close could hit a reused number
+        try:
+            os.close(self.slave)
+        except OSError:
+            pass
 
 
 @pytest.fixture
