@@ -168,11 +168,15 @@ class Testbed:
                 close_shell(item.shell)
         self._launched.clear()
         if self.net is not None:
+            shells = [n.shell for n in self.net.hosts if getattr(n, "shell", None) is not None]
             self._remove_containers()
             try:
                 self.net.stop()
             except Exception as exc:
                 log.warning("mininet stop: %s", exc)
+            for shell in shells:  # Mininet signals its shells but never reaps them (zombies until GC)
+                if proc.wait(shell, 5.0) is None:
+                    log.warning("a host shell (pid %d) outlived teardown", shell.pid)
             self.net = None
         if self.links is not None:
             try:
