@@ -2,7 +2,7 @@
 
 Run as root: `.venv/bin/python bench/nic_bench.py [--seconds 3]`. Prints a table and writes
 bench/results/nic_bench-<time>.json. Measures TCP throughput (iperf3) and 64-byte UDP packet rate
-through the NIC in normal and fail-safe mode, each as a ratio to a Linux bridge in the NIC's
+through the NIC (each data path: python, bpf) in normal and fail-safe mode, each as a ratio to a Linux bridge in the NIC's
 namespace; added UDP ping-pong latency (median, p99); failover time (fault -> first reply from the
 backup) for heartbeat intervals of 10, 100 and 500 ms; requests lost across a host-down failover
 at 100 requests/s.
@@ -38,7 +38,8 @@ IPERF_PORT = 5201
 THROUGHPUT_MIN_RTT = 0.05  # s
 
 
-def nic_config(rid: str, tmp: Path, interval: float, threshold: float, min_rtt: float) -> NicConfig:
+def nic_config(rid: str, tmp: Path, interval: float, threshold: float, min_rtt: float,
+               datapath: str = "python") -> NicConfig:
     """The benchmark NIC: echo (udp 5000) and iperf (tcp+udp 5201) are critical, backed by the backup host."""
     return NicConfig(
         node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
@@ -47,7 +48,7 @@ def nic_config(rid: str, tmp: Path, interval: float, threshold: float, min_rtt: 
                   ServiceConfig("iperf-udp", "udp", IPERF_PORT, message="icmp")),
         default_backups=((BACKUP_IP, 0),), interval_s=interval, threshold=threshold, learn=5, hysteresis=3,
         min_rtt_s=min_rtt, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
-        events_path=str(tmp / f"events-{interval}.jsonl"))
+        events_path=str(tmp / f"events-{interval}.jsonl"), datapath=datapath)
 
 
 RETRIES: list[str] = []  # iperf3 runs that failed and were repeated (reported with the results)
@@ -179,6 +180,7 @@ def measure_path(lab: Lab, seconds: float) -> dict:
     rtts = pingpong(lab, 5000, 2000)
     out["rtt_median_us"] = statistics.median(rtts) * 1e6
     out["rtt_p99_us"] = pct(rtts, 0.99) * 1e6
+    out["loadavg_1m"] = os.getloadavg()[0]
     return out
 
 
@@ -233,6 +235,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each iperf3 run")
     parser.add_argument("--no-failover", action="store_true", help="skip the failover-time runs")
+    parser.add_argument("--datapaths", default="python,bpf", help="NIC data paths to measure (comma-separated)")
+    parser.add_argument("--no-vlan-run", action="store_true", help="skip the Python run without VLAN pass-through")
     parser.add_argument("--micro", action="store_true",
                         help="only the per-frame CPU cost of the pipeline (no root, no sockets)")
     args = parser.parse_args()
@@ -253,35 +257,41 @@ def main() -> int:
         results["bridge"] = measure_path(lab, args.seconds)
     finally:
         lab.destroy()
-    # 2. the NIC, normal mode then forced fail-safe
+    # 2. the NIC on each data path, normal mode then forced fail-safe; then failover times
     lab, ledger = with_lab(tmp, rid, nic=True)
     nic = None
+    results["failover"] = []
     try:
-        # throughput runs: heartbeats every 100 ms as always, but a floor of THROUGHPUT_MIN_RTT on the
-        # timeout so that a loaded shared machine does not flip the NIC into fail-safe mid-run
-        nic = start_nic(lab.holder(), nic_config(rid, tmp, 0.1, 4.0, THROUGHPUT_MIN_RTT), ledger, tmp)
-        wait_learned(nic, 10)
-        results["nic_normal"] = measure_path(lab, args.seconds)
-        results["nic_normal_events"] = len(call(nic.socket, "events"))  # false fail-safe under load
-        for svc in ("echo", "iperf-tcp", "iperf-udp"):
-            call(nic.socket, "mode", service=svc, mode="on")
-        results["nic_failsafe"] = measure_path(lab, args.seconds)
-        results["nic_failsafe_counters"] = call(nic.socket, "counters")
-        for svc in ("echo", "iperf-tcp", "iperf-udp"):
-            call(nic.socket, "mode", service=svc, mode="auto")
-        nic.stop()
-        fast = dataclasses.replace(nic_config(rid, tmp, 0.1, 4.0, THROUGHPUT_MIN_RTT), vlan_passthrough=False)
-        nic = start_nic(lab.holder(), fast, ledger, tmp)
-        wait_learned(nic, 10)
-        results["nic_no_vlan"] = measure_path(lab, args.seconds)
-        nic.stop()
-        results["failover"] = []
-        for interval, spacing in () if args.no_failover else ((0.01, 0.002), (0.1, 0.01), (0.5, 0.01)):
-            nic = start_nic(lab.holder(), nic_config(rid, tmp, interval, 4.0, 0.002), ledger, tmp)
-            wait_learned(nic, 5 + 10 * interval)
-            results["failover"].append(failover(lab, nic, spacing))
+        for dp in args.datapaths.split(","):
+            sfx = "" if dp == "python" else f"_{dp}"
+            # throughput runs: heartbeats every 100 ms as always, but a floor of THROUGHPUT_MIN_RTT on the
+            # timeout so that a loaded shared machine does not flip the NIC into fail-safe mid-run
+            nic = start_nic(lab.holder(), nic_config(rid, tmp, 0.1, 4.0, THROUGHPUT_MIN_RTT, dp), ledger, tmp)
+            wait_learned(nic, 10)
+            assert call(nic.socket, "show")["datapath"] == dp  # type: ignore[index]
+            results[f"nic_normal{sfx}"] = measure_path(lab, args.seconds)
+            results[f"nic_normal{sfx}_events"] = len(call(nic.socket, "events"))  # false fail-safe under load
+            for svc in ("echo", "iperf-tcp", "iperf-udp"):
+                call(nic.socket, "mode", service=svc, mode="on")
+            results[f"nic_failsafe{sfx}"] = measure_path(lab, args.seconds)
+            results[f"nic_failsafe{sfx}_counters"] = call(nic.socket, "counters")
+            for svc in ("echo", "iperf-tcp", "iperf-udp"):
+                call(nic.socket, "mode", service=svc, mode="auto")
             nic.stop()
             nic = None
+            if dp == "python" and not args.no_vlan_run:
+                fast = dataclasses.replace(nic_config(rid, tmp, 0.1, 4.0, THROUGHPUT_MIN_RTT), vlan_passthrough=False)
+                nic = start_nic(lab.holder(), fast, ledger, tmp)
+                wait_learned(nic, 10)
+                results["nic_no_vlan"] = measure_path(lab, args.seconds)
+                nic.stop()
+                nic = None
+            for interval, spacing in () if args.no_failover else ((0.01, 0.002), (0.1, 0.01), (0.5, 0.01)):
+                nic = start_nic(lab.holder(), nic_config(rid, tmp, interval, 4.0, 0.002, dp), ledger, tmp)
+                wait_learned(nic, 5 + 10 * interval)
+                results["failover"].append({"datapath": dp, **failover(lab, nic, spacing)})
+                nic.stop()
+                nic = None
     finally:
         if nic is not None:
             nic.stop()
@@ -289,7 +299,8 @@ def main() -> int:
         shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
     results["iperf_retries"] = RETRIES
     b = results["bridge"]
-    for mode in ("nic_normal", "nic_no_vlan", "nic_failsafe"):
+    paths = [k for k in results if k.startswith("nic_") and isinstance(results[k], dict) and "tcp_mbit" in results[k]]
+    for mode in paths:
         m = results[mode]
         m["tcp_ratio"] = m["tcp_mbit"] / b["tcp_mbit"]
         m["udp64_ratio"] = m["udp64_pps"] / b["udp64_pps"]
@@ -299,19 +310,20 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"nic_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"{'path':<14}{'TCP Mbit/s':>12}{'ratio':>8}{'UDP64 pps':>12}{'ratio':>8}{'RTT med us':>12}{'p99 us':>10}"
-          f"{'+med us':>9}{'+p99 us':>9}")
-    for name in ("bridge", "nic_normal", "nic_no_vlan", "nic_failsafe"):
+    print(f"{'path':<18}{'TCP Mbit/s':>12}{'ratio':>8}{'UDP64 pps':>12}{'ratio':>8}{'RTT med us':>12}{'p99 us':>10}"
+          f"{'+med us':>9}{'+p99 us':>9}{'load':>6}")
+    for name in ["bridge", *paths]:
         m = results[name]
-        print(f"{name:<14}{m['tcp_mbit']:>12.0f}{m.get('tcp_ratio', 1):>8.2f}{m['udp64_pps']:>12.0f}"
+        print(f"{name:<18}{m['tcp_mbit']:>12.0f}{m.get('tcp_ratio', 1):>8.2f}{m['udp64_pps']:>12.0f}"
               f"{m.get('udp64_ratio', 1):>8.2f}{m['rtt_median_us']:>12.0f}{m['rtt_p99_us']:>10.0f}"
-              f"{m.get('added_median_us', 0):>9.0f}{m.get('added_p99_us', 0):>9.0f}")
-    print(f"fail-safe transitions during the normal-mode runs (should be 0): {results['nic_normal_events']}")
+              f"{m.get('added_median_us', 0):>9.0f}{m.get('added_p99_us', 0):>9.0f}{m['loadavg_1m']:>6.2f}")
+    events = {k: v for k, v in results.items() if k.endswith("_events")}
+    print(f"fail-safe transitions during the normal-mode runs (should be 0): {events}")
     print(f"iperf3 runs repeated after a failure: {len(RETRIES)}")
-    print(f"\n{'interval ms':>12}{'timeout ms':>12}{'failover ms':>13}{'req/s':>7}{'sent':>6}{'lost':>6}")
+    print(f"\n{'datapath':>9}{'interval ms':>12}{'timeout ms':>12}{'failover ms':>13}{'req/s':>7}{'sent':>6}{'lost':>6}")
     for f in results["failover"]:
         fo = "none" if f["failover_ms"] is None else f"{f['failover_ms']:.1f}"
-        print(f"{f['interval_ms']:>12.0f}{f['timeout_ms']:>12.2f}{fo:>13}{f['rate_per_s']:>7}{f['sent']:>6}{f['lost']:>6}")
+        print(f"{f['datapath']:>9}{f['interval_ms']:>12.0f}{f['timeout_ms']:>12.2f}{fo:>13}{f['rate_per_s']:>7}{f['sent']:>6}{f['lost']:>6}")
     print(f"\nsaved {path}")
     shutil.rmtree(tmp, ignore_errors=True)
     _ = proc

@@ -199,7 +199,26 @@ def open_datapath(kind: str, nic: "Nic", to_cpu: ToCpu) -> Datapath:
                 raise TestbedError(f"NIC {nic.config.node}: datapath bpf cannot be used: {exc}") from None
             log.warning("NIC %s: BPF data path unavailable, using the Python one: %s", nic.config.node, exc)
             nic.datapath_fallback = str(exc)
+    detach_stale(nic)
     return PythonDatapath(nic, to_cpu)
+
+
+def detach_stale(nic: "Nic") -> None:
+    """Remove a BPF program and punt veth a SIGKILLed BPF NIC left on this NIC's ports (else it keeps redirecting)."""
+    from testbed import proc
+
+    try:
+        from testbed.failsafe.bpf import libbpf
+
+        for iface in (nic.config.host_iface, nic.config.net_iface):
+            libbpf.detach(iface)
+    except TestbedError as exc:  # no libbpf: no BPF NIC can have run here either
+        log.debug("no stale BPF program to remove: %s", exc)
+    try:
+        socket.if_nametoindex("tbp0")  # (not /sys/class/net: sysfs shows the namespace it was mounted in)
+    except OSError:
+        return
+    proc.run(["ip", "link", "del", "tbp0"], check=False)
 
 
 __all__ = ["Datapath", "KINDS", "PythonDatapath", "open_datapath"]

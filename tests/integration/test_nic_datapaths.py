@@ -92,3 +92,63 @@ def test_a_bpf_object_that_cannot_load_falls_back_under_auto_and_fails_under_bpf
     assert "cannot open" in results["auto"].stdout or "refused" in results["auto"].stdout
     assert results["bpf"].returncode == 3, results["bpf"]
     assert "datapath bpf cannot be used" in results["bpf"].stdout
+
+
+def test_a_sigkilled_bpf_nic_leaves_nothing_a_restarted_nic_or_the_cleanup_cannot_remove(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig
+    from testbed.failsafe.labnet import BACKUP_IP, MAIN_IP, NIC_IP, Lab, in_netns
+    from testbed.failsafe.launcher import start_nic
+    from testbed.ledger import Ledger
+
+    rid = secrets.token_hex(2)
+    ledger = Ledger(rid, run_dir=tmp_path, state_dir=tmp_path / "state")
+    lab = Lab(ledger.prefix, ledger, tmp_path)
+
+    def config(datapath: str) -> NicConfig:
+        return NicConfig(node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
+                         services=(ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb"),),
+                         default_backups=((BACKUP_IP, 0),), interval_s=0.05, threshold=4.0, min_rtt_s=0.01,
+                         control_socket=str(RUN_ROOT / rid / "nic-main.sock"), datapath=datapath)
+
+    def answered() -> bool:
+        sock = in_netns(lab.ns["c"], lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        sock.settimeout(0.5)
+        try:
+            for _ in range(10):
+                sock.sendto(b"x", (MAIN_IP, 5000))
+                try:
+                    if sock.recv(100).endswith(b":x"):
+                        return True
+                except socket.timeout:
+                    continue
+            return False
+        finally:
+            sock.close()
+
+    def attached() -> str:
+        return lab.ns_cmd("n", "tc", "filter", "show", "dev", "nic-h", "ingress").stdout
+
+    try:
+        lab.build()
+        lab.echo("m", "main", [5000], [], tmp_path / "delay-main")
+        lab.echo("b", "backup", [5000], [], tmp_path / "delay-backup")
+        nic = start_nic(lab.holder(), config("bpf"), ledger, tmp_path)
+        assert answered()
+        assert "bpf" in attached()
+        os.kill(nic.pid, signal.SIGKILL)
+        nic.daemon.popen.wait(timeout=5)
+        assert "bpf" in attached()  # the program outlives its process: a restarted NIC must remove it
+        (RUN_ROOT / rid / "nic-main.sock").unlink(missing_ok=True)
+        nic = start_nic(lab.holder(), config("python"), ledger, tmp_path)
+        assert "bpf" not in attached() and "tbp0" not in lab.ns_cmd("n", "ip", "link").stdout
+        assert answered()
+        nic.stop()
+    finally:
+        lab.destroy()  # what `testbed clean` does with the lab's recorded namespaces
+        import shutil
+
+        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
+    assert lab.leftovers() == []
