@@ -74,7 +74,8 @@ class TestbedLink(Link):
         self.forward = forward
         self.reverse = reverse
         self.pair_deleted = False
-        params.setdefault("intf", TestbedIntf)
+        if params.get("intf") in (None, Intf):  # Mininet.addLink passes its own default, plain Intf
+            params["intf"] = TestbedIntf
         if params["intf"] is TestbedIntf:
             # a plain veth is made with its first end up and both MACs; the backend brings both outer ends up
             for i, addr in ((1, params.get("addr1")), (2, params.get("addr2"))):
