@@ -73,18 +73,10 @@ def describe(tb: Any) -> dict[str, Any]:
 
 def topo_json(args: Any) -> dict[str, Any]:
     """`testbed topo --json`: bring the topology up, describe it, self-check its WAN links, tear it down."""
-    from testbed.emulation.run import default_run_dir
+    from testbed.emulation.run import default_run_dir, topology_of
     from testbed.emulation.testbed import Testbed
-    from testbed.topology.loader import load_topology
 
-    topo = load_topology(args.topology)
-    if getattr(args, "controller", None):  # as `testbed topo --controller` (testbed.emulation.run)
-        from testbed.topology import checks, schema
-        from testbed.topology.model import ControllerSpec
-
-        app = schema.controller_app(args.controller, "--controller")
-        topo = checks.with_controller(topo, ControllerSpec(app=app, config_json=topo.controller.config_json
-                                                           if app == topo.controller.app else "{}"))
+    topo = topology_of(args)
     tb = Testbed(topo, Path(args.out) if args.out else default_run_dir("topo", topo.name), nics=not args.no_nic)
     with tb:
         info = describe(tb)
@@ -125,9 +117,9 @@ def serve(topology: str, rid: str, out: Path, nics: bool) -> int:
 
 def deploy(topology: str, out: Path | None, nics: bool = True, timeout: float = UP_TIMEOUT_S) -> dict[str, Any]:
     """Start a detached run of `topology`; returns its description once it is up (TestbedError if it fails)."""
-    from testbed.topology.loader import load_topology
+    from testbed.topology.loader import validate_file
 
-    topo = load_topology(topology)  # a bad file is a SpecError (exit 2) before anything starts
+    topo = validate_file(topology)  # a bad file or a missing image is a SpecError (exit 2) before anything starts
     rid = ledger.new_run_id()
     run_dir = Path(out) if out else Path("runs") / f"deploy-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -95,8 +95,8 @@ def bring_up(topo: TopologySpec, out: str | None, *, cli: bool = True, nics: boo
     return 0
 
 
-def topo_command(args: argparse.Namespace) -> int:
-    """The `testbed topo` verb."""
+def topology_of(args: argparse.Namespace) -> TopologySpec:
+    """The topology a `topo`/`deploy` command names, images checked, with `--controller` applied."""
     from testbed.topology.loader import validate_file
 
     topo = validate_file(args.topology)  # also checks its images exist, before anything starts
@@ -107,6 +107,12 @@ def topo_command(args: argparse.Namespace) -> int:
         app = schema.controller_app(args.controller, "--controller")
         topo = checks.with_controller(topo, ControllerSpec(app=app, config_json=topo.controller.config_json
                                                            if app == topo.controller.app else "{}"))
+    return topo
+
+
+def topo_command(args: argparse.Namespace) -> int:
+    """The `testbed topo` verb."""
+    topo = topology_of(args)
     return bring_up(topo, args.out, cli=not args.no_cli, nics=not args.no_nic,
                     selfcheck=not args.no_selfcheck, hold=args.hold)
 
