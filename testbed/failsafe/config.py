@@ -68,7 +68,9 @@ class NicConfig:
     neighbours: dict[str, str] = field(default_factory=dict)
     control_socket: str = ""
     events_path: str = ""
-    pending_max_age_s: float = 1.0  # replay window: a flow at r req/s keeps about r x this many requests
+    # replay window: a flow at r req/s keeps about r x this many requests; None: twice the longest
+    # heartbeat interval + timeout (threshold x RTT_avg, floored by min_rtt), recomputed as RTTs are learnt
+    pending_max_age_s: float | None = None
     pending_per_flow: int = 0  # cap on one flow's replay store (0: none but the window and the total)
     pending_total: int = 4096  # cap on the replay store of all flows together
     conntrack_max: int = 16384  # tracked (redirected) flows; when full, unassured ones are dropped early

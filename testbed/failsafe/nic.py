@@ -46,6 +46,7 @@ PACKET_IGNORE_OUTGOING = 23
 SIOCGIFMTU = 0x8921
 SO_ATTACH_FILTER = 26
 HOUSEKEEPING_S = 0.5
+REPLAY_WINDOW_MIN_S = 0.1
 MAX_EVENTS = 1000
 
 
@@ -72,7 +73,7 @@ class Nic:
         self.handler = FailsafeHandler(self.nic_ip, self.nic_mac, self.services,
                                        ConnTrack(timeouts, max_conns=config.conntrack_max), chooser, release,
                                        pending_per_flow=config.pending_per_flow, pending_total=config.pending_total,
-                                       pending_max_age_s=config.pending_max_age_s)
+                                       pending_max_age_s=config.pending_max_age_s or 1.0)
         self.handler.relay_sources = {ip_bytes(p) for p in config.peers}
         neighbours = {ip_bytes(k): mac_bytes(v) for k, v in config.neighbours.items()}
         self.pipeline = Pipeline(self.nic_ip, self.nic_mac, self.host_ip,
@@ -91,6 +92,7 @@ class Nic:
         self.datapath = None  # the running Datapath (set by NicLoop)
         self.datapath_fallback = ""  # why "auto" did not get BPF
         self.started = time.time()
+        self.update_replay_window()
 
     def _discovery(self, now: float):  # noqa: ANN202 - Discovery or None
         try:
@@ -123,8 +125,19 @@ class Nic:
             out += self._announce(now)
         return out
 
+    def update_replay_window(self) -> float:
+        """The replay store's age bound: the config's, or twice the longest heartbeat interval + timeout."""
+        window = self.config.pending_max_age_s
+        if window is None:
+            targets = self.heartbeats._targets.values()  # noqa: SLF001 - the manager's own entries
+            window = 2 * max((t.entry.interval_s + t.limit for t in targets), default=0.5)
+            window = max(window, REPLAY_WINDOW_MIN_S)
+        self.handler.pending_max_age_s = window
+        return window
+
     def housekeeping(self, now: float) -> list[tuple[str, bytes]]:
         """Expire connections and pending requests; keep backups' and host's MACs resolved."""
+        self.update_replay_window()
         self.handler.prune(now)
         ips = self.services.backup_ips() | {ip_bytes(p) for p in self.config.peers}
         self.pipeline.pinned = ips

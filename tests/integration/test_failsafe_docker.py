@@ -68,13 +68,14 @@ def started(tb: Testbed) -> None:
     assert wait_for(lambda: all(m == "normal" for m in modes(tb, "mec1").values()), 20), modes(tb, "mec1")
 
 
-@pytest.fixture
-def fatriot(tmp_path):
+@pytest.fixture(params=["python", "bpf"])
+def fatriot(tmp_path, request):
     tb = Testbed(load_topology("fatriot"), tmp_path / "run",
-                 nic_overrides={"interval_s": INTERVAL, "threshold": THRESHOLD,
+                 nic_overrides={"datapath": request.param, "interval_s": INTERVAL, "threshold": THRESHOLD,
                                 "min_rtt_ms": MIN_RTT_S * 1000})
     with tb:
         started(tb)
+        assert f"{request.param}: " in tb.backends()["nic"], tb.backends()
         yield tb
     assert leftovers(tb.rid) == []
     assert live_processes(tb.run_dir) == []

@@ -123,6 +123,7 @@ class Bed:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     nic: NicProcess | None = None
     ledger: Ledger | None = None
+    datapath: str = "python"
 
     def ns(self, role: str) -> str:
         return f"{ledger_mod.prefix(self.rid)}fz{role}"
@@ -171,7 +172,7 @@ class Bed:
             # generous timing: the machine is shared, and this test is about robustness, not speed
             interval_s=0.05, threshold=5.0, min_rtt_s=0.02, learn=5, hysteresis=3, conntrack_max=CONNS,
             control_socket=str(control.RUN_ROOT / self.rid / f"nic-fz{self.rid}.sock"),
-            events_path=str(self.tmp / "events.jsonl"))
+            events_path=str(self.tmp / "events.jsonl"), datapath=self.datapath)
         assert self.ledger is not None
         self.ledger.record("file", str(control.RUN_ROOT / self.rid), what="control socket directory")
         self.nic = start_nic(self.holder_pid(), config, self.ledger, self.tmp)
@@ -202,9 +203,9 @@ class Bed:
         assert not errors, errors
 
 
-@pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Bed]:
-    b = Bed(tmp_path)
+@pytest.fixture(params=["python", "bpf"])
+def bed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bed]:
+    b = Bed(tmp_path, datapath=request.param)
     try:
         b.up()
         b.start_nic()
