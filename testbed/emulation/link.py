@@ -8,6 +8,7 @@ from typing import Any
 from mininet.link import Intf, Link
 from mininet.node import Node
 
+from testbed import proc
 from testbed.ledger import Ledger
 from testbed.links.base import LinkBackend, LinkEnds
 from testbed.links.veth import make_veth
@@ -17,6 +18,12 @@ from testbed.topology.model import Shape
 def netns_of(node: Node) -> int | None:
     """The PID whose network namespace holds `node`'s interfaces (None: the root namespace)."""
     return node.pid if node.inNamespace else None
+
+
+def set_mac(name: str, netns_pid: int | None, mac: str) -> None:
+    """Give interface `name` (in the namespace of `netns_pid`, None: the root one) the address `mac`."""
+    argv = ["ip", "link", "set", "dev", name, "address", mac]
+    proc.run(argv if netns_pid is None else ["nsenter", "-t", str(netns_pid), "-n", *argv])
 
 
 class TestbedIntf(Intf):
@@ -80,7 +87,7 @@ class TestbedLink(Link):
             # a plain veth is made with its first end up and both MACs; the backend brings both outer ends up
             for i, addr in ((1, params.get("addr1")), (2, params.get("addr2"))):
                 extra = dict(params.pop(f"params{i}", None) or {})
-                extra.setdefault("made_mac", addr if backend is None else None)
+                extra.setdefault("made_mac", addr)  # made with it by make_veth, or set right after by set_mac
                 extra.setdefault("made_up", backend is not None or i == 1)
                 params[f"params{i}"] = extra
         super().__init__(node1, node2, fast=True, **params)
@@ -98,6 +105,9 @@ class TestbedLink(Link):
         else:
             ends = LinkEnds(self.link_id, intfname1, netns_of(node1), intfname2, netns_of(node2))
             self.backend.create(ends, self.forward, self.reverse)
+            for node, name, addr in ((node1, intfname1, addr1), (node2, intfname2, addr2)):
+                if addr:  # the backend makes its veths with kernel-chosen MACs
+                    set_mac(name, netns_of(node), addr)
 
     def delete(self) -> None:
         """Remove the interfaces (and the emulation state, for an emulated link)."""
