@@ -77,8 +77,10 @@ def parse_table_delete(tokens: Sequence[str]) -> dict[str, Any]:
 def request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """(command, request args) for parsed command-line `args`."""
     cmd = args.fs_cmd
-    if cmd in ("show", "counters", "heartbeat_show"):
+    if cmd in ("show", "counters", "heartbeat_show", "failover"):
         return cmd, {}
+    if cmd == "passive":
+        return cmd, {"mode": args.mode}
     if cmd == "table_dump":
         return cmd, {"table": args.table}
     if cmd == "table_add":
@@ -196,6 +198,9 @@ def add_parser(subparsers: Any) -> None:
     sp = cmd("mode", "force a service into fail-safe (on), out of it (off), or back to detection (auto)")
     sp.add_argument("service", metavar="SERVICE", help="a service name, or 'platform'")
     sp.add_argument("mode", metavar="MODE", choices=MODES, help="on, off or auto")
+    cmd("failover", "what the NIC did for failover: packets per backup, relayed, dropped, no backup, bounds hit")
+    sp = cmd("passive", "turn passive failure evidence (RST / ICMP unreachable from a critical port) on or off")
+    sp.add_argument("mode", metavar="MODE", choices=("on", "off"), help="on or off")
     sp = cmd("events", "fail-safe transitions with timestamps and reasons")
     sp.add_argument("--since", type=float, metavar="T",
                     help="only events at or after wall-clock time T (Unix seconds); negative: the last -T seconds")

@@ -243,3 +243,17 @@ def test_wide_records_are_transposed_and_times_readable(capsys: pytest.CaptureFi
     cli_failsafe.show("events", [{"time": 1795313212.5, "target": "echo", "active": True, "reason": "x"}])
     out = capsys.readouterr().out
     assert "1.79531e+09" not in out and ":" in out and "yes" in out
+
+
+def test_failover_and_passive_subcommands_make_their_requests() -> None:
+    import argparse
+
+    from testbed import cli_failsafe
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    cli_failsafe.add_parser(sub)
+    args = parser.parse_args(["failsafe", "mec1", "failover"])
+    assert cli_failsafe.request(args) == ("failover", {})
+    args = parser.parse_args(["failsafe", "mec1", "passive", "off"])
+    assert cli_failsafe.request(args) == ("passive", {"mode": "off"})
