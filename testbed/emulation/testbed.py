@@ -394,9 +394,12 @@ class Testbed:
         """Which backend each part of this run uses."""
         from importlib.metadata import version
 
+        from testbed.failsafe.launcher import datapaths
+
         return {"link": self._link_backend_name or "", "ovs_datapath": self._ovs_datapath or "",
-                "controller": f"os-ken {version('os-ken')}", "hosts": "docker",
-                "nic": __import__("testbed.failsafe.launcher", fromlist=["datapaths"]).datapaths(self.nics) if self.nics else "none"}
+                "controller": f"os-ken {version('os-ken')}, app {self.topo.controller.app}",
+                "hosts": "docker (holder netns + service container)",
+                "nic": datapaths(self.nics) if self.nics else "none"}
 
     def selfcheck(self, count: int = 5) -> list[dict]:
         """Ping across each WAN link once; configured vs measured RTT, saved to selfcheck.json."""
