@@ -425,7 +425,9 @@ class Engine:
                     os.read(fd, 64)
                     self._apply_hop_cost()
             if self._wakes:
-                self._release(self.clock() + self.lead.value)
+                # early by `lead` only on the timer's own wake-up (it is what was armed early); woken
+                # by a frame or a request, only what is due goes: no frame leaves early for that
+                self._release(self.clock() + (self.lead.value if fired is not None else 0.0))
                 if fired is not None:  # lateness until the frames are out: what `lead` must cover
                     self.lead.observe(self.clock() - fired)
             self._arm()
