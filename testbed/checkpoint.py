@@ -123,5 +123,5 @@ def _checkpoint_restore(cid: str) -> Trial:
 def available() -> Trial:
     """The trial's outcome, tried once per process (live migration asks before anything starts)."""
     found = trial()
-    log.info("checkpoint/restore: %s (%s)", "works" if found.ok else "unavailable", found.reason)
+    log.debug("checkpoint/restore: %s (%s)", "works" if found.ok else "unavailable", found.reason)
     return found
