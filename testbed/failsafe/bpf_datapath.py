@@ -5,9 +5,10 @@ redirects every other frame to one punt veth pair (`tbp0` -> `tbp1`), tagged (a 
 frame's metadata) with the port it came from; this process reads `tbp1` and gives each punted frame
 to `Pipeline.process` exactly as the Python data path would, then sends through send-only AF_PACKET
 sockets on the ports. Critical requests the kernel forwards itself in normal mode (UDP requests, TCP
-SYNs) and the host's critical replies are cloned to the same veth with tags of their own: the replay
-store keeps the requests (`mirror_key`) and the replies mark them answered (`answered_key`), in the
-order the kernel saw them. So heartbeat replies and everything the replay needs reach the control
+SYNs) and the host's critical replies are cloned, tagged, to a second veth (`tbc0` -> `tbc1`) read in
+batches every millisecond (and before any mode change or punted frame): the replay store keeps the
+requests (`mirror_key`) and the replies mark them answered (`answered_key`), in the order the kernel
+saw them. So heartbeat replies and everything the replay needs reach the control
 plane. After each batch `install()` writes what changed into the maps (targets,
 watched IPs, per-service modes, connections with their precomputed rewrites, neighbours, the
 configuration); `refresh()` folds the kernel's counters and connections' last-seen times back into
@@ -36,12 +37,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUNT = ("tbp0", "tbp1")
+COPY = ("tbc0", "tbc1")
+COPY_PERIOD_S = 0.001  # copies for the replay store are read in batches, at most this late
 TAG_PUNT_HOST, TAG_PUNT_NET, TAG_REQUEST, TAG_REPLY = 1, 2, 3, 4
 SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 0x10
 AUX_SPACE = socket.CMSG_SPACE(20)
 MAX_SERVICES = 64
 MODE_FAILSAFE, MODE_COUNTED = 1, 2
-CFG = struct.Struct("<I2II4s4s6s6sII")
+CFG = struct.Struct("<I2III4s4s6s6sII")
 NAT = struct.Struct("<12s12sIIIIQQII")
 NEIGH = struct.Struct("<6sBx")
 PORT_BASE = {HOST: 0, NET: 4}
@@ -72,6 +75,7 @@ class BpfDatapath:
         self.ports = {HOST: cfg.host_iface, NET: cfg.net_iface}
         self.obj: libbpf.BpfObject | None = None
         self.punt: socket.socket | None = None
+        self.copy: socket.socket | None = None
         self.sock: dict[str, socket.socket] = {}
         try:
             self._open(Path(cfg.bpf_object) if cfg.bpf_object else ensure_object())
@@ -93,21 +97,9 @@ class BpfDatapath:
         self.m_conns = o.map("conns", 16, NAT.size)
         self.m_neigh = o.map("neigh", 4, NEIGH.size)
         self.m_counters = o.map("counters", 4, 8, percpu=True)
-        a, b = PUNT
-        proc.run(["ip", "link", "del", a], check=False)
-        proc.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
-        for iface in (a, b):
-            try:
-                Path(f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6").write_text("1")
-            except OSError:
-                pass
-            proc.run(["ip", "link", "set", iface, "up"])
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-        s.bind((b, 0))
-        s.setblocking(False)
-        self.punt = s
+        self.punt = self._veth(*PUNT)
+        self.copy = self._veth(*COPY)
+        self._copy_due = 0.0
         for port, iface in self.ports.items():
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # send only: receives nothing
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -126,12 +118,31 @@ class BpfDatapath:
         self.mirrored = 0
         self._ifindex = {p: socket.if_nametoindex(i) for p, i in self.ports.items()}
         self._punt_ifindex = socket.if_nametoindex(PUNT[0])
+        self._copy_ifindex = socket.if_nametoindex(COPY[0])
         self.install(enabled=False)
         for iface in self.ports.values():
             libbpf.attach_ingress(iface, prog)
         self.install()
         self._self_test()
         log.info("BPF data path attached on %s and %s (punt veth %s)", *self.ports.values(), PUNT[0])
+
+    @staticmethod
+    def _veth(a: str, b: str) -> socket.socket:
+        """A fresh veth pair `a` -> `b` (no IPv6 chatter) and a socket reading `b`, VLAN tags in its metadata."""
+        proc.run(["ip", "link", "del", a], check=False)
+        proc.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        for iface in (a, b):
+            try:
+                Path(f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6").write_text("1")
+            except OSError:
+                pass
+            proc.run(["ip", "link", "set", iface, "up"])
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        s.bind((b, 0))
+        s.setblocking(False)
+        return s
 
     def _self_test(self) -> None:
         """The maps answer as written (a program that loads but whose maps are wrong is refused)."""
@@ -159,22 +170,28 @@ class BpfDatapath:
         for ip in self._watch - watch:
             self.m_watch.delete(ip)
         self._watch = watch
+        went_failsafe = False
         for sid, idx in self._sidx.items():
             if idx >= MAX_SERVICES:
                 continue
             m = (MODE_FAILSAFE if pipe.failsafe.get(sid) else 0) | (MODE_COUNTED if sid in pipe.counters.services else 0)
             if self._modes.get(idx) != m:
                 self.m_mode.update(struct.pack("<I", idx), struct.pack("<I", m))
+                went_failsafe |= bool(m & MODE_FAILSAFE) and not self._modes.get(idx, 0) & MODE_FAILSAFE
                 self._modes[idx] = m
         neigh_changed = self._sync_neighbours()
         self._sync_conns(neigh_changed)
         host_mac = pipe.host_mac or b"\0" * 6
         cfg = CFG.pack(1 if enabled else 0, self._ifindex[HOST], self._ifindex[NET], self._punt_ifindex,
-                       nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
+                       self._copy_ifindex, nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
                        1 if pipe.host_mac else 0, len(nic.handler.conntrack))
         if cfg != self._cfg:
             self.m_cfg.update(b"\0\0\0\0", cfg)
             self._cfg = cfg
+        if went_failsafe and enabled:
+            # requests the kernel forwarded to the host between the control plane's decision and this
+            # map update are in the copy queue: they go to a backup now (the pipeline would have sent them)
+            self.drain_copies()
 
     def _sync_neighbours(self) -> bool:
         pipe = self.nic.pipeline
@@ -269,6 +286,7 @@ class BpfDatapath:
 
     def refresh(self) -> None:
         """Fold the kernel's counters (since the last call) and connection state into the pipeline's."""
+        self.drain_copies()
         pc = self.nic.pipeline.counters
 
         def delta(idx: int) -> int:
@@ -306,17 +324,47 @@ class BpfDatapath:
         assert self.punt is not None
         return {self.punt.fileno(): self.drain}
 
+    def next_deadline(self) -> float:
+        """When the copies for the replay store are read next."""
+        return self._copy_due
+
+    def tick(self, now: float) -> None:
+        """Read the copies when due (before the control plane's timeouts act on the replay store)."""
+        if now >= self._copy_due:
+            self.drain_copies()
+
+    def drain_copies(self) -> None:
+        """Keep the kernel's copies of critical requests (`mirror_key`) and mark replies' requests answered, in order."""
+        self._copy_due = time.monotonic() + COPY_PERIOD_S
+        if self.copy is not None:
+            self._drain(self.copy, 1 << 16)
+
+    def _replay(self, frame: bytes, sid: str, now: float) -> None:
+        """A request the kernel gave the host just as `sid` went fail-safe: re-sent to a backup, as a pending one."""
+        from testbed.failsafe.packet import parse
+
+        p = parse(frame)
+        if p.error:
+            return
+        self.nic.handler.stats.resent += 1
+        self.send(self.nic.pipeline._to_backup(frame, p, sid, now))  # noqa: SLF001 - the replay's own path
+
     def drain(self) -> None:
-        """Handle what the kernel punted (by the tag it put on), in its order; then update the maps."""
+        """Handle what the kernel punted, after the copies it made before; then update the maps."""
         assert self.punt is not None
-        recvmsg = self.punt.recvmsg
+        self.drain_copies()
+        self._drain(self.punt, BATCH)
+        self.install()
+
+    def _drain(self, sock: socket.socket, limit: int) -> None:
+        recvmsg = sock.recvmsg
         pipe = self.nic.pipeline
         handler = self.nic.handler
-        for _ in range(BATCH):
+        for _ in range(limit):
             try:
                 frame, anc, _, _ = recvmsg(65535, AUX_SPACE)
             except BlockingIOError:
-                break
+                return
             except OSError:
                 continue
             tag = 0
@@ -326,13 +374,16 @@ class BpfDatapath:
             now = time.monotonic()
             if tag == TAG_REQUEST:
                 sid = pipe._cls.get(frame[30:34] + frame[23:24] + frame[36:38])  # noqa: SLF001
-                if sid is not None:
+                if sid is None:
+                    continue
+                if pipe.failsafe.get(sid):
+                    self._replay(frame, sid, now)
+                else:
                     handler.mirror_key(frame[23:24] + frame[26:38], frame, sid, now)
             elif tag == TAG_REPLY:
                 handler.answered_key(frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36])
             elif tag in (TAG_PUNT_HOST, TAG_PUNT_NET):
                 self.send(pipe.process(frame, HOST if tag == TAG_PUNT_HOST else NET, now))
-        self.install()
 
     def send(self, frames: list[tuple[str, bytes]]) -> None:
         """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
@@ -349,11 +400,12 @@ class BpfDatapath:
         """Detach the program from both ports, remove the punt veths, release the object and sockets."""
         for iface in self.ports.values():
             libbpf.detach(iface)
-        for s in ([self.punt] if self.punt else []) + list(self.sock.values()):
+        for s in [x for x in (self.punt, self.copy) if x is not None] + list(self.sock.values()):
             s.close()
-        if self.punt is not None:
-            proc.run(["ip", "link", "del", PUNT[0]], check=False)
-        self.punt, self.sock = None, {}
+        for sock, (a, _) in ((self.punt, PUNT), (self.copy, COPY)):
+            if sock is not None:
+                proc.run(["ip", "link", "del", a], check=False)
+        self.punt, self.copy, self.sock = None, None, {}
         if self.obj is not None:
             self.obj.close()
             self.obj = None

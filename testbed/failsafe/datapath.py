@@ -59,6 +59,12 @@ class Datapath(Protocol):
     def send(self, frames: Frames) -> None:
         """Send (port, frame) pairs; "cpu" frames go to the NIC's own logic."""
 
+    def next_deadline(self) -> float:
+        """When `tick` has work (math.inf: never)."""
+
+    def tick(self, now: float) -> None:
+        """Time-driven work of the data path itself (run before the control plane's)."""
+
     def close(self) -> None:
         """Release everything the data path set up."""
 
@@ -89,6 +95,13 @@ class PythonDatapath:
 
     def refresh(self) -> None:
         """Nothing is counted elsewhere."""
+
+    def next_deadline(self) -> float:
+        """Never: no time-driven work."""
+        return float("inf")
+
+    def tick(self, now: float) -> None:
+        """Nothing to do."""
 
     def receivers(self) -> dict[int, Callable[[], None]]:
         """The heartbeat-reply socket first, then the two ports."""

@@ -340,6 +340,7 @@ class NicLoop:
         if self.control is not None:
             self.epoll.register(self.control.fileno(), select.EPOLLIN)
         self._housekeeping = 0.0
+        self._nic_deadline = 0.0
 
     @property
     def send_errors(self) -> int:
@@ -350,8 +351,14 @@ class NicLoop:
         self.dp.send(frames)
 
     def timed(self, now: float) -> None:
-        """Heartbeats due, timeouts, announcements, housekeeping; then re-arm the timer."""
+        """The data path's own work; heartbeats due, timeouts, announcements, housekeeping; re-arm the timer."""
         nic = self.nic
+        if now < self._nic_deadline:
+            self.dp.tick(now)
+            self._nic_deadline = min(nic.next_deadline(), self._housekeeping)
+            self._arm(self._nic_deadline)
+            return
+        self.dp.tick(float("inf"))  # everything the data path holds for the replay store, before timeouts act
         self.send(nic.heartbeats_due(time.monotonic()))
         self.send(nic.tick(time.monotonic()))
         if now >= self._housekeeping:
@@ -359,7 +366,11 @@ class NicLoop:
             self.dp.refresh()
             self.send(nic.housekeeping(now))
         self.dp.install()
-        deadline = min(nic.next_deadline(), self._housekeeping)
+        self._nic_deadline = min(nic.next_deadline(), self._housekeeping)
+        self._arm(self._nic_deadline)
+
+    def _arm(self, nic_deadline: float) -> None:
+        deadline = min(nic_deadline, self.dp.next_deadline())
         self._deadline = deadline
         self.timer.arm(deadline)
 

@@ -51,6 +51,7 @@ struct cfg {
     __u32 enabled;
     __u32 ifindex[2];      // nic-h, nic-n
     __u32 punt_ifindex;    // the punt veth: frames for userspace, tagged with why
+    __u32 copy_ifindex;    // the copy veth: copies of forwarded requests and replies (read in batches)
     __u8 nic_ip[4];
     __u8 host_ip[4];
     __u8 nic_mac[6];
@@ -119,7 +120,7 @@ static __always_inline int punt(struct __sk_buff *skb, struct cfg *c, int in)
 static __always_inline int out_copy(struct __sk_buff *skb, struct cfg *c, int port, __u32 len, __u16 tag)
 {
     if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tag) == 0) {
-        if (bpf_clone_redirect(skb, c->punt_ifindex, 0) == 0)
+        if (bpf_clone_redirect(skb, c->copy_ifindex, 0) == 0)
             count(C_MIRRORED, 1);
         bpf_skb_vlan_pop(skb);
     }

@@ -178,6 +178,7 @@ def main() -> int:
     dp.install()
     for phase in ("normal", "failsafe", "back"):
         if phase != "normal":
+            dp.tick(float("inf"))  # as NicLoop does before the control plane changes a mode
             active = phase == "failsafe"
             for sid in ("echo", "web"):
                 dp.send(nic.pipeline.set_failsafe(sid, active, time.monotonic()))
