@@ -227,11 +227,12 @@ def detach_stale(nic: "Nic") -> None:
             libbpf.detach(iface)
     except TestbedError as exc:  # no libbpf: no BPF NIC can have run here either
         log.debug("no stale BPF program to remove: %s", exc)
-    try:
-        socket.if_nametoindex("tbp0")  # (not /sys/class/net: sysfs shows the namespace it was mounted in)
-    except OSError:
-        return
-    proc.run(["ip", "link", "del", "tbp0"], check=False)
+    for veth in ("tbp0", "tbc0"):
+        try:
+            socket.if_nametoindex(veth)  # (not /sys/class/net: sysfs shows the namespace it was mounted in)
+        except OSError:
+            continue
+        proc.run(["ip", "link", "del", veth], check=False)
 
 
 __all__ = ["Datapath", "KINDS", "PythonDatapath", "open_datapath"]

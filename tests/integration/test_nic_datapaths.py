@@ -143,7 +143,8 @@ def test_a_sigkilled_bpf_nic_leaves_nothing_a_restarted_nic_or_the_cleanup_canno
         assert "bpf" in attached()  # the program outlives its process: a restarted NIC must remove it
         (RUN_ROOT / rid / "nic-main.sock").unlink(missing_ok=True)
         nic = start_nic(lab.holder(), config("python"), ledger, tmp_path)
-        assert "bpf" not in attached() and "tbp0" not in lab.ns_cmd("n", "ip", "link").stdout
+        links = lab.ns_cmd("n", "ip", "link").stdout
+        assert "bpf" not in attached() and "tbp0" not in links and "tbc0" not in links
         assert answered()
         nic.stop()
     finally:
