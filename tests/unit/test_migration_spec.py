@@ -111,3 +111,29 @@ def test_agent_is_run_as_an_argument_list():
     argv = agent_argv("tbx-m1", ["send", "10.0.0.253", "10.0.0.252", 7790, "/srv/counter"])
     assert argv[:5] == ["docker", "exec", "tbx-m1", "python3", "-u"] and argv[-1] == "/srv/counter"
     assert lines_of('{"a": 1}\nnoise\n[1]\n{"b": 2}') == [{"a": 1}, {"b": 2}]
+
+
+def test_standby_entries_are_undone_at_the_end():
+    data = copy.deepcopy(GOOD)
+    data["migrations"] = [{"kind": "standby", "service": "counter", "from": "m1", "to": "m2", "interval": "200ms",
+                           "takeover": True, "at": "0s"}]
+    (sb,) = [f for f in parse(data).faults if isinstance(f, MigrationSpec)]
+    assert (sb.kind, sb.src, sb.dst, sb.interval_s, sb.detect, sb.takeover) == ("standby", "m1", "m2", 0.2, 3.0, True)
+    assert sb.has_undo  # its agents stop and its record is written when the run ends
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"interval": 100}, "migrations[0].interval"),       # a bare number: the unit is required
+    ({"interval": None}, "migrations[0].interval"),
+    ({"detect": 0.5}, "migrations[0].detect"),
+    ({"to": "solo"}, "migrations[0].to"),
+    ({"takeover": "yes"}, "migrations[0].takeover"),
+])
+def test_bad_standby_entries(change, where):
+    data = copy.deepcopy(GOOD)
+    entry = {"kind": "standby", "service": "counter", "from": "m1", "to": "m2", "interval": "200ms", "at": "0s"}
+    entry.update(change)
+    data["migrations"] = [{k: v for k, v in entry.items() if v is not None}]
+    with pytest.raises(SpecError) as err:
+        parse(data)
+    assert err.value.path == where
