@@ -139,8 +139,8 @@ def heartbeat(data: object, path: str, default: HeartbeatSpec, messages: tuple[s
             hb = replace(hb, payload=b"ping" if hb.message == "udp" else b"")
     for key in ("payload", "expect"):
         if key in d:
-            if hb.message != "udp":
-                raise SpecError(join(path, key), f"only a udp heartbeat carries a {key}, this one is {hb.message}")
+            if hb.message not in ("udp", "tcp"):
+                raise SpecError(join(path, key), f"only a udp or tcp heartbeat carries a {key}, this one is {hb.message}")
             if not isinstance(d[key], str):
                 raise SpecError(join(path, key), f"expected a string, got {describe(d[key])}")
             hb = replace(hb, **{key: d[key].encode()})

@@ -209,3 +209,21 @@ def test_the_format_documented_in_the_loader_docstring_loads() -> None:
     assert t.wan_link("edge1", "cloud").forward.delay_ms == 20.0
     assert t.wan_link("edge1", "cloud").reverse == Shape(bw_mbit=50.0, delay_ms=10.0, jitter_ms=1.0,
                                                          loss_pct=0.1, queue_pkts=100)
+
+
+def test_nic_datapath_passive_and_a_tcp_heartbeat_with_payload() -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["sites"]["e"]["hosts"]["mec1"]["nic"] = {
+        "datapath": "bpf", "passive": False,
+        "services": [{"name": "web", "proto": "tcp", "port": 80,
+                      "heartbeat": {"payload": "GET / HTTP/1.0\r\n\r\n", "expect": "200"}}]}
+    nic = parse_topology(data, "test").host("mec1").nic
+    assert nic is not None and nic.datapath == "bpf" and nic.passive is False
+    assert nic.services[0].heartbeat.payload.startswith(b"GET") and nic.services[0].heartbeat.expect == b"200"
+    assert parse_topology(MINIMAL, "test").host("mec1").nic.datapath == "python"  # type: ignore[union-attr]
+    for key, value in (("datapath", "ebpf"), ("passive", "no")):
+        bad = copy.deepcopy(MINIMAL)
+        bad["sites"]["e"]["hosts"]["mec1"]["nic"] = {key: value}
+        with pytest.raises(SpecError) as err:
+            parse_topology(bad, "test")
+        assert err.value.path == f"sites.e.hosts.mec1.nic.{key}"
