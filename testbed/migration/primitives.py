@@ -130,8 +130,8 @@ def migrate(tb: Any, svc: ServiceRun, dst: str, mode: str, *, port: int = AGENT_
             _wipe_state(tb, dst_svc)
             clock.phase("reset")
     finally:
-        if receiver is not None:
-            receiver.stop(None)
+        if receiver is not None:  # it exits after one frame; killed by its PID if the send failed
+            receiver.stop(None if receiver.popen.poll() is not None else services.service_pid(tb, dst_svc))
     services.start(tb, dst_svc)
     clock.phase("start")
     tb.steer(ip, dst)
