@@ -69,7 +69,8 @@ class NicConfig:
     control_socket: str = ""
     events_path: str = ""
     # replay window: a flow at r req/s keeps about r x this many requests; None: twice the longest
-    # heartbeat interval + timeout (threshold x RTT_avg, floored by min_rtt), recomputed as RTTs are learnt
+    # heartbeat interval + timeout (threshold x RTT_avg, floored by min_rtt), at least 1 s, recomputed
+    # as RTTs are learnt
     pending_max_age_s: float | None = None
     pending_per_flow: int = 0  # cap on one flow's replay store (0: none but the window and the total)
     pending_total: int = 4096  # cap on the replay store of all flows together

@@ -46,7 +46,7 @@ PACKET_IGNORE_OUTGOING = 23
 SIOCGIFMTU = 0x8921
 SO_ATTACH_FILTER = 26
 HOUSEKEEPING_S = 0.5
-REPLAY_WINDOW_MIN_S = 0.1
+REPLAY_WINDOW_MIN_S = 1.0  # detection under load takes longer than interval + timeout: never shorter than this
 MAX_EVENTS = 1000
 
 
@@ -126,7 +126,7 @@ class Nic:
         return out
 
     def update_replay_window(self) -> float:
-        """The replay store's age bound: the config's, or twice the longest heartbeat interval + timeout."""
+        """The replay store's age bound: the config's, or twice the longest heartbeat interval + timeout (>= 1 s)."""
         window = self.config.pending_max_age_s
         if window is None:
             targets = self.heartbeats._targets.values()  # noqa: SLF001 - the manager's own entries

@@ -145,3 +145,22 @@ def test_control_commands(tmp_path: Path) -> None:
     assert "extra" not in h["heartbeat_show"]({})
     assert [e["target"] for e in h["events"]({})] == ["echo", "echo"]
     assert CLIENT
+
+
+def test_replay_window_follows_the_heartbeat_interval_and_timeout_but_never_below_one_second() -> None:
+    from testbed.failsafe.config import NicConfig, ServiceConfig
+    from testbed.failsafe.nic import Nic
+
+    def window(interval: float) -> float:
+        cfg = NicConfig(node="n", rid="0000", host_ip="10.0.0.11", nic_ip="10.0.0.111", nic_mac="02:00:00:00:01:11",
+                        services=(ServiceConfig("echo", "udp", 5000, message="udp"),), interval_s=interval,
+                        threshold=2.0, min_rtt_s=0.01)
+        nic = Nic(cfg, 0.0)
+        assert nic.handler.pending_max_age_s == nic.update_replay_window()
+        return nic.handler.pending_max_age_s
+
+    assert window(0.05) == 1.0
+    assert window(1.0) == 2 * (1.0 + 2.0 * 0.01)
+    cfg = NicConfig(node="n", rid="0000", host_ip="10.0.0.11", nic_ip="10.0.0.111", nic_mac="02:00:00:00:01:11",
+                    pending_max_age_s=0.3)
+    assert Nic(cfg, 0.0).handler.pending_max_age_s == 0.3
