@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 PACKET_FIELDS = ("variant", "repetition", "seq", "send_time", "rtt_ms", "answered_by", "flow")
 EVENT_FIELDS = ("time", "variant", "repetition", "kind", "action", "target", "detail")
 NIC_KIND = "nic"  # events.csv kind of NIC transitions; action "activate" | "deactivate"
-NOT_FAULTS = (NIC_KIND, "force_failsafe")  # event kinds that are not injected faults
+NOT_FAULTS = (NIC_KIND, "force_failsafe", "place")  # event kinds that are not injected faults (place: initial placement)
 
 
 @dataclass(frozen=True)
