@@ -78,6 +78,12 @@ def start_nic(netns_pid: int, config: NicConfig, ledger: Ledger, run_dir: Path) 
     cfg_path = run_dir / f"nic-{config.node}.json"
     # The config and log are results kept in the run directory; only the socket is ours to remove.
     cfg_path.write_text(config.to_json(), encoding="utf-8")
+    if config.datapath in ("auto", "bpf"):
+        # the tc-BPF program, its clsact qdiscs and punt/copy veths live in the NIC's namespace and go
+        # with it; a restarted NIC removes a SIGKILLed one's (datapath.detach_stale)
+        for iface in (config.host_iface, config.net_iface, "tbp0", "tbc0"):
+            ledger.record("qdisc", f"{config.node}/{iface}",
+                          what=f"NIC {config.node} tc-BPF data path", netns_pid=netns_pid, inside_netns=True)
     d = daemon.start(f"fail-safe NIC {config.node}", nic_argv(cfg_path), socket=Path(config.control_socket),
                      log_path=run_dir / f"nic-{config.node}.log", ledger=ledger, netns_pid=netns_pid,
                      timeout=START_TIMEOUT_S)
