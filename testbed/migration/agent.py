@@ -1,9 +1,12 @@
 """The state agent, run inside a service's container (`python3 -c`, stdlib only): sends and receives its state.
 
 Every byte goes over the emulated network between the two hosts (a TCP connection from the
-source's migration address to the destination's), so the WAN's rate and delay apply. Frames are
-a 4-byte header length, a JSON header, an 8-byte payload length and a tar of state files. Each
-line the agent prints on stdout is one JSON object.
+source's migration address to the destination's), so the WAN's rate and delay apply. It also runs
+on the machine in a host's network namespace (`transfer.host_argv`), for directories of the
+machine's file system (a replica's state under /proc/PID/root, an image archive). DIR's files are
+taken recursively (names starting with "." left out); only plain files and directories inside DIR
+are extracted. Frames are a 4-byte header length, a JSON header, an 8-byte payload length and a
+tar of state files. Each line the agent prints on stdout is one JSON object.
 
     send SRC_IP DST_IP PORT DIR                 one frame with every file of DIR, then exit
     recv PORT DIR ONCE LOST_S                   extract each frame into DIR; ONCE=1: exit after one;
@@ -20,20 +23,33 @@ import sys
 import tarfile
 import time
 
+TRUSTED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}  # members checked here
+
 
 def say(**fields):
     print(json.dumps(fields), flush=True)
 
 
+def files_of(root):
+    """The regular files under `root` as sorted relative paths (names starting with "." left out)."""
+    out = []
+    for top, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(top, root)
+        for name in files:
+            path = name if rel == "." else os.path.join(rel, name)
+            if not name.startswith(".") and os.path.isfile(os.path.join(root, path)):
+                out.append(path)
+    return sorted(out)
+
+
 def snapshot(root, seen):
-    """A tar of the files of `root` whose (mtime, size) differ from `seen` (updated); (bytes, count, files)."""
+    """A tar of the files under `root` whose (mtime, size) differ from `seen` (updated); (bytes, count)."""
     buf = io.BytesIO()
     n = 0
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in sorted(os.listdir(root)):
+        for name in files_of(root):
             path = os.path.join(root, name)
-            if name.startswith(".") or not os.path.isfile(path):
-                continue
             try:
                 st = os.stat(path)
                 key = (st.st_mtime_ns, st.st_size)
@@ -51,6 +67,12 @@ def snapshot(root, seen):
             n += 1
         end = tar.offset  # after the last member: keep the two end blocks, not the 10 KiB record padding
     return buf.getvalue()[:end + 1024], n
+
+
+def safe_members(tar):
+    """The members that stay inside the target: plain files and directories, no absolute path, no ".."."""
+    return [m for m in tar.getmembers() if (m.isfile() or m.isdir()) and not m.name.startswith("/")
+            and ".." not in m.name.split("/")]
 
 
 def counter_of(root):
@@ -126,7 +148,7 @@ def recv(port, root, once, lost_s):
             return
         header = json.loads(head)
         with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
-            tar.extractall(root)
+            tar.extractall(root, members=safe_members(tar), **TRUSTED)
         say(received=time.time(), bytes=size, **header)
         if once == "1":
             conn.close()

@@ -1,9 +1,11 @@
-"""Runs the state agent inside service containers and gives hosts a migration address for it.
+"""Runs the state agent (in service containers, or on the machine in a host's namespace); hosts' migration addresses.
 
 Twins that share an anycast address cannot open a connection to each other on it, so each host
 taking part gets a second address from the top of the topology's subnet (one no host uses),
 added in its own network namespace; the agent's connection runs between those addresses, across
-the emulated links. Every command goes through testbed/proc.py (`docker exec`, `nsenter`).
+the emulated links. Every command goes through testbed/proc.py (`docker exec`, `nsenter`). The
+one copy of a directory between hosts: migration and standbys (the agent in the containers) and
+replicas' syncs and image shipment (`copy_dir`, the agent on the machine's file system).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +28,8 @@ from testbed.experiment import services
 from testbed.experiment.spec import ServiceRun
 
 log = logging.getLogger(__name__)
-AGENT = (Path(__file__).parent / "agent.py").read_text()
+AGENT_PATH = Path(__file__).parent / "agent.py"
+AGENT = AGENT_PATH.read_text()
 _ADDRS: dict[tuple[str, str], str] = {}
 
 
@@ -67,6 +71,11 @@ def agent_argv(container: str, args: Sequence[str]) -> list[str]:
     return ["docker", "exec", container, "python3", "-u", "-c", AGENT, *[str(a) for a in args]]
 
 
+def host_argv(pid: int, args: Sequence[str]) -> list[str]:
+    """The state agent on the machine (its file system) in the network namespace of process `pid` (pure)."""
+    return nsenter(pid, [sys.executable, "-u", str(AGENT_PATH), *[str(a) for a in args]])
+
+
 def lines_of(text: str) -> list[dict]:
     """The JSON objects an agent printed, one per line (other lines skipped)."""
     out = []
@@ -80,9 +89,9 @@ def lines_of(text: str) -> list[dict]:
     return out
 
 
-def run_agent(container: str, args: Sequence[str], timeout: float = 300.0) -> dict:
-    """Run a one-shot agent command to its end; its last JSON line."""
-    res = proc.run(agent_argv(container, args), timeout=timeout)
+def run_agent(container: str, args: Sequence[str], timeout: float = 300.0, argv: Sequence[str] | None = None) -> dict:
+    """Run a one-shot agent command (in `container`, or `argv` as given) to its end; its last JSON line."""
+    res = proc.run(list(argv) if argv is not None else agent_argv(container, args), timeout=timeout)
     found = lines_of(res.stdout)
     if not found:
         raise TestbedError(f"state agent in {container} printed nothing: {res.stderr.strip()[-200:]}")
@@ -92,9 +101,10 @@ def run_agent(container: str, args: Sequence[str], timeout: float = 300.0) -> di
 class Spawned:
     """A long-running agent: its `docker exec` process, and the lines it printed so far."""
 
-    def __init__(self, container: str, args: Sequence[str], log_path: Path | None = None) -> None:
-        self.container = container
-        self.popen = proc.spawn_piped(agent_argv(container, args), stderr=log_path)
+    def __init__(self, container: str, args: Sequence[str], log_path: Path | None = None,
+                 argv: Sequence[str] | None = None) -> None:
+        self.container = container  # where it runs (a container's name, or a label with `argv`)
+        self.popen = proc.spawn_piped(list(argv) if argv is not None else agent_argv(container, args), stderr=log_path)
         self.buf = b""
         self.items: list[dict] = []
 
@@ -136,3 +146,19 @@ class Spawned:
             except (TestbedError, ProcessLookupError):
                 pass
         proc.stop(self.popen, timeout=2.0)
+
+
+def copy_dir(tb: Any, src: str, dst: str, src_dir: Path, dst_dir: Path, port: int, what: str,
+             timeout: float = 120.0) -> int:
+    """Copy machine directory `src_dir` of host `src` into `dst_dir` of host `dst`, over the emulated network; bytes."""
+    src_ip, dst_ip = ensure_address(tb, src), ensure_address(tb, dst)
+    label = f"{what} receiver on {dst}"
+    receiver = Spawned(label, [], argv=host_argv(tb.node(dst).pid, ["recv", port, dst_dir, 1, 0]))
+    tb.ledger.record_process(receiver.popen.pid, label)
+    try:
+        receiver.wait_for("listening", 30)
+        run_agent(f"{what} sender on {src}", [], timeout,
+                  argv=host_argv(tb.node(src).pid, ["send", src_ip, dst_ip, port, src_dir]))
+        return int(receiver.wait_for("received", timeout)["bytes"])
+    finally:
+        receiver.stop(None)

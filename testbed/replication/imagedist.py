@@ -3,9 +3,10 @@
 Farris et al.'s Figs. 4 and 5. `startup` times `docker run` of an image already in the engine
 until its container has run a command (create, start, exit). `ship` moves an image from one edge
 host to another as the paper did: `docker save`, compress (gzip -1), send the archive over the
-emulated WAN between the two hosts (`testbed.replication.statecopy` run in both hosts' network
-namespaces, so the link's rate and delay apply), `docker load`, run. Both edges here share one
-Docker engine, so at `load` the image's layers are present already: that phase is a lower bound.
+emulated WAN between the two hosts (`testbed.migration.transfer.copy_dir`: the state agent run in
+both hosts' network namespaces, between their migration addresses, so the link's rate and delay
+apply), `docker load`, run. Both edges here share one Docker engine, so at `load` the image's
+layers are present already: that phase is a lower bound.
 Every file and container is named with the run's prefix and recorded in its ledger first.
 """
 
@@ -13,18 +14,16 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from testbed import proc
-from testbed.emulation import netns
 from testbed.ledger import LABEL, Ledger
+from testbed.migration import transfer
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
 PORT = 47800
 
 
@@ -98,20 +97,7 @@ def ship(tb: Any, image: str, src: str, dst: str, work: Path) -> Shipment:
 
 def send_dir(tb: Any, src: str, dst: str, outbox: Path, inbox: Path) -> int:
     """Send directory `outbox` from host `src` to `inbox` on host `dst`, over the emulated network; bytes sent."""
-    dst_ip = tb.topo.host(dst).ip.split("/")[0]
-    cmd = [sys.executable, "-m", "testbed.replication.statecopy"]
-    receiver = proc.spawn_piped(netns.nsenter(tb.node(dst).pid, [*cmd, "recv", dst_ip, str(PORT), str(inbox)]),
-                                cwd=ROOT)
-    tb.ledger.record_process(receiver.pid, f"image receiver on {dst}")
-    try:
-        if receiver.stdout.readline().decode().strip() != "ready":
-            raise RuntimeError(f"image receiver on {dst} did not start")
-        sent = proc.run(netns.nsenter(tb.node(src).pid, [*cmd, "send", dst_ip, str(PORT), str(outbox)]),
-                        timeout=900).stdout.split()
-        proc.communicate(receiver, timeout=60)
-    finally:
-        proc.stop(receiver)
-    return int(sent[1])
+    return transfer.copy_dir(tb, src, dst, outbox, inbox, PORT, "image", timeout=900)
 
 
 def expected_transfer_s(nbytes: int, rate_mbit: float, rtt_s: float, handshakes: int = 3) -> float:

@@ -1,10 +1,10 @@
 """The replica manager's thin runtime part: carries out its actions on a running Testbed, timed and logged.
 
 Replicas share the service's address (anycast), so for copying state each replica host also gets
-a sync address of its own, `169.254.77.N/24` on its interface (inside its namespace: it goes
-with it); a copy is `testbed.replication.statecopy` run in both hosts' network namespaces, the
-service's `state_dir` read from and written into the replicas' file systems (/proc/PID/root),
-so the bytes cross the emulated network between them (WAN links and their shaping). Steers go
+its migration address (`testbed.migration.transfer`: from the top of the subnet, in its
+namespace); a copy is the state agent (`transfer.copy_dir`) run in both hosts' network
+namespaces, the service's `state_dir` read from and written into the replicas' file systems
+(/proc/PID/root), so the bytes cross the emulated network between them (WAN links and their shaping). Steers go
 through the controller's northbound socket (make-before-break). Per migration mode:
 
 - proactive: every replica runs; the primary's state is copied to the others every period (a
@@ -23,23 +23,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from testbed import proc
-from testbed.emulation import netns
-from testbed.errors import TestbedError
 from testbed.experiment import services as services_mod
 from testbed.experiment.spec import ServiceRun
+from testbed.migration import transfer
 from testbed.replication.manager import Action, ReplicaManager
 from testbed.replication.spec import ReplicaSetSpec
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
-SYNC_NET, SYNC_PORT = "169.254.77", 47700
+SYNC_PORT = 47700
 HANDOVERS, SYNCS = "handovers.jsonl", "syncs.jsonl"
 TICK_S, LOST_AFTER = 0.1, 3
 Event = Callable[[str, str, str], None]  # (action, target, detail)
@@ -58,7 +54,6 @@ class ReplicaRuntime:
         self.tb, self.rset, self.mode, self.event = tb, rset, mode, event
         self.hosts = [h for h, _ in rset.replicas]
         self.runs = {s.host: s for s in services if s.name == rset.name and s.host in self.hosts}
-        self.sync_ip = {h: f"{SYNC_NET}.{n}" for n, h in enumerate(self.hosts, start=1)}
         period = rset.period_s if mode == "proactive" else None
         self.manager = ReplicaManager(rset.name, dict(rset.replicas), {h: tb.site_of(h) for h in self.hosts},
                                       period, now=time.monotonic())
@@ -69,11 +64,9 @@ class ReplicaRuntime:
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Sync addresses, the address steered to the primary, the others stopped (reactive), the watcher."""
+        """Migration addresses, the address steered to the primary, the others stopped (reactive), the watcher."""
         for host in self.hosts:
-            node = self.tb.node(host)
-            proc.run(netns.nsenter(node.pid, ["ip", "addr", "add", f"{self.sync_ip[host]}/24", "dev",
-                                              node.intf().name]), timeout=10)
+            transfer.ensure_address(self.tb, host)
         self.tb.steer(self.rset.ip, self.manager.primary, mode="make-before-break")
         for host, role in self.rset.replicas:
             if self.mode == "reactive" and host != self.manager.primary:
@@ -181,20 +174,8 @@ class ReplicaRuntime:
             return 0
         paths = {h: services_mod.container_path(services_mod.service_pid(self.tb, services_mod.resolved(
             self.tb, self.runs[h])), state) for h in (src, dst)}
-        cmd = [sys.executable, "-m", "testbed.replication.statecopy"]
         t0 = time.monotonic()
-        receiver = proc.spawn_piped(netns.nsenter(self.tb.node(dst).pid, [*cmd, "recv", self.sync_ip[dst],
-                                                                           str(SYNC_PORT), str(paths[dst])]), cwd=ROOT)
-        self.tb.ledger.record_process(receiver.pid, f"state copy receiver on {dst}")
-        try:
-            if receiver.stdout.readline().decode().strip() != "ready":
-                raise TestbedError(f"state copy to {dst}: the receiver did not start")
-            proc.run(netns.nsenter(self.tb.node(src).pid, [*cmd, "send", self.sync_ip[dst], str(SYNC_PORT),
-                                                           str(paths[src])]), timeout=120)
-            done = proc.communicate(receiver, timeout=120).decode().split()
-        finally:
-            proc.stop(receiver)
-        copied = int(done[1]) if len(done) == 2 and done[0] == "done" else 0
+        copied = transfer.copy_dir(self.tb, src, dst, paths[src], paths[dst], SYNC_PORT, "state copy")
         ms = (time.monotonic() - t0) * 1000
         _append(Path(self.tb.run_dir) / SYNCS, {"service": self.rset.name, "src": src, "dst": dst, "bytes": copied,
                                                 "ms": round(ms, 3), "time": time.time(), "reason": reason})

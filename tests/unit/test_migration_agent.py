@@ -68,3 +68,54 @@ def test_checkpoints_send_only_changes_and_loss_is_seen(tmp_path):
     lost = line(recv)  # no frame for 0.5 s: the primary is taken for lost
     assert "lost" in lost
     recv.wait(timeout=5)
+
+
+def test_subdirectories_cross_and_unsafe_members_are_not_extracted(tmp_path):
+    import io
+    import socket
+    import struct
+    import tarfile
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "counter").write_text("42\n")
+    (src / "sub" / "blob").write_bytes(bytes(range(256)) * 400)
+    port = free_port()
+    recv = start("recv", port, dst, 1, 0)
+    assert "listening" in line(recv)
+    sent = subprocess.run([sys.executable, str(AGENT), "send", "127.0.0.1", "127.0.0.1", str(port), str(src)],
+                          capture_output=True, text=True, timeout=30)
+    assert sent.returncode == 0, sent.stderr
+    got = line(recv)
+    recv.wait(timeout=10)
+    assert json.loads(sent.stdout)["bytes"] == got["bytes"] > 102400 and got["files"] == 2
+    assert (dst / "counter").read_text() == "42\n"
+    assert (dst / "sub" / "blob").read_bytes() == bytes(range(256)) * 400
+
+    buf = io.BytesIO()  # a frame that tries to write outside its directory and to plant a link
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("../escaped", "/abs", "ok"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"hi"))
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    payload, head = buf.getvalue(), json.dumps({"seq": 1}).encode()
+    inbox = tmp_path / "inbox" / "dir"
+    port = free_port()
+    recv = start("recv", port, inbox, 1, 0)
+    assert "listening" in line(recv)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack("!I", len(head)) + head + struct.pack("!Q", len(payload)) + payload)
+        assert "received" in line(recv)
+    recv.wait(timeout=10)
+    assert sorted(p.name for p in (tmp_path / "inbox").rglob("*")) == ["dir", "ok"]
+
+
+def test_the_agent_runs_on_the_machine_in_a_hosts_namespace():
+    from testbed.migration import transfer
+
+    argv = transfer.host_argv(1234, ["recv", 7, Path("/x"), 1, 0])
+    assert argv[:5] == ["nsenter", "-t", "1234", "-n", sys.executable]
+    assert argv[5:] == ["-u", str(AGENT), "recv", "7", "/x", "1", "0"]
