@@ -26,11 +26,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_send_carries_the_whole_state(tmp_path):
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    (src / "counter").write_text("41\n")
-    (src / "ballast").write_bytes(b"x" * 100_000)
+def send_once(src, dst):
+    """A one-shot send of `src` into `dst` on loopback; (what the sender printed, what the receiver printed)."""
     port = free_port()
     recv = start("recv", port, dst, 1, 0)
     assert "listening" in line(recv)
@@ -39,8 +36,17 @@ def test_send_carries_the_whole_state(tmp_path):
     assert sent.returncode == 0, sent.stderr
     got = line(recv)
     recv.wait(timeout=10)
+    return json.loads(sent.stdout), got
+
+
+def test_send_carries_the_whole_state(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "counter").write_text("41\n")
+    (src / "ballast").write_bytes(b"x" * 100_000)
+    sent, got = send_once(src, dst)
     assert got["counter"] == 41 and got["bytes"] >= 100_000
-    assert json.loads(sent.stdout)["bytes"] == got["bytes"]
+    assert sent["bytes"] == got["bytes"]
     assert (dst / "counter").read_text() == "41\n" and (dst / "ballast").stat().st_size == 100_000
 
 
@@ -80,15 +86,8 @@ def test_subdirectories_cross_and_unsafe_members_are_not_extracted(tmp_path):
     (src / "sub").mkdir(parents=True)
     (src / "counter").write_text("42\n")
     (src / "sub" / "blob").write_bytes(bytes(range(256)) * 400)
-    port = free_port()
-    recv = start("recv", port, dst, 1, 0)
-    assert "listening" in line(recv)
-    sent = subprocess.run([sys.executable, str(AGENT), "send", "127.0.0.1", "127.0.0.1", str(port), str(src)],
-                          capture_output=True, text=True, timeout=30)
-    assert sent.returncode == 0, sent.stderr
-    got = line(recv)
-    recv.wait(timeout=10)
-    assert json.loads(sent.stdout)["bytes"] == got["bytes"] > 102400 and got["files"] == 2
+    sent, got = send_once(src, dst)
+    assert sent["bytes"] == got["bytes"] > 102400 and got["files"] == 2
     assert (dst / "counter").read_text() == "42\n"
     assert (dst / "sub" / "blob").read_bytes() == bytes(range(256)) * 400
 
