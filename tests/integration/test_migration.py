@@ -16,13 +16,22 @@ from testbed.topology.loader import load_topology
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def ask(tb, body: bytes) -> bytes:
-    """One datagram from the client host to the counter's shared address; its reply."""
+def ask(tb, body: bytes, tries: int = 3) -> bytes:
+    """A request from the client host to the counter's shared address, re-sent on a 1 s timeout; its reply.
+
+    Re-sending matters right after a steer: OVS's userspace datapath applies the new flows a few ms
+    after its barrier reply, so a first datagram may still take the old path to the stopped instance.
+    """
     def probe():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(2)
-            s.sendto(body, ("10.0.0.50", 7100))
-            return s.recv(256)
+            s.settimeout(1)
+            for _ in range(tries):
+                s.sendto(body, ("10.0.0.50", 7100))
+                try:
+                    return s.recv(256)
+                except socket.timeout:
+                    continue
+            raise TimeoutError(f"no reply to {body!r} in {tries} tries")
     return services.in_netns(tb.node("cli").pid, probe)
 
 
