@@ -28,6 +28,7 @@ from testbed import proc
 from testbed.errors import TestbedError
 from testbed.failsafe.bpf import libbpf
 from testbed.failsafe.bpf.build import ensure_object
+from testbed.failsafe.datapath import PortSender
 from testbed.failsafe.pipeline import CPU, HOST, NET, ServiceCounters
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def svc_index(idx: int, field: int) -> int:
     return 32 + idx * 6 + field
 
 
-class BpfDatapath:
+class BpfDatapath(PortSender):
     """The kernel data path with the Python pipeline as its slow path (see the module docstring)."""
 
     name = "bpf"
@@ -384,17 +385,6 @@ class BpfDatapath:
                 handler.answered_key(frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36])
             elif tag in (TAG_PUNT_HOST, TAG_PUNT_NET):
                 self.send(pipe.process(frame, HOST if tag == TAG_PUNT_HOST else NET, now))
-
-    def send(self, frames: list[tuple[str, bytes]]) -> None:
-        """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
-        for port, frame in frames:
-            if port == CPU:
-                self.send(self.to_cpu(frame, time.monotonic()))
-                continue
-            try:
-                self.sock[port].send(frame)
-            except OSError:
-                self.send_errors += 1
 
     def close(self) -> None:
         """Detach the program from both ports, remove the punt veths, release the object and sockets."""

@@ -69,7 +69,26 @@ class Datapath(Protocol):
         """Release everything the data path set up."""
 
 
-class PythonDatapath:
+class PortSender:
+    """What both data paths share: sending the control plane's (port, frame) pairs on their port sockets."""
+
+    sock: dict
+    to_cpu: ToCpu
+    send_errors: int
+
+    def send(self, frames: Frames) -> None:
+        """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
+        for port, frame in frames:
+            if port == CPU:
+                self.send(self.to_cpu(frame, time.monotonic()))
+                continue
+            try:
+                self.sock[port].send(frame)
+            except OSError:
+                self.send_errors += 1
+
+
+class PythonDatapath(PortSender):
     """The reference: AF_PACKET raw sockets on both ports and `Pipeline` in this process."""
 
     name = "python"
@@ -107,17 +126,6 @@ class PythonDatapath:
         """The heartbeat-reply socket first, then the two ports."""
         return {self.cpu_sock.fileno(): self.drain_cpu, self.sock[NET].fileno(): lambda: self.drain(NET),
                 self.sock[HOST].fileno(): lambda: self.drain(HOST)}
-
-    def send(self, frames: Frames) -> None:
-        """Send (port, frame) pairs; "cpu" frames are handed to the NIC's own logic."""
-        for port, frame in frames:
-            if port == CPU:
-                self.send(self.to_cpu(frame, time.monotonic()))
-                continue
-            try:
-                self.sock[port].send(frame)
-            except OSError:
-                self.send_errors += 1
 
     def drain(self, ingress: str) -> None:
         """Receive and handle frames on `ingress` until the socket is empty (or a batch is done).
