@@ -72,6 +72,8 @@ class TestbedIntf(Intf):
 class TestbedLink(Link):
     """A Mininet Link made by the testbed; `backend` set means it is emulated (shapable, can go down)."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, node1: Node, node2: Node, *, ledger: Ledger, link_id: str = "",
                  backend: LinkBackend | None = None, forward: Shape = Shape(), reverse: Shape = Shape(),
                  **params: Any) -> None:
