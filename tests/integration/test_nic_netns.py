@@ -187,7 +187,10 @@ def test_host_down_fails_over_and_back(env: Env) -> None:
         assert env.modes() == {"echo": "failsafe", "web": "failsafe"}
     finally:
         env.lab.ns_cmd("m", "ip", "link", "set", "eth0", "up")
-    pump(time.monotonic() + 1.0)
+    back_by = time.monotonic() + 3.0  # hysteresis: wait for the evidence (both services normal), at most 3 s
+    while time.monotonic() < back_by and set(env.modes().values()) != {"normal"}:
+        pump(time.monotonic() + 0.1)
+    pump(time.monotonic() + 0.4)
     first_backup = min(t for t, name in got.values() if name == "backup")
     failover = first_backup - t_fault
     lost = [s for s, t in sent.items() if s not in got and t < time.monotonic() - 0.3]
