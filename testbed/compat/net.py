@@ -155,8 +155,9 @@ class Mininet(TestbedNet):
 
     def iperf(self, hosts: list | None = None, l4Type: str = "TCP", udpBw: str = "10M",  # noqa: N803
               fmt: str | None = None, seconds: int = 5, port: int = 5001) -> list[str]:
-        """Mininet's iperf (iperf2, server rate first), without its `killall -9 iperf` of every iperf on the
-        machine, and bounded in time (Mininet's waits forever for a report iperf 2.1 never prints)."""
+        """Mininet's iperf (iperf2, server rate first); it stops only the server it started (Mininet's
+        kills every iperf process on the machine by name) and is bounded in time (Mininet's waits
+        forever for a report iperf 2.1 never prints)."""
         hosts = hosts or [self.hosts[0], self.hosts[-1]]
         client, server = hosts
         output(f"*** Iperf: testing {l4Type} bandwidth between {client} and {server}\n")
