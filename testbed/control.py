@@ -135,9 +135,11 @@ class _Client:
 class ControlServer:
     """Serves control requests on a unix socket (mode 0600 in a 0700 directory) to `handlers`."""
 
-    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+    def __init__(self, path: Path, handlers: Mapping[str, Handler],
+                 commit: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
         self.handlers: dict[str, Handler] = {"ping": ping, **handlers}
+        self.commit = commit  # run after requests are served, before their replies are written
         self._clients: dict[int, _Client] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path.parent, 0o700)
@@ -221,7 +223,10 @@ class ControlServer:
                 client.closing = True  # the peer is done sending: answer what is left, then close
             elif data:
                 client.inbuf += data
+        before = len(client.outbuf)
         self._answer(client)
+        if self.commit is not None and len(client.outbuf) != before:
+            self.commit()  # a client that reads its reply finds the request's effect in place
         if len(client.outbuf) > MAX_PENDING_OUT:
             log.warning("control client does not read its replies; dropping it")
             self._drop(client)

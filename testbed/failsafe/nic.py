@@ -331,7 +331,8 @@ class NicLoop:
         nic.datapath = self.dp
         self.timer = Timer()
         self._deadline = 0.0  # when timed() must run next
-        self.control = ControlServer(Path(cfg.control_socket), nic.handlers()) if cfg.control_socket else None
+        self.control = (ControlServer(Path(cfg.control_socket), nic.handlers(), commit=self._commit)
+                        if cfg.control_socket else None)
         self.epoll = select.epoll()
         self.receivers = self.dp.receivers()
         for fd in self.receivers:
@@ -369,6 +370,12 @@ class NicLoop:
         self._nic_deadline = min(nic.next_deadline(), self._housekeeping)
         self._arm(self._nic_deadline)
 
+    def _commit(self) -> None:
+        """A control request's effect, in place before its reply is written: its frames sent, the tables installed."""
+        out, self.nic.pending_out = self.nic.pending_out, []
+        self.send(out)
+        self.dp.install()
+
     def _arm(self, nic_deadline: float) -> None:
         deadline = min(nic_deadline, self.dp.next_deadline())
         self._deadline = deadline
@@ -397,9 +404,6 @@ class NicLoop:
                 elif fd == cfd and self.control is not None:
                     self.dp.refresh()
                     self.control.on_readable(fd)
-                    out, self.nic.pending_out = self.nic.pending_out, []
-                    self.send(out)
-                    self.dp.install()
             now = time.monotonic()
             if now >= self._deadline:
                 self.timed(now)
