@@ -57,6 +57,9 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
         max_queue_size: 100        # packets
         forward: {delay: 20ms}     # optional overrides for a->b
         reverse: {bw: 50}          # optional overrides for b->a
+    servers: {b: {address: 192.0.2.10, user: root}}   # optional, with key, port, known_hosts: topology/servers.py
+    placement: round-robin         # optional: block | round-robin over localhost then servers, for sites
+                                   # without their own `server: NAME` (default: all on localhost)
 
 A service heartbeat's message is icmp, or the service's own protocol (the default): udp sends
 ``payload`` (default "ping") and, with ``expect``, only that reply counts; tcp connects.
@@ -73,17 +76,17 @@ from typing import Any
 
 from testbed import yamlio
 from testbed.errors import SpecError
-from testbed.topology import checks, schema
+from testbed.topology import checks, schema, servers
 from testbed.topology.addressing import AddressBook, parse_subnet, with_prefix
-from testbed.topology.model import HostSpec, SiteSpec, TopologySpec
+from testbed.topology.model import LOCAL_SERVER, HostSpec, SiteSpec, TopologySpec
 from testbed.topology.schema import join, mapping
 from testbed.topology.units import describe
 
 #: Where the shipped topologies live (`fatriot` -> topologies/fatriot.yaml).
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "topologies"
 DEFAULT_SUBNET = "10.0.0.0/24"
-_TOP_KEYS = ("name", "subnet", "sites", "wan", "controller")
-_SITE_KEYS = ("kind", "hosts")
+_TOP_KEYS = ("name", "subnet", "sites", "wan", "controller", "servers", "placement")
+_SITE_KEYS = ("kind", "hosts", "server")
 _TOPOLOGY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -172,19 +175,21 @@ def _parse(data: object) -> TopologySpec:
     site_data = mapping(top["sites"], "sites")
     if not site_data:
         raise SpecError("sites", "expected at least one site")
-    sites = tuple(_site(site_name, body, book) for site_name, body in site_data.items())
-    sites = _allocate(sites, book)
+    known = servers.servers(top.get("servers"))
+    sites = tuple(_site(site_name, body, book, known) for site_name, body in site_data.items())
+    explicit = {n for n, body in site_data.items() if isinstance(body, dict) and "server" in body}
+    sites = servers.place(_allocate(sites, book), top.get("placement"), explicit, known)
     wan_data = top.get("wan") or []
     wan = tuple(schema.wan_link(w, f"wan[{i}]") for i, w in enumerate(schema.sequence(wan_data, "wan")))
     controller = schema.controller(top.get("controller"), "controller")
     checks.check_names(sites)
     checks.check_wan(sites, wan, tree=controller.is_learning)
-    spec = TopologySpec(name=name, sites=sites, wan=wan, subnet=str(subnet), controller=controller)
+    spec = TopologySpec(name=name, sites=sites, wan=wan, subnet=str(subnet), controller=controller, servers=known)
     checks.check_backups(spec)
     return spec
 
 
-def _site(name: str, data: Any, book: AddressBook) -> SiteSpec:
+def _site(name: str, data: Any, book: AddressBook, known: tuple = ()) -> SiteSpec:
     """One site and its hosts, addresses not yet allocated."""
     path = join("sites", name)
     schema.node_name(name, path, "site")
@@ -192,7 +197,8 @@ def _site(name: str, data: Any, book: AddressBook) -> SiteSpec:
     kind = schema.choice(d.get("kind", "mec"), join(path, "kind"), ("mec", "cloud"))
     hosts_data = mapping({} if d.get("hosts") is None else d["hosts"], join(path, "hosts"))
     hosts = tuple(schema.host(h, name, body, join(join(path, "hosts"), h), book) for h, body in hosts_data.items())
-    return SiteSpec(name=name, kind=kind, hosts=hosts)
+    where = servers.site_server(d["server"], join(path, "server"), known) if "server" in d else LOCAL_SERVER
+    return SiteSpec(name=name, kind=kind, hosts=hosts, server=where)
 
 
 def _allocate(sites: tuple[SiteSpec, ...], book: AddressBook) -> tuple[SiteSpec, ...]:

@@ -90,13 +90,30 @@ class HostSpec:
         return self.image is not None
 
 
+#: The name of the machine the testbed runs on, as a server (sites are placed there by default).
+LOCAL_SERVER = "localhost"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A machine sites can be placed on, reached over ssh (testbed/cluster/server.py)."""
+
+    name: str
+    address: str  # IP address or host name
+    user: str = "root"
+    key: str | None = None  # private key file (absolute path); None: ssh's own defaults
+    port: int = 22
+    known_hosts: str | None = None  # known_hosts file; None: ssh's own
+
+
 @dataclass(frozen=True)
 class SiteSpec:
-    """An MEC site (or the cloud): one edge switch and the hosts attached to it."""
+    """An MEC site (or the cloud): one edge switch and the hosts attached to it, on one server."""
 
     name: str
     kind: str = "mec"  # "mec" | "cloud"
     hosts: tuple[HostSpec, ...] = ()
+    server: str = LOCAL_SERVER
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,16 @@ class TopologySpec:
     wan: tuple[WanLinkSpec, ...] = ()
     subnet: str = "10.0.0.0/24"
     controller: ControllerSpec = ControllerSpec()
+    servers: tuple[ServerSpec, ...] = ()  # the machines besides this one (LOCAL_SERVER is implicit)
+
+    def server(self, name: str) -> ServerSpec | None:
+        """The server called `name`; None for LOCAL_SERVER (KeyError if none)."""
+        if name == LOCAL_SERVER:
+            return None
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(name)
 
     def hosts(self) -> tuple[HostSpec, ...]:
         """Every host of every site, in declaration order."""
