@@ -136,6 +136,12 @@ def clean_run(rid: str, out: Cleanup | None = None) -> Cleanup:
     """Remove every resource of run `rid`, in an order that works after a SIGKILL mid-run."""
     out = out or Cleanup()
     resources = list(ledger.read(rid))
+    if any(r.kind == "server" for r in resources):  # other servers first: the way to them may be ours
+        from testbed.cluster.cleanup import clean_server, split
+
+        resources, remote, servers = split(resources)
+        for name, items in remote.items():
+            clean_server(rid, servers[name], items, out.removed, out.failed)
     named = {kind: {r.name for r in resources if r.kind == kind} for kind in ledger.KINDS}
     for res in reversed(resources):
         if res.kind == "process" and res.name.isdigit():

@@ -26,6 +26,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Print what this machine offers and which backends the testbed will use."""
     from testbed import doctor
 
+    if args.server:
+        checks = doctor.diagnose_server(args.server, args.topology)
+        for c in checks:
+            mark = "ok" if c.ok else ("MISSING" if c.required else "absent")
+            print(json.dumps(c.__dict__) if args.json else f"{c.name:12} {mark:8} {c.value}{'' if c.ok else '  ' + c.hint}")
+        return 0 if all(c.ok for c in checks if c.required) else 1
     report = doctor.diagnose()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -253,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = verb("doctor", cmd_doctor, "show what this machine offers and which backends will be used")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--server", metavar="NAME", help="check that server instead (ssh, tools): a name in "
+                    "--topology's servers, or [user@]address[:port]")
+    sp.add_argument("--topology", metavar="FILE", help="the topology whose servers: names --server")
 
     sp = verb("clean", cmd_clean, "remove what the testbed created (never anything else)")
     sp.add_argument("--run", metavar="ID", help="only this run (default: every run no longer running)")

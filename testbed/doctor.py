@@ -204,6 +204,25 @@ def diagnose() -> Report:
     )
 
 
+def diagnose_server(name: str, topology: str | None = None) -> list[Check]:
+    """`doctor --server NAME`: ssh, tools, OVS on a server of `topology` (or `[user@]address[:port]`)."""
+    from testbed.cluster.preflight import server_checks
+    from testbed.cluster.server import Server, parse_destination
+    from testbed.errors import UsageError
+
+    if topology is None:
+        return server_checks(parse_destination(name))
+    from testbed.topology.loader import load_topology
+
+    topo = load_topology(topology)
+    try:
+        spec = topo.server(name)
+    except KeyError:
+        known = ", ".join(s.name for s in topo.servers) or "none"
+        raise UsageError(f"--server {name!r}: no such server in {topology} (servers: {known})") from None
+    return server_checks(Server.of(spec))
+
+
 def state_file() -> Path:
     """Where the last diagnosis is kept for runs to record in their manifest."""
     return Path(os.environ.get("TESTBED_STATE_DIR", "/var/lib/testbed")) / "doctor.json"

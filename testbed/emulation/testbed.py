@@ -73,6 +73,10 @@ class Testbed:
                  nic_overrides: dict[str, Any] | None = None, shaped_access: Iterable[str] = (),
                  rid: str | None = None, link_backend: str | None = None,
                  ovs_datapath: str | None = None, seed: int | None = None) -> None:
+        if topo.servers:  # before anything exists: every server answers and has its tools (exit 2 if not)
+            from testbed.cluster.preflight import preflight
+
+            self.server_checks = preflight(topo, f"topology {topo.name}")
         self.topo = topo
         self.seed = seed  # every link's loss and jitter draws are derived from (seed, link id)
         self.run_dir = Path(run_dir)

@@ -1,0 +1,77 @@
+"""Before anything is created: every server a site is placed on answers over ssh and has the tools needed.
+
+A failure is one SpecError naming the server's place in the topology (`servers.b: ...`), exit code 2.
+`server_checks` is also what `testbed doctor --server NAME` shows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from testbed.cluster.server import Server
+from testbed.doctor import Check
+from testbed.errors import CommandError, SpecError
+from testbed.topology.model import LOCAL_SERVER, TopologySpec
+
+log = logging.getLogger(__name__)
+
+#: Commands every server must have: links and namespaces, Cluster Edition's node shells, switches.
+TOOLS = ("ip", "python3", "mnexec", "ovs-vsctl")
+#: Prints each named command that is missing, one a line (run as `sh -c MISSING sh TOOL...`).
+MISSING = 'for t; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done'
+
+
+def tools_needed(topo: TopologySpec, server: str) -> tuple[str, ...]:
+    """The commands server `server` needs for the sites placed on it (docker when it has Docker hosts)."""
+    docker = any(h.is_docker for s in topo.sites if s.server == server for h in s.hosts)
+    return TOOLS + (("docker",) if docker else ())
+
+
+def used_servers(topo: TopologySpec) -> list[str]:
+    """The names of the servers (not localhost) that sites are placed on, in declaration order."""
+    used = {s.server for s in topo.sites}
+    return [s.name for s in topo.servers if s.name in used]
+
+
+def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",)) -> list[Check]:
+    """Connect, then look for `tools`, then ask kernel and versions; each a Check (later ones need ssh)."""
+    try:
+        res = server.run(["uname", "-r"], timeout=15)
+    except CommandError as exc:
+        why = exc.stderr.splitlines()[-1] if exc.stderr else ("timed out" if exc.returncode is None else
+                                                              f"ssh exited {exc.returncode}")
+        return [Check("ssh", False, f"{server}: {why}", True,
+                      "install the client's public key in the server's authorized_keys; open its ssh port")]
+    checks = [Check("ssh", True, f"{server}: connects (BatchMode)"), Check("kernel", True, res.stdout.strip(), False)]
+    missing = server.run(["sh", "-c", MISSING, "sh", *tools], timeout=15).stdout.split()
+    for tool in tools:
+        checks.append(Check(tool, tool not in missing, "missing" if tool in missing else "present", True,
+                            "apt install iproute2 python3 mininet openvswitch-switch docker.io on the server"))
+    if "ovs-vsctl" not in missing:
+        ovs = server.run(["ovs-vsctl", "--timeout=5", "show"], check=False, timeout=15)
+        checks.append(Check("ovs running", ovs.ok, "answers" if ovs.ok else (ovs.stderr.strip() or "no answer"),
+                            True, "start ovsdb-server and ovs-vswitchd on the server"))
+    return checks
+
+
+def preflight(topo: TopologySpec, source: str | None = None) -> dict[str, list[Check]]:
+    """Check every server sites are placed on; SpecError at `servers.NAME` for the first that fails."""
+    found: dict[str, list[Check]] = {}
+    for name in used_servers(topo):
+        server = Server.of(topo.server(name))
+        checks = server_checks(server, tools_needed(topo, name))
+        bad = [c for c in checks if c.required and not c.ok]
+        if bad:
+            what = "; ".join(f"{c.name}: {c.value}" for c in bad)
+            raise SpecError(f"servers.{name}", f"server not usable: {what}", source)
+        log.info("server %s ready: %s", server, ", ".join(f"{c.name} {c.value}" for c in checks[1:2]))
+        found[name] = checks
+    return found
+
+
+def servers_of(topo: TopologySpec) -> dict[str, Server]:
+    """Every server sites are placed on, localhost included, by name."""
+    out = {LOCAL_SERVER: Server()}
+    for name in used_servers(topo):
+        out[name] = Server.of(topo.server(name))
+    return out

@@ -1,0 +1,83 @@
+"""Unit tests for the command door to a server (ssh argv, quoting, errors) and the preflight, without a server."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from testbed import proc
+from testbed.cluster import preflight
+from testbed.cluster.server import LOCAL, Server
+from testbed.errors import CommandError, SpecError
+from testbed.topology.loader import parse_topology
+from testbed.topology.model import ServerSpec
+
+REMOTE = Server("b", "10.255.0.2", user="tb", key="/k/id", port=2222, known_hosts="/k/known")
+
+
+def test_local_server_runs_the_argv_itself() -> None:
+    assert LOCAL.local and LOCAL.argv(["ip", "link", "show"]) == ["ip", "link", "show"]
+
+
+def test_remote_argv_is_ssh_with_batchmode_key_port_and_one_quoted_command() -> None:
+    argv = REMOTE.argv(["sh", "-c", "echo 'a b'; true", "x y"])
+    assert argv[0] == "ssh" and argv[-3:-1] == ["tb@10.255.0.2", "--"]
+    opts = argv[1:-3]
+    assert "BatchMode=yes" in opts and opts[opts.index("-i") + 1] == "/k/id"
+    assert opts[opts.index("-p") + 1] == "2222" and "UserKnownHostsFile=/k/known" in opts
+    assert shlex.split(argv[-1]) == ["sh", "-c", "echo 'a b'; true", "x y"]  # the server's shell splits it back
+
+
+def test_record_round_trip_and_spec() -> None:
+    assert Server.from_record(REMOTE.record()) == REMOTE
+    assert Server.of(ServerSpec("b", "10.255.0.2", "tb", "/k/id", 2222, "/k/known")) == REMOTE
+    assert Server.of(None) == LOCAL
+
+
+def test_run_goes_through_proc_and_keeps_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def fake(argv, **kw):
+        seen.append((argv, kw["timeout"]))
+        raise CommandError(argv, 255, "ssh: connect to host 10.255.0.2 port 2222: Connection refused")
+
+    monkeypatch.setattr(proc, "run", fake)
+    with pytest.raises(CommandError, match="Connection refused"):
+        REMOTE.run(["true"], timeout=7)
+    assert seen[0][0][0] == "ssh" and seen[0][1] == 7
+
+
+def _topo(docker: bool) -> object:
+    host = {"ip": "10.0.0.2", **({"image": "testbed/echo"} if docker else {})}
+    return parse_topology({"name": "t", "servers": {"b": {"address": "10.255.0.2"}, "unused": {"address": "10.9.0.1"}},
+                           "sites": {"a": {"hosts": {"h1": {"ip": "10.0.0.1"}}},
+                                     "s2": {"server": "b", "hosts": {"h2": host}}}}, "t.yaml")
+
+
+def test_tools_needed_and_used_servers() -> None:
+    assert preflight.used_servers(_topo(False)) == ["b"]
+    assert "docker" not in preflight.tools_needed(_topo(False), "b")
+    assert "docker" in preflight.tools_needed(_topo(True), "b")
+
+
+def test_preflight_unreachable_is_one_spec_error_at_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(argv, **kw):
+        raise CommandError(argv, 255, "ssh: connect to host 10.255.0.2 port 22: No route to host")
+
+    monkeypatch.setattr(proc, "run", fake)
+    with pytest.raises(SpecError) as err:
+        preflight.preflight(_topo(False), "t.yaml")
+    assert err.value.path == "servers.b" and "No route to host" in err.value.message
+    assert "\n" not in str(err.value) and err.value.exit_code == 2
+
+
+def test_preflight_missing_tool_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(argv, **kw):
+        remote = shlex.split(argv[-1])
+        out = "6.1.0\n" if remote[0] == "uname" else ("docker\nmnexec\n" if remote[0] == "sh" else "")
+        return proc.Result(argv, 0, out, "")
+
+    monkeypatch.setattr(proc, "run", fake)
+    with pytest.raises(SpecError, match=r"servers.b: server not usable: mnexec: missing; docker: missing"):
+        preflight.preflight(_topo(True), "t.yaml")
