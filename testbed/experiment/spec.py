@@ -204,12 +204,15 @@ class Variant:
     replication: str | None = None  # proactive | reactive | off for every replicated service (replication/spec.py)
 
     datapath: str | None = None  # auto | bpf | python for every NIC (the NIC's data path)
+    carry_tcp: bool | None = None  # every NIC carries (or resets) established TCP connections at failover
 
     def nic_overrides(self) -> dict[str, object]:
         """The Testbed's `nic_overrides` for this variant."""
         out: dict[str, object] = {}
         if self.datapath is not None:
             out["datapath"] = self.datapath
+        if self.carry_tcp is not None:
+            out["carry_tcp"] = self.carry_tcp
         if self.heartbeat_interval_s is not None:
             out["interval_s"] = self.heartbeat_interval_s
         if self.threshold is not None:

@@ -14,7 +14,7 @@ _SERVICE_KEYS = {"host", *SERVICE_KEYS}
 _PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout"}
 _BULK_KEYS = {"name", "kind", "from", "to", "server", "port", "proto", "bw", "duration", "start"}
 _VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch", "datapath",
-                 "replication"}
+                 "replication", "carry_tcp"}
 _NEEDS_DOCKER = {("host_down", "kill"), ("host_down", "freeze"), ("service_down", "kill"), ("delay", "app"),
                  ("delay", "cpu")}
 
@@ -126,6 +126,7 @@ class Checker:
             switch=self.v.choice(d["switch"], f"{path}.switch", SWITCH_MODES) if "switch" in d else None,
             datapath=self.v.choice(d["datapath"], f"{path}.datapath", ("auto", "bpf", "python"))
             if "datapath" in d else None,
+            carry_tcp=self.v.flag(d["carry_tcp"], f"{path}.carry_tcp") if "carry_tcp" in d else None,
             replication=self.v.choice(d["replication"], f"{path}.replication", VARIANT_MODES)
             if "replication" in d else None,
         )

@@ -82,6 +82,8 @@ class NicConfig:
     tune_ifaces: bool = True
     vlan_passthrough: bool = True  # re-insert 802.1Q tags the kernel strips (costs ~15% throughput)
     datapath: str = "python"  # "python" (the reference), "bpf" (tc-BPF, an error if it cannot load) or "auto"
+    carry_tcp: bool = True  # established critical TCP connections re-opened on a backup at failover (tcp_carry.py)
+    carry_max_bytes: int = 65536  # per connection: client bytes kept until the host acknowledges them
     bpf_object: str = ""  # compiled nic.bpf.c ("": .build/bpf/nic.bpf.o, built if missing)
 
     def __post_init__(self) -> None:
@@ -93,6 +95,8 @@ class NicConfig:
         mac_bytes(self.nic_mac)
         if self.datapath not in ("auto", "bpf", "python"):
             raise SpecError("datapath", f"expected auto, bpf or python, got {self.datapath!r}")
+        if not isinstance(self.carry_tcp, bool):
+            raise SpecError("carry_tcp", f"expected true or false, got {self.carry_tcp!r}")
         for i, s in enumerate(self.services):
             if s.proto not in ("udp", "tcp"):
                 raise SpecError(f"services[{i}].proto", f"expected udp or tcp, got {s.proto!r}")
@@ -208,6 +212,7 @@ class NicConfig:
             interval_s=nic.interval_s, threshold=nic.threshold, hysteresis=nic.hysteresis, learn=nic.learn,
             min_rtt_s=nic.min_rtt_ms / 1000.0, peers=tuple(peers),
             passive_evidence=bool(getattr(nic, "passive", True)), datapath=nic.datapath,
+            carry_tcp=nic.carry_tcp,
             control_socket=str(run / f"nic-{host.name}.sock"),
             events_path=str(Path(run_dir) / f"events-{host.name}.jsonl"))
 

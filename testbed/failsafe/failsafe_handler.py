@@ -56,6 +56,9 @@ class HandlerStats:
     pending_expired: int = 0
     pending_refused: int = 0  # pending SYNs cleared by the host's RST (the client got the RST)
     relayed: int = 0  # packets redirected for a client that is itself a NIC (already redirected once)
+    carried: int = 0  # established TCP connections re-opened on a backup at failover (tcp_carry)
+    carry_failed: int = 0  # established TCP connections that could not be carried: the client got a RST
+    carry_untracked: int = 0  # TCP connections not followed (too many): reset at failover as before
     per_backup: dict[str, int] = field(default_factory=dict)
 
 

@@ -40,6 +40,10 @@ Rules, in order (each outcome is counted):
 * From the network to the NIC's IP: backup replies to a NAT port are reverse-NATed to the client;
   ICMP echo requests are answered; UDP to one of `net_cpu_ports` (discovery) goes to "cpu"; the
   rest is dropped ("net_to_nic"): heartbeat replies only count when they come from the host side.
+* TCP connections carried over a failover (`carry`, a `tcp_carry.TcpCarry`, when the NIC's
+  `carry_tcp` is on): every segment of a critical TCP service is seen (no shortcut in `forward`), the
+  client's unacknowledged bytes are kept; at failover each established connection is re-opened on
+  a backup, and its segments both ways take the slow path through `carry` (sequence numbers shifted).
 * Learnt ARP neighbours are bounded (`neighbours_max`); the oldest learnt entry that is neither
   static nor `pinned` (backups and peers) makes room, counted as "neighbour_evicted".
 """
@@ -58,6 +62,7 @@ from testbed.failsafe.packet import (ARP_REPLY, ARP_REQUEST, ETH_ARP, ETH_IPV4, 
                                      PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, Parsed, arp_frame,
                                      checksum, ip_str, mac_str, parse, parse_arp)
 from testbed.failsafe.conntrack import flow_key
+from testbed.failsafe.tcp_carry import TcpCarry
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +133,7 @@ class Pipeline:
         self.failsafe: dict[str, bool] = {}
         self.platform_failsafe = False
         self.counters = PipelineCounters()
+        self.carry: TcpCarry | None = None
         self._arp_wait: dict[bytes, deque[bytearray]] = {}
         self._arp_sent: dict[bytes, float] = {}
         self._rx = {p: c for p, c in self.counters.ports.items()}
@@ -151,7 +157,36 @@ class Pipeline:
             out += self._to_backup(frame, p, service, now)
         if out:
             log.info("service %s: %d pending requests re-sent to backups", service, len(out))
+        if self.carry is not None:
+            out += self._carry_start(service, now)
         return out
+
+    def _carry_start(self, service: str, now: float) -> list[tuple[str, bytes]]:
+        """Re-open `service`'s established TCP connections on backups (SYNs out "net"; RSTs for those that cannot be)."""
+        assert self.carry is not None
+        syns, resets = self.carry.start(service)
+        out: list[tuple[str, bytes]] = [(NET, f) for f in resets]
+        for key, syn in syns:
+            out += self._to_backup(syn, parse(syn), service, now)
+            rst = self.carry.attach(key, self.handler.conntrack.get(key), now)
+            if rst is not None:
+                out.append((NET, rst))
+        if syns or resets:
+            log.info("service %s: %d TCP connections re-opened on backups, %d reset", service, len(syns),
+                     len(resets))
+        return out
+
+    def carry_timeouts(self, now: float) -> list[tuple[str, bytes]]:
+        """RSTs for the clients of carries a backup did not answer in time (their NAT connections forgotten)."""
+        if self.carry is None:
+            return []
+        out: list[tuple[str, bytes]] = []
+        for _, conn, rst in self.carry.expire(now):
+            self.handler.conntrack.remove(conn)
+            out.append((NET, rst))
+        for key in [k for k in self.carry.carried if self.handler.conntrack.get(k) is None]:
+            self.carry.forget(key)
+        return self._out(out)
 
     def in_failsafe(self, service: str) -> bool:
         """True when `service`'s traffic goes to backups."""
@@ -178,7 +213,7 @@ class Pipeline:
                 return True
             # critical TCP in normal mode that is not a SYN: nothing to mirror, nothing to rewrite
             if (frame[23] == PROTO_TCP and len(frame) >= 54 and not frame[47] & TCP_SYN
-                    and not self.failsafe.get(sid) and not len(self.handler.conntrack)):
+                    and not self.failsafe.get(sid) and not len(self.handler.conntrack) and self.carry is None):
                 sc = self.counters.services.get(sid)
                 if sc is not None:
                     sc.packets += 1
@@ -192,7 +227,8 @@ class Pipeline:
         if src not in self._net_watch or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
             return True
         if frame[23] == PROTO_TCP and len(frame) >= 54 and not frame[47] & (TCP_SYN | TCP_RST):
-            return True  # only SYNs are kept pending for TCP: nothing to mark answered
+            # only SYNs are kept pending for TCP: nothing to mark answered (but `carry` follows the stream)
+            return self.carry is None or (src + frame[23:24] + frame[34:36]) not in self._cls
         if frame[23] == PROTO_ICMP:
             return len(frame) < 35 or frame[34] != ICMP_UNREACHABLE  # unreachables may be evidence
         return (src + frame[23:24] + frame[34:36]) not in self._cls
@@ -226,7 +262,7 @@ class Pipeline:
         if ingress == NET:
             if frame[30:34] == self.nic_ip:
                 conn = handler.conntrack.by_reply(key)
-                if conn is None:
+                if conn is None or (self.carry is not None and conn.key in self.carry.carried):
                     return None
                 out = handler.reverse_fast(frame, conn, at, udp, flags, now)
                 sc = self.counters.services.get(conn.service)
@@ -236,6 +272,8 @@ class Pipeline:
                 return NET, out
             conn = handler.conntrack.by_key(key)
             if conn is not None:
+                if self.carry is not None and key in self.carry.carried:
+                    return None
                 if not (self.failsafe.get(conn.service) or (not udp and not conn.closing)):
                     return None  # the service recovered: new decision on the slow path
                 mac = self.neighbours.get(conn.backup_ip)
@@ -257,6 +295,8 @@ class Pipeline:
                 return None
             if udp or flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
                 handler.mirror_key(key, frame, sid, now)
+            if not udp and self.carry is not None:
+                self.carry.client_segment(key, frame, 34, total + 14, sid, now)
             sc.packets += 1
             sc.bytes += n
             sc.to_host += 1
@@ -268,7 +308,13 @@ class Pipeline:
             return None
         if not udp and flags & TCP_RST:
             return None  # maybe failure evidence: the slow path decides
-        handler.answered_key(frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36])
+        rkey = frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36]
+        if not udp and self.carry is not None:
+            self.carry.host_segment(rkey, frame, 34, total + 14, now)
+            if not flags & TCP_SYN:
+                self.counters.note("reply")
+                return NET, frame
+        handler.answered_key(rkey)
         self.counters.note("reply")
         return NET, frame
 
@@ -353,6 +399,9 @@ class Pipeline:
             return self._unreachable(frame, p, now)
         sid = self._cls.get(p.src_ip + bytes((p.proto,)) + struct.pack("!H", p.sport))
         if sid is not None:
+            if p.proto == PROTO_TCP and self.carry is not None:
+                self.carry.host_segment(flow_key(PROTO_TCP, p.dst_ip, p.dport, p.src_ip, p.sport), frame, p.l4, p.end,
+                                        now)
             if p.proto == PROTO_TCP and p.tcp_flags & TCP_RST:
                 key = flow_key(PROTO_TCP, p.dst_ip, p.dport, p.src_ip, p.sport)
                 return self._refused(frame, key, sid, "rst", f"RST from port {p.sport} to a pending SYN", now)
@@ -400,6 +449,12 @@ class Pipeline:
             sc = self.counters.services[sid] = ServiceCounters()
         sc.packets += 1
         sc.bytes += len(frame)
+        key = flow_key(p.proto, p.src_ip, p.sport, p.dst_ip, p.dport)
+        if self.carry is not None and key in self.carry.carried:
+            out = self.carry_client(frame, p, sid, now)
+            if out:
+                sc.to_backup += 1
+            return out
         if self.failsafe.get(sid) or self.handler.sticky(p):
             out = self._to_backup(frame, p, sid, now)
             if out:
@@ -408,9 +463,44 @@ class Pipeline:
                 sc.dropped += 1
             return out
         self.handler.mirror(frame, p, sid, now)
+        if p.proto == PROTO_TCP and self.carry is not None:
+            self.carry.client_segment(key, frame, p.l4, p.end, sid, now)
         sc.to_host += 1
         self.counters.note("critical")
         return [(HOST, frame)]
+
+    def carry_client(self, frame: bytes, p: Parsed, sid: str, now: float) -> list[tuple[str, bytes]]:
+        """A client's segment of a connection carried to a backup: held until it is open, then shifted and NATed."""
+        assert self.carry is not None
+        out = self.carry.from_client(frame, p.l4, p.end, now, flow_key(p.proto, p.src_ip, p.sport, p.dst_ip, p.dport))
+        if out is None:
+            self.counters.note("carry_held")
+            return []
+        return self._to_backup(out, p, sid, now)
+
+    def _carry_backup(self, frame: bytes, p: Parsed, now: float) -> list[tuple[str, bytes]] | None:
+        """A backup's segment on a carried connection (None: not one); its SYN-ACK is answered here."""
+        conn = self.handler.conntrack.by_nat(p.proto, p.dport)
+        if (self.carry is None or conn is None or conn.key not in self.carry.carried or conn.backup_ip != p.src_ip
+                or conn.backup_port != p.sport):
+            return None
+        seg, to_backup = self.carry.from_backup(frame, p.l4, p.end, p.src_mac, conn.key, self.nic_mac)
+        out = [(NET, f) for f in to_backup]
+        if conn.key not in self.carry.carried:  # the backup refused: the client gets a RST
+            self.handler.conntrack.remove(conn)
+            self.counters.note("carry_failed")
+            return out
+        if seg is None:
+            self.counters.note("carry_open")
+            return out
+        rev = self.handler.reverse(seg, p, now)
+        if rev is not None:
+            sc = self.counters.services.get(conn.service)
+            if sc is not None:
+                sc.from_backup += 1
+            self.counters.note("from_backup")
+            out.append((NET, bytes(rev)))
+        return out
 
     def _to_backup(self, frame: bytes, p: Parsed, sid: str, now: float) -> list[tuple[str, bytes]]:
         done = self.handler.translate(frame, p, sid, now)
@@ -432,6 +522,9 @@ class Pipeline:
         if p.proto in (PROTO_UDP, PROTO_TCP):
             lo, hi = self.handler.conntrack.ports
             if lo <= p.dport <= hi:
+                carried = self._carry_backup(frame, p, now) if p.proto == PROTO_TCP else None
+                if carried is not None:
+                    return carried
                 out = self.handler.reverse(frame, p, now)
                 if out is None:
                     self.counters.note("nat_miss")

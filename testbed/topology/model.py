@@ -64,6 +64,7 @@ class NicSpec:
     services: tuple[CriticalService, ...] = ()
     passive: bool = True  # passive failure evidence (RST / ICMP unreachable) turns fail-safe on at once
     datapath: str = "python"  # "python", "bpf" (tc-BPF; an error if it cannot load) or "auto" (BPF if it loads)
+    carry_tcp: bool = True  # established TCP connections to critical services continue on a backup at failover
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ _HOST_KEYS = ("ip", "mac", "image", "cpu", "memory", "env", "volumes", "command"
               "device")
 _DOCKER_ONLY = ("cpu", "memory", "env", "volumes", "command", "nic")
 _NIC_KEYS = ("ip", "mac", "backups", "interval", "threshold", "hysteresis", "learn", "min_rtt", "platform", "services",
-             "passive", "datapath")
+             "passive", "datapath", "carry_tcp")
 NIC_DATAPATHS = ("auto", "bpf", "python")
 _HEARTBEAT_KEYS = ("message", "payload", "expect", "interval", "threshold")
 _SERVICE_KEYS = ("name", "proto", "port", "heartbeat", "backups")
@@ -189,10 +189,11 @@ def nic(data: object, path: str, book: AddressBook) -> NicSpec:
         spec = replace(spec, platform=platform)
     if "services" in d:
         spec = replace(spec, services=_services(d["services"], join(path, "services")))
-    if "passive" in d:
-        if not isinstance(d["passive"], bool):
-            raise SpecError(join(path, "passive"), f"expected true or false, got {d['passive']!r}")
-        spec = replace(spec, passive=d["passive"])
+    for key in ("passive", "carry_tcp"):
+        if key in d:
+            if not isinstance(d[key], bool):
+                raise SpecError(join(path, key), f"expected true or false, got {d[key]!r}")
+            spec = replace(spec, **{key: d[key]})
     if "datapath" in d:
         if d["datapath"] not in NIC_DATAPATHS:
             raise SpecError(join(path, "datapath"), f"expected one of {', '.join(NIC_DATAPATHS)}, got {d['datapath']!r}")
