@@ -9,7 +9,7 @@ VENV="$ROOT/.venv"
 STATE=/var/lib/testbed
 PACKAGES=(mininet openvswitch-switch iperf3 ethtool tcpdump debootstrap iproute2 iputils-ping
           python3 python3-venv python3-pip procps criu tshark vagrant ca-certificates
-          clang libbpf-dev bpftool)
+          clang libbpf-dev bpftool docker-registry)
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
@@ -35,6 +35,11 @@ step_packages() {
     apt-get update -q
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing
+    # The testbed runs its own registry processes inside emulated hosts (testbed/replication/registry.py);
+    # the packaged service, when apt just started it, would listen on :5000 on every address.
+    if grep -qx docker-registry <<<"$missing" && has_systemd; then
+        systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
 }
 
 step_venv() {

@@ -35,6 +35,7 @@ class Report:
     criu: bool
     checkpoint_restore: dict = field(default_factory=dict)  # {ok, reason, checkpoint_s, restore_s}: a real trial
     checks: list[Check] = field(default_factory=list)
+    registry: bool = False  # a local image registry (the pull path of image distribution) is installed
 
     @property
     def ok(self) -> bool:
@@ -122,6 +123,13 @@ def probe_nic_bpf() -> tuple[bool, str]:
     return self_test()
 
 
+def probe_registry() -> tuple[bool, str]:
+    """Whether a local image registry (Debian's docker-registry) is installed: the pull path of image distribution."""
+    from testbed.replication.registry import probe
+
+    return probe()
+
+
 def cgroup_version() -> str:
     """1 or 2, from the file system mounted on /sys/fs/cgroup."""
     res = proc.run(["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], check=False)
@@ -169,6 +177,7 @@ def diagnose() -> Report:
     mn = mininet_version()
     osken = _module_version("os-ken")
     iperf = command_version("iperf3", ["--version"])
+    registry_ok, registry_txt = probe_registry()
     checks = [
         Check("root", os.geteuid() == 0, "yes" if os.geteuid() == 0 else "no", True,
               "run as root: sudo .venv/bin/testbed ..."),
@@ -192,6 +201,8 @@ def diagnose() -> Report:
         Check("cgroup", True, cgroup_version(), False),
         Check("nic bpf", *probe_nic_bpf(), False,
               hint="NICs with datapath auto use the Python data path (apt install clang libbpf-dev bpftool)"),
+        Check("registry", registry_ok, registry_txt, False,
+              hint="image pull path unavailable: apt install docker-registry (save/transfer still runs)"),
     ]
     return Report(
         netem=netem,
@@ -201,6 +212,7 @@ def diagnose() -> Report:
         criu=criu_ok,
         checkpoint_restore=cr.to_dict() if cr else {"ok": False, "reason": "no Docker engine answers"},
         checks=checks,
+        registry=registry_ok,
     )
 
 

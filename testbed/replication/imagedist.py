@@ -6,18 +6,19 @@ host to another as the paper did: `docker save`, compress (gzip -1), send the ar
 emulated WAN between the two hosts (`testbed.migration.transfer.copy_dir`: the state agent run in
 both hosts' network namespaces, between their migration addresses, so the link's rate and delay
 apply), `docker load`, run. Both edges here share one Docker engine, so at `load` the image's
-layers are present already: that phase is a lower bound.
+layers are present already: that phase is a lower bound. The pull path (from a registry) is registry.py.
 Every file and container is named with the run's prefix and recorded in its ledger first.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from testbed import proc
 from testbed.ledger import LABEL, Ledger
@@ -25,6 +26,7 @@ from testbed.migration import transfer
 
 log = logging.getLogger(__name__)
 PORT = 47800
+EVENTS = "images.jsonl"  # one line per phase of every shipment, in the run directory
 
 
 def image_bytes(image: str) -> int:
@@ -56,12 +58,32 @@ class Shipment:
 
     image: str
     image_bytes: int
-    archive_bytes: int = 0
-    sent_bytes: int = 0
-    phases_s: dict[str, float] = field(default_factory=dict)
+    archive_bytes: int = 0  # the compressed image: the gzip'd archive (save path), the registry's blobs (pull)
+    sent_bytes: int = 0  # what crossed the emulated network
+    phases_s: dict[str, float] = field(default_factory=dict)  # the start: (transfer | pull), load, run, ...
+    path: str = "save"  # save (docker save, compress, send) | pull (from a registry: registry.py)
+    requests: int = 0  # HTTP requests of a pull
+    setup_s: dict[str, float] = field(default_factory=dict)  # preparing the source (a registry's save, push)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Phases:
+    """Times each phase of a shipment into a dict, and writes it to the run's images.jsonl (the events)."""
+
+    def __init__(self, run_dir: Path, result: Shipment, src: str, dst: str) -> None:
+        self.events, self.result, self.where = Path(run_dir) / EVENTS, result, {"src": src, "dst": dst}
+
+    def __call__(self, phase: str, fn: Callable[[], Any], into: dict[str, float] | None = None) -> Any:
+        into = self.result.phases_s if into is None else into
+        t0 = time.monotonic()
+        value = fn()
+        into[phase] = round(time.monotonic() - t0, 3)
+        with open(self.events, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": time.time(), "image": self.result.image, "path": self.result.path,
+                                **self.where, "phase": phase, "s": into[phase]}) + "\n")
+        return value
 
 
 def ship(tb: Any, image: str, src: str, dst: str, work: Path) -> Shipment:
@@ -73,13 +95,7 @@ def ship(tb: Any, image: str, src: str, dst: str, work: Path) -> Shipment:
         d.mkdir(parents=True, exist_ok=True)
     tar = outbox / "image.tar"
     result = Shipment(image, image_bytes(image))
-
-    def timed(phase: str, fn: Any) -> Any:
-        t0 = time.monotonic()
-        value = fn()
-        result.phases_s[phase] = round(time.monotonic() - t0, 3)
-        return value
-
+    timed = Phases(tb.run_dir, result, src, dst)
     try:
         timed("save", lambda: proc.run(["docker", "save", "-o", str(tar), image], timeout=600))
         timed("compress", lambda: proc.run(["gzip", "-1", "-f", str(tar)], timeout=600))
