@@ -5,7 +5,9 @@ Per switch (Han et al.'s definition, at the receiver: the prober that gets the r
 reply from the new one; `lost` = requests sent between p and q that got no reply; for every
 other prober flow, `background_delivered` = the share of its requests sent while the switch was
 under way (from its start, or p, to its end, or q, whichever is wider, 0.5 s each side) that got a
-reply. Per move: the same interruption and loss for the flows the moved device sends. The
+reply. Per move: the same interruption and loss for the flows the moved device sends; per service
+handover (a replica switch or a migration that followed the user): the same T_q - T_p between the old
+and the new replica on the followed device's flows. The
 sections go into summary.json under `switches` and `moves`, beside the per-flow summary
 (metrics.py), and into report.md with the paper's numbers.
 """
@@ -88,6 +90,16 @@ def move_metrics(record: dict, flows: dict[str, Sequence[PacketRow]], from_devic
     return out
 
 
+def handover_gap(record: dict, flows: dict[str, Sequence[PacketRow]], probes: list[dict]) -> dict:
+    """T_q - T_p of one service handover on the followed device's flows: the last reply from the old
+    replica (`from`) to the first from the new one (`to`), and the requests lost between."""
+    gaps = [_gap(rows, [record["from"]], [record["to"]], record["started"]) for name, rows in flows.items()
+            if any(t["name"] == name and t["src"] == record.get("device") for t in probes)]
+    known = [g for g in gaps if g["interruption_ms"] is not None]
+    return {"interruption_ms": max((g["interruption_ms"] for g in known), default=None),
+            "lost": sum(g["lost"] for g in known) if known else None}
+
+
 def _handovers(items: list[dict]) -> dict[str, dict]:
     """Per variant: handovers made, their total and per-phase times (ms), bytes copied."""
     out: dict[str, dict] = {}
@@ -98,7 +110,10 @@ def _handovers(items: list[dict]) -> dict[str, dict]:
                         "total_ms": _stats([(i["ended"] - i["started"]) * 1000 for i in mine]),
                         "phases_ms": {k: _stats([i["phases_ms"][k] for i in mine if k in i["phases_ms"]])
                                       for k in phases},
-                        "bytes": _stats([i["bytes"] for i in mine])}
+                        "bytes": _stats([i["bytes"] for i in mine]),
+                        "interruption_ms": _stats([i["interruption_ms"] for i in mine
+                                                   if i.get("interruption_ms") is not None]),
+                        "lost": _stats([i["lost"] for i in mine if i.get("lost") is not None])}
     return out
 
 
@@ -153,7 +168,8 @@ def compute(run_dir: Path) -> dict[str, Any]:
         for rec in _read_jsonl(here / MOVES_FILE):
             mine = {t["name"] for t in probes if t["src"] == rec["host"]}
             moves.append({"variant": variant, "repetition": rep, **move_metrics(rec, flows, mine)})
-        handovers += [{"variant": variant, "repetition": rep, **h} for h in _read_jsonl(here / HANDOVERS)]
+        handovers += [{"variant": variant, "repetition": rep, **h, **handover_gap(h, flows, probes)}
+                      for h in _read_jsonl(here / HANDOVERS)]
         syncs += [{"variant": variant, "repetition": rep, **s} for s in _read_jsonl(here / SYNCS)]
     out: dict[str, Any] = {}
     if switches:
@@ -195,13 +211,16 @@ def report_section(sections: dict[str, Any]) -> str:
         parts += ["## User moves (last reply before the detach to the first after)", "\n".join(rows),
                   "RTT after = median RTT of requests sent 0.5-2.5 s after the move and any handover it caused ended."]
     if "handovers" in sections:
-        rows = ["| variant | mode | handovers | total ms | phases ms | bytes copied |", "|---|---|---|---|---|---|"]
+        rows = ["| variant | mode | handovers | interruption T_q-T_p ms | lost | total ms | phases ms | bytes copied |",
+                "|---|---|---|---|---|---|---|---|"]
         for name, v in sections["handovers"]["by_variant"].items():
             phases = ", ".join(f"{k} {_fmt(s)}" for k, s in v["phases_ms"].items())
-            rows.append(f"| {name} | {v['mode']} | {v['count']} | {_fmt(v['total_ms'])} | {phases} | {_fmt(v['bytes'])} |")
+            rows.append(f"| {name} | {v['mode']} | {v['count']} | {_fmt(v.get('interruption_ms'))} | "
+                        f"{_fmt(v.get('lost'))} | {_fmt(v['total_ms'])} | {phases} | {_fmt(v['bytes'])} |")
         parts += ["## Service handovers (replica switch or migration)", "\n".join(rows),
                   f"- Paper: {PAPER_REPLICATION}",
-                  "- Here: " + "; ".join(f"`{n}` ({v['mode']}): {_fmt(v['total_ms'], ' ms')} per handover"
+                  "- Here: " + "; ".join(f"`{n}` ({v['mode']}): {_fmt(v['total_ms'], ' ms')} per handover, "
+                                         f"the user's interruption {_fmt(v.get('interruption_ms'), ' ms')}"
                                          for n, v in sections["handovers"]["by_variant"].items())]
     if "syncs" in sections:
         parts.append("State syncs: " + "; ".join(f"`{n}`: {v['count']} copies, {_fmt(v['bytes'], ' B')}, "

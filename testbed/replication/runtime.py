@@ -10,8 +10,9 @@ through the controller's northbound socket (make-before-break). Per migration mo
 - proactive: every replica runs; the primary's state is copied to the others every period (a
   background thread); when the followed user moves, the replica at its new site is synced once
   more and the traffic steered to it;
-- reactive: only the primary runs; on a move, the destination instance is started, the state
-  copied, the traffic steered, the old instance stopped (Farris et al.'s four steps, each timed);
+- reactive: only the primary runs; on a move, the destination instance is started, the old one
+  frozen and its state copied, the traffic steered, the old instance stopped (Farris et al.'s four
+  steps, each timed; the freeze keeps the moved state final, so the user sees the downtime);
 - off: nothing follows the user (the baseline without mobility support).
 
 In every mode a lost primary (its service fails its readiness check three times in a row,
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from testbed import proc
 from testbed.experiment import services as services_mod
 from testbed.experiment.spec import ServiceRun
 from testbed.migration import transfer
@@ -150,12 +152,18 @@ class ReplicaRuntime:
         return {"phases_ms": {k: round(v, 3) for k, v in phases.items() if k != "role"}, "bytes": copied}
 
     def _migrate(self, old: str, new: str, actions: list[Action]) -> dict:
-        """Reactive: start the destination, copy the state, switch, stop the old one; each phase timed."""
+        """Reactive: start the destination, freeze the old one, move its state, switch, stop it; each phase timed.
+
+        The old instance is frozen (`docker pause`) from the copy to the switch so the state moved is
+        its last (as state-transfer migration stops the source first): the downtime Farris's
+        migration has and ready replicas avoid. Stopping kills it while frozen, then thaws it."""
         phases: dict[str, float] = {}
+        box = transfer.container_name(self.tb, services_mod.resolved(self.tb, self.runs[old]))
         steps = [("start", lambda: services_mod.start(self.tb, self.runs[new])),
+                 ("freeze", lambda: proc.run(["docker", "pause", box], timeout=30)),
                  ("copy", lambda: self.sync(old, new, "migration")),
                  ("switch", lambda: self.tb.steer(self.rset.ip, new, mode="make-before-break")),
-                 ("stop", lambda: services_mod.stop(self.tb, self.runs[old]))]
+                 ("stop", lambda: self._stop_frozen(old, box))]
         copied = 0
         for name, fn in steps:
             t = time.monotonic()
@@ -166,6 +174,13 @@ class ReplicaRuntime:
             if a.kind == "role":
                 self.event("role", a.dst, f"{a.role} ({a.reason})")
         return {"phases_ms": phases, "bytes": copied}
+
+    def _stop_frozen(self, host: str, box: str) -> None:
+        """Kill the frozen instance (the signal waits for the thaw), then thaw it (a killed sidecar needs none)."""
+        try:
+            services_mod.stop(self.tb, self.runs[host])
+        finally:
+            proc.run(["docker", "unpause", box], check=False, timeout=30)
 
     def sync(self, src: str, dst: str, reason: str = "") -> int:
         """Copy the primary's state_dir from `src` to `dst` over the emulated network; the bytes copied."""
