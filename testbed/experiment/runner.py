@@ -168,7 +168,12 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
             from testbed.replication.runtime import start_all
             start_all(tb, spec.replica_sets, spec.services, variant.replication, ctx.event)
         try:
-            info["throughput_mbps"] = drive_traffic(ctx, tb, run_dir)
+            chains = [f for f in spec.traffic if not isinstance(f, (ProbeFlow, BulkFlow))]
+            if chains:  # virtual-function chains and their orchestrator (testbed/migration/chain.py)
+                from testbed.migration.chain import run_chain
+                info["chains"] = [run_chain(tb, f, variant, ctx.rep, spec.seed, run_dir, ctx.event) for f in chains]
+            if spec.probes or spec.bulk:
+                info["throughput_mbps"] = drive_traffic(ctx, tb, run_dir)
         finally:
             from testbed.replication.runtime import stop_all
             stop_all(tb)
@@ -347,6 +352,8 @@ def run_experiment(spec: ExperimentSpec, out: Path | None = None, *, testbed_fac
     if any(getattr(f, "kind", "") in ("migrate", "standby") for f in spec.faults):  # testbed/migration/report.py
         from testbed.migration.report import write_report
         write_report(out)
+    from testbed.migration.chain_metrics import add_to_run  # chains' fps, downtime, fluctuation
+    add_to_run(out)
     return out
 
 

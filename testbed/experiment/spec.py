@@ -39,6 +39,7 @@ The YAML shape (every key not listed here is an error naming its path)::
       - {name: direct, nic: true, to: mec2}                        # every flow sent to mec2 instead
       - {name: bbm, nic: false, switch: break-before-make}          # every schedule switch in this mode
       - {name: reactive, nic: false, replication: reactive}        # replicated services: testbed/replication/spec.py
+      - {name: reset, nic: false, healing: reset}                   # VF chains (kind: chain): testbed/migration/chain_spec.py
     schedule:                            # users moving, traffic switched: testbed/experiment/mobility_spec.py
       - {kind: move, host: ue1, to: edge2, at: 10s, gap: 50ms}
       - {kind: switch, service_ip: 10.0.0.50, from: meca, to: mecb, mode: make-before-break, at: 5s}
@@ -202,6 +203,7 @@ class Variant:
     to: str | None = None  # send every flow to this host instead
     switch: str | None = None  # every schedule `switch` in this mode instead of its own (mobility_spec.py)
     replication: str | None = None  # proactive | reactive | off for every replicated service (replication/spec.py)
+    healing: str | None = None  # cold | state-transfer | reset | none for every chain (testbed/migration/chain_spec.py)
 
     datapath: str | None = None  # auto | bpf | python for every NIC (the NIC's data path)
     carry_tcp: bool | None = None  # every NIC carries (or resets) established TCP connections at failover
@@ -298,6 +300,10 @@ def parse_experiment(data: object, source: str, *, load_topology: TopologyLoader
     probes = {f.name: f for f in traffic if isinstance(f, ProbeFlow)}
     faults = tuple(checker.fault(item, f"faults[{i}]", probes)
                    for i, item in enumerate(v.sequence(doc.get("faults", []), "faults")))
+    chained = [i for i, f in enumerate(traffic) if type(f).__name__ == "ChainFlow"]
+    for key in ("faults", "migrations", "schedule"):  # a chain has its own stress and failures
+        if chained and doc.get(key):
+            raise v.error(key, f"not with a chain (traffic[{chained[0]}]): give its stress and failures there")
     from testbed.migration.spec import parse_migrations  # moves of services, run in the fault schedule
     faults += parse_migrations(checker, v.sequence(doc.get("migrations", []), "migrations"), probes)
     from testbed.experiment.mobility_spec import parse_schedule

@@ -14,9 +14,14 @@ _SERVICE_KEYS = {"host", *SERVICE_KEYS}
 _PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout"}
 _BULK_KEYS = {"name", "kind", "from", "to", "server", "port", "proto", "bw", "duration", "start"}
 _VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch", "datapath",
-                 "replication", "carry_tcp"}
+                 "replication", "healing", "carry_tcp"}
 _NEEDS_DOCKER = {("host_down", "kill"), ("host_down", "freeze"), ("service_down", "kill"), ("delay", "app"),
                  ("delay", "cpu")}
+
+
+def _healing(v: Values, value: object, path: str) -> str:
+    from testbed.migration.chain_spec import healing_choice  # live refused where checkpoint/restore fails
+    return healing_choice(v, value, path)
 
 
 class Checker:
@@ -68,7 +73,10 @@ class Checker:
 
     def flow(self, item: object, path: str) -> ProbeFlow | BulkFlow:
         kind = item.get("kind", "probe") if isinstance(item, dict) else "probe"
-        kind = self.v.choice(kind, f"{path}.kind", ("probe", "iperf3"))
+        kind = self.v.choice(kind, f"{path}.kind", ("probe", "iperf3", "chain"))
+        if kind == "chain":  # a virtual-function chain and its orchestrator (testbed/migration/chain_spec.py)
+            from testbed.migration.chain_spec import parse_chain
+            return parse_chain(self, item, path)
         return self.probe(item, path) if kind == "probe" else self.bulk(item, path)
 
     def _ends(self, d: dict, path: str) -> tuple[str, str]:
@@ -129,6 +137,7 @@ class Checker:
             carry_tcp=self.v.flag(d["carry_tcp"], f"{path}.carry_tcp") if "carry_tcp" in d else None,
             replication=self.v.choice(d["replication"], f"{path}.replication", VARIANT_MODES)
             if "replication" in d else None,
+            healing=_healing(self.v, d["healing"], f"{path}.healing") if "healing" in d else None,
         )
 
     def fault(self, item: object, path: str, probes: dict[str, ProbeFlow]) -> FaultSpec:

@@ -6,8 +6,8 @@ an answering node a pluggable predictor gives the probability that it overloads 
 period, and at or above `k` its VFs are migrated before it does (Algorithm 3: live where
 checkpoint/restore works, else state transfer). The destination is the placement algorithm's:
 the answering node with the fewest VFs (then the least used) not predicted to overload. Returned decisions are carried out
-by the caller (testbed/migration/primitives.py), which then re-points the VF's neighbours.
-Not wired to a running chain yet: no VF chain exists in the testbed so far.
+by the caller (testbed/migration/chain.py, through testbed/migration/primitives.py), which then
+re-points the VF's neighbours. `rebuild` is the reset baseline's placement of a whole chain.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ class TrendPredictor:
 PREDICTORS: dict[str, Callable[..., Predictor]] = {"trend": TrendPredictor}
 
 
+def register(name: str, factory: Callable[..., Predictor]) -> None:
+    """Make a predictor known by `name` (to experiments' `predictor:` keys)."""
+    PREDICTORS[name] = factory
+
+
 def make_predictor(name: str, **params: float) -> Predictor:
     """The predictor called `name`; ValueError naming the known ones."""
     if name not in PREDICTORS:
@@ -81,6 +86,8 @@ class Orchestrator:
     period_s: float = 30.0
     history: dict[str, list[NodeState]] = field(default_factory=dict)
     last_poll: float | None = None
+    per_node: int | None = None  # at most this many VFs on a node (None: no limit)
+    risk: dict[str, float] = field(default_factory=dict)  # the last poll's overload probabilities
 
     def poll_due(self, now: float) -> bool:
         """True when a poll is due (the first at once, then every period)."""
@@ -96,12 +103,14 @@ class Orchestrator:
                 self.history.setdefault(node, []).append(state)
                 del self.history[node][:-20]
                 risk[node] = self.predictor(self.history[node], self.period_s)
+        self.risk = risk
         overloading = sorted(n for n, p in risk.items() if p >= self.k)
         out: list[Decision] = []
         for kind, sources in (("cold", failed), ("pre-emptive", overloading)):
             for src in sources:
                 for vf in sorted(v for v, n in placement.items() if n == src):
-                    dst = self.place(answers, risk, placement, exclude={src, *failed, *overloading})
+                    dst = self.place(answers, risk, placement, exclude={src, *failed, *overloading},
+                                     per_node=self.per_node)
                     if dst is None:
                         continue  # nowhere to go: the VF stays (and is down if its node failed)
                     why = "no answer" if kind == "cold" else f"p_fail {risk[src]:.2f} >= K {self.k:g}"
@@ -109,12 +118,26 @@ class Orchestrator:
                     placement[vf] = dst
         return out
 
+    def rebuild(self, answers: dict[str, NodeState | None], vfs: Sequence[str]) -> dict[str, str]:
+        """The reset baseline: a new placement of every VF of the chain (in order) over the answering nodes."""
+        placement: dict[str, str] = {}
+        overloading = {n for n, p in self.risk.items() if p >= self.k}
+        for vf in vfs:
+            dst = self.place(answers, self.risk, placement, exclude=overloading, per_node=self.per_node)
+            if dst is None:
+                dst = self.place(answers, self.risk, placement, exclude=set(), per_node=self.per_node)
+            if dst is not None:
+                placement[vf] = dst
+        return placement
+
     @staticmethod
     def place(answers: dict[str, NodeState | None], risk: dict[str, float], placement: dict[str, str],
-              exclude: set[str]) -> str | None:
+              exclude: set[str], per_node: int | None = None) -> str | None:
         """The placement algorithm: the answering node with the fewest VFs, then the lowest use, then name."""
         candidates = [n for n, s in answers.items() if s is not None and n not in exclude]
+        load = {n: sum(1 for v in placement.values() if v == n) for n in candidates}
+        if per_node is not None:
+            candidates = [n for n in candidates if load[n] < per_node]
         if not candidates:
             return None
-        load = {n: sum(1 for v in placement.values() if v == n) for n in candidates}
         return min(candidates, key=lambda n: (load[n], max(answers[n].cpu, answers[n].ram), n))

@@ -6,7 +6,8 @@ the emulated network to the destination's, and the service starts there from tha
 application-level migration, labelled as such: no process memory moves). *Live* needs a working
 container checkpoint/restore (testbed/checkpoint.py) and is refused everywhere else. After the
 move the address is served by the destination through the controller (`Testbed.steer`).
-Downtime runs from the source's stop to the destination's address being steered.
+Downtime runs from the source's stop to the destination's address being steered (or its
+neighbours re-pointed, in a chain).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from testbed.errors import TestbedError
 from testbed.experiment import services
@@ -92,8 +93,13 @@ def _wipe_state(tb: Any, svc: ServiceRun) -> None:
 
 
 def migrate(tb: Any, svc: ServiceRun, dst: str, mode: str, *, port: int = AGENT_PORT,
-            log_dir: Path | None = None, note: dict | None = None) -> MigrationResult:
-    """Move service `svc` (on `svc.host`) to host `dst` in `mode`; the timed result (with `note`, in migrations.jsonl)."""
+            log_dir: Path | None = None, note: dict | None = None,
+            repoint: Callable[[], str] | None = None) -> MigrationResult:
+    """Move service `svc` (on `svc.host`) to host `dst` in `mode`; the timed result (with `note`, in migrations.jsonl).
+
+    The destination then serves the source's address (steered by the controller), or, with `repoint`
+    (a chain's VF on a host of its own address), `repoint()` points the neighbours at it instead.
+    """
     if mode == "live":
         raise TestbedError(live_refusal() or "live migration unavailable")
     if mode not in MODES:
@@ -101,7 +107,7 @@ def migrate(tb: Any, svc: ServiceRun, dst: str, mode: str, *, port: int = AGENT_
     src_svc, dst_svc = services.resolved(tb, svc), services.resolved(tb, _at(svc, dst))
     result = MigrationResult(svc.name, svc.host, dst, mode)
     clock = _Clock(result)
-    ip = _service_ip(tb, svc.host)
+    ip = _service_ip(tb, svc.host) if repoint is None else ""
     receiver = None
     if mode == "state-transfer":
         if not src_svc.state_dir:
@@ -134,8 +140,12 @@ def migrate(tb: Any, svc: ServiceRun, dst: str, mode: str, *, port: int = AGENT_
             receiver.stop(None if receiver.popen.poll() is not None else services.service_pid(tb, dst_svc))
     services.start(tb, dst_svc)
     clock.phase("start")
-    tb.steer(ip, dst)
-    end = clock.phase("steer")
+    if repoint is None:
+        tb.steer(ip, dst)
+        end = clock.phase("steer")
+    else:
+        repoint()
+        end = clock.phase("repoint")
     result.downtime_s = end - result.stopped
     result.total_s = end - result.started
     if log_dir is not None:

@@ -81,6 +81,13 @@ CASES = [
          "no topology file 'no-such-topology.yaml'"),
     Case("missing_image", _shipped("bad_references/missing_image.yaml"), "sites.lab.hosts.svc.image",
          "no Docker image 'testbed-missing/no-such-image'", DATA / "bad_references/missing_image_topology.yaml"),
+    Case("chain_loop", _shipped("bad_experiments/chain_loop.yaml"), "traffic[0].vfs[1].next", "the chain has a loop"),
+    Case("chain_vf_missing_host", _shipped("bad_experiments/chain_vf_missing_host.yaml"), "traffic[0].vfs[0].host",
+         "no host 'n9'"),
+    Case("chain_unknown_predictor", _shipped("bad_experiments/chain_unknown_predictor.yaml"),
+         "traffic[0].orchestrator.predictor", "no predictor 'lstm'"),
+    Case("chain_live_migration", _shipped("bad_experiments/chain_live_migration.yaml"),
+         "traffic[0].orchestrator.healing", "live migration"),
 ]
 
 
