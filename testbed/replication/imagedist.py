@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,52 @@ def startup(ledger: Ledger, image: str, n: int = 3) -> list[float]:
         proc.run(run_argv(ledger, name, image), timeout=120)
         out.append(time.monotonic() - t0)
     return out
+
+
+def tiny_image(ledger: Ledger, work: Path) -> str:
+    """A Busybox-sized image (about 2 MB: /bin/true and the libraries it links), imported and labelled with the run."""
+    import tarfile
+
+    name, tar = f"{ledger.prefix}/tiny", Path(work) / f"{ledger.prefix}tiny.tar"
+    ledger.record("file", str(tar))
+    libs = [w for line in proc.run(["ldd", "/bin/true"], timeout=10).stdout.splitlines()
+            for w in line.split() if w.startswith("/")]
+    with tarfile.open(tar, "w") as t:
+        for path in ["/bin/true", *libs]:
+            t.add(str(Path(path).resolve()), arcname=path.lstrip("/"))
+    try:
+        proc.run(["docker", "import", "--change", f"LABEL {LABEL}={ledger.rid}", str(tar), name], timeout=120)
+    finally:
+        tar.unlink(missing_ok=True)
+    return name
+
+
+def large_image(ledger: Ledger, work: Path, base: str, extra_mb: int = 200) -> str:
+    """`base` plus a layer of `extra_mb` MB of random bytes (incompressible), committed and labelled with the run."""
+    name, box, blob = f"{ledger.prefix}/large", f"{ledger.prefix}fig4large", Path(work) / f"{ledger.prefix}blob"
+    ledger.record("file", str(blob))
+    ledger.record("container", box)
+    try:
+        with open(blob, "wb") as f:
+            for _ in range(extra_mb):
+                f.write(os.urandom(1 << 20))
+        proc.run(["docker", "create", "--name", box, "--label", f"{LABEL}={ledger.rid}", "--network", "none",
+                  base, "true"], timeout=60)
+        proc.run(["docker", "cp", str(blob), f"{box}:/blob"], timeout=300)
+        proc.run(["docker", "commit", box, name], timeout=300)  # the container's label goes with the image
+    finally:
+        blob.unlink(missing_ok=True)
+        proc.run(["docker", "rm", "-f", box], check=False, timeout=60)
+    return name
+
+
+def remove_images(ledger: Ledger) -> list[str]:
+    """Remove the images labelled with this run (made by tiny_image/large_image); their names."""
+    found = proc.run(["docker", "images", "--filter", f"label={LABEL}={ledger.rid}", "--format",
+                      "{{.Repository}}:{{.Tag}}"], timeout=30).stdout.split()
+    for name in found:
+        proc.run(["docker", "rmi", "-f", name], check=False, timeout=120)
+    return found
 
 
 @dataclass
