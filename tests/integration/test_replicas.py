@@ -2,18 +2,23 @@
 its backup takes over: the shared address is steered to it and it answers; roles and syncs go to events.
 
 r1 (edge1, primary) and r2 (edge2, backup) are echo containers sharing 10.0.0.50; cli on edge1 asks it.
+And the image pull path: a registry in r2's namespace, an image pulled by cli across the WAN.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+
+import pytest
 
 from testbed import proc
 from testbed.emulation.testbed import Testbed
 from testbed.experiment import services
 from testbed.experiment.spec import ProbeFlow, ServiceRun
 from testbed.experiment.traffic import parse_probe_line, probe_argv
+from testbed.replication import imagedist, registry
 from testbed.replication.runtime import ReplicaRuntime
 from testbed.replication.spec import ReplicaSetSpec
 from testbed.testing import leftovers, live_processes
@@ -71,3 +76,25 @@ def test_state_is_copied_and_the_backup_takes_over_a_crashed_primary(tmp_path: P
     assert (tmp_path / "run" / "syncs.jsonl").exists()
     assert leftovers(tb.rid) == []
     assert live_processes(tb.run_dir) == []
+
+
+def test_an_image_is_pulled_across_the_wan_from_a_registry_in_another_site(tmp_path: Path) -> None:
+    """The pull path: a registry process in r2's namespace (edge2), pulled by cli (edge1) over the 5 ms WAN."""
+    if not registry.probe()[0]:
+        pytest.skip("docker-registry is not installed (testbed doctor: registry)")
+    tb = Testbed(topology().build(), tmp_path / "run", nics=False)
+    with tb:
+        tiny = imagedist.tiny_image(tb.ledger, tmp_path)
+        try:
+            shipped = registry.pull(tb, tiny, "r2", "cli", tmp_path)
+        finally:
+            imagedist.remove_images(tb.ledger)
+    print(shipped.to_dict())
+    assert list(shipped.phases_s) == ["pull", "load", "run"] and list(shipped.setup_s) == ["save", "push"]
+    assert shipped.sent_bytes > shipped.archive_bytes > 500_000 and shipped.requests == 4  # /v2/, manifest, 2 blobs
+    assert shipped.phases_s["pull"] >= 5 * 0.010  # the connect and 4 requests, each a 10 ms round trip: it crossed
+    recorded = [json.loads(line) for line in (tmp_path / "run" / "resources.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "process" and r.get("what") == "image registry on r2" for r in recorded)
+    assert leftovers(tb.rid) == [] and live_processes(tb.run_dir) == []  # the registry process is stopped
+    assert proc.run(["docker", "images", "-q", "--filter", f"label=testbed.run={tb.rid}"]).stdout.split() == []
+    assert not any(tmp_path.glob("tb*")), list(tmp_path.iterdir())  # its storage and the archives removed

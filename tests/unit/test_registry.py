@@ -114,3 +114,19 @@ def _small_bodies(url: str) -> int:
     c.read_all(c.request("GET", "/v2/"))
     c.read_all(c.request("GET", "/v2/tiny/manifests/latest", headers={"Accept": registry_client.MANIFEST_V2}))
     return c.received
+
+
+def test_fig5_asking_for_the_pull_path_without_a_registry_exits_2_and_makes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("farris_fig5", Path(__file__).parents[2] / "experiments"
+                                                  / "farris_fig5.py")
+    fig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig)
+    monkeypatch.setattr(proc, "which", lambda name: None)
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["farris_fig5.py", "--paths", "save,pull", "--out", str(out)])
+    assert fig.main() == 2
+    assert "registry unavailable" in capsys.readouterr().err and not out.exists()
