@@ -139,7 +139,7 @@ def parse_chain(checker: Any, item: object, path: str) -> ChainFlow:
     vfs = _vfs(v, v.sequence(d["vfs"], f"{path}.vfs"), f"{path}.vfs")
     hosts = [_node(checker, vf.host, f"{path}.vfs[{i}].host") for i, vf in enumerate(vfs)]
     src, dst = _node(checker, d["from"], f"{path}.from"), _node(checker, d["to"], f"{path}.to")
-    used: dict[str, str] = {src: "the source", dst: "the sink"}
+    used: dict[str, str] = {dst: "the sink", src: "the source" + (" and the sink" if src == dst else "")}
     for i, (vf, host) in enumerate(zip(vfs, hosts)):
         if host in used:
             raise v.error(f"{path}.vfs[{i}].host", f"{host} already hosts {used[host]} (one VF per node)")
