@@ -7,7 +7,11 @@ lost); times are wall-clock seconds (time.time()), the RTT is measured on the mo
 clock. After each send a progress line ``# sent N`` is printed so a runner can trigger
 faults at request N. Requests are numbered from 1 and sent on an absolute schedule
 (start + (N-1)/rate), so pacing does not drift. UDP uses one socket; TCP opens one
-connection per request (so new requests can reach a backup after a failover).
+connection per request (so new requests can reach a backup after a failover), or with
+``--persistent`` sends every request over ONE connection, as a long-lived control loop would
+(``# reset 0`` after the header says so): when that connection is reset or closed,
+``# reset N`` is printed (N resets so far), the requests
+pending on it settle as lost when they time out, and the next request opens a new connection.
 A request is ``REQ <seq> <send_ns>\\n``; the echo service answers ``REQ <seq> <send_ns> @<node>``.
 """
 
@@ -60,8 +64,14 @@ def csv_line(p: Pending, reply_wall: float | None, reply_mono: float | None, nod
 class Prober:
     """Sends the requests on schedule and settles them; one selector loop, no threads."""
 
-    def __init__(self, host: str, port: int, proto: str, rate: float, count: int, timeout: float, out=sys.stdout) -> None:
+    def __init__(self, host: str, port: int, proto: str, rate: float, count: int, timeout: float, out=sys.stdout,
+                 persistent: bool = False) -> None:
         self.addr = (host, port)
+        self.persistent = persistent and proto == "tcp"
+        self.conn: socket.socket | None = None  # --persistent: the one connection
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.resets = 0
         self.proto = proto
         self.rate = rate
         self.count = count
@@ -83,6 +93,8 @@ class Prober:
     def run(self) -> None:
         """Send every request on schedule, then wait for the last ones to settle."""
         self.emit(HEADER)
+        if self.persistent:
+            self.emit("# reset 0")
         start = time.monotonic() + 0.05
         next_seq = 1
         while next_seq <= self.count or self.pending:
@@ -112,6 +124,9 @@ class Prober:
             except OSError:
                 pass  # counted as lost when it times out
             return
+        if self.persistent:
+            self.send_persistent(payload)
+            return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -122,9 +137,56 @@ class Prober:
             return
         self.sel.register(sock, selectors.EVENT_WRITE | selectors.EVENT_READ, seq)
 
+    def send_persistent(self, payload: bytes) -> None:
+        """Queue `payload` on the one connection (opened first if there is none)."""
+        if self.conn is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.connect_ex(self.addr) not in (0, errno.EINPROGRESS):
+                sock.close()
+                self.broken()
+                return
+            self.conn, self.inbuf, self.outbuf = sock, bytearray(), bytearray()
+            self.sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, "conn")
+        self.outbuf += payload
+        self.sel.modify(self.conn, selectors.EVENT_READ | selectors.EVENT_WRITE, "conn")
+
+    def on_conn(self, events: int) -> None:
+        """Write what is queued and settle every reply line read, on the one connection."""
+        assert self.conn is not None
+        try:
+            if events & selectors.EVENT_WRITE and self.outbuf:
+                del self.outbuf[:self.conn.send(bytes(self.outbuf))]
+                if not self.outbuf:
+                    self.sel.modify(self.conn, selectors.EVENT_READ, "conn")
+            if events & selectors.EVENT_READ:
+                chunk = self.conn.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("closed by the server")
+                self.inbuf += chunk
+                while b"\n" in self.inbuf:
+                    line, _, rest = bytes(self.inbuf).partition(b"\n")
+                    self.inbuf = bytearray(rest)
+                    self.settle_reply(line)
+        except OSError:
+            self.broken()
+
+    def broken(self) -> None:
+        """The one connection was reset or closed (or could not be opened): counted; the next request reconnects."""
+        self.resets += 1
+        self.emit(f"# reset {self.resets}")
+        if self.conn is not None:
+            self.sel.unregister(self.conn)
+            self.conn.close()
+            self.conn = None
+
     def on_event(self, key: selectors.SelectorKey, events: int) -> None:
         if key.data is None:  # the UDP socket
             self.read_udp()
+            return
+        if key.data == "conn":
+            self.on_conn(events)
             return
         p = self.pending.get(key.data)
         if p is None or p.sock is None:
@@ -194,11 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=10.0, help="requests per second")
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=1.0, help="seconds before a request counts as lost")
+    ap.add_argument("--persistent", action="store_true", help="TCP: every request over one connection")
     args = ap.parse_args(argv)
     host, _, port = args.target.rpartition(":")
     if not host or not port.isdigit() or args.rate <= 0 or args.count < 1 or args.timeout <= 0:
         ap.error("need --target IP:PORT, --rate > 0, --count >= 1, --timeout > 0")
-    Prober(host, int(port), args.proto, args.rate, args.count, args.timeout).run()
+    Prober(host, int(port), args.proto, args.rate, args.count, args.timeout, persistent=args.persistent).run()
     return 0
 
 

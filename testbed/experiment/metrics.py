@@ -12,7 +12,8 @@ from typing import Iterable, Sequence
 PACKET_FIELDS = ("variant", "repetition", "seq", "send_time", "rtt_ms", "answered_by", "flow")
 EVENT_FIELDS = ("time", "variant", "repetition", "kind", "action", "target", "detail")
 NIC_KIND = "nic"  # events.csv kind of NIC transitions; action "activate" | "deactivate"
-NOT_FAULTS = (NIC_KIND, "force_failsafe", "place")  # event kinds that are not injected faults (place: initial placement)
+RESET_KIND = "tcp_reset"  # events.csv kind of a persistent prober's connection: action "start" | "seen" (a reset)
+NOT_FAULTS = (NIC_KIND, "force_failsafe", "place", RESET_KIND)  # event kinds that are not injected faults (place: initial placement)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class RunMetrics:
     lost_during_failover: int | None = None
     recovery_s: float | None = None
     baseline_rtt_ms: float | None = None
+    resets: int | None = None  # connection resets a persistent TCP prober saw (None: not one)
     throughput_mbps: dict[str, float] = field(default_factory=dict)
 
 
@@ -80,7 +82,7 @@ class Stat:
 
 NUMERIC = ("sent", "received", "delivered_ratio", "rtt_p50_ms", "rtt_p99_ms", "rtt_max_ms",
            "delivered_ratio_after_fault", "detection_s", "failover_s", "lost_during_failover", "recovery_s",
-           "baseline_rtt_ms")
+           "baseline_rtt_ms", "resets")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -105,6 +107,8 @@ def run_metrics(packets: Sequence[PacketRow], events: Sequence[EventRow], *, pri
     rows = sorted(packets, key=lambda r: r.seq)
     if not rows:
         raise ValueError("no packets")
+    mine = [e for e in events if e.kind == RESET_KIND and e.target == rows[0].flow]
+    resets = sum(1 for e in mine if e.action == "seen") if mine else None  # None: not a persistent prober
     answered = [r for r in rows if r.rtt_ms is not None]
     rtts = [r.rtt_ms for r in answered]
     primary = primary or _most_common([r.answered_by for r in answered]) or ""
@@ -112,7 +116,8 @@ def run_metrics(packets: Sequence[PacketRow], events: Sequence[EventRow], *, pri
     base = dict(variant=rows[0].variant, repetition=rows[0].repetition, sent=len(rows), received=len(answered),
                 delivered_ratio=len(answered) / len(rows),
                 rtt_p50_ms=percentile(rtts, 50) if rtts else None, rtt_p99_ms=percentile(rtts, 99) if rtts else None,
-                rtt_max_ms=max(rtts) if rtts else None, throughput_mbps=dict(throughput or {}))
+                rtt_max_ms=max(rtts) if rtts else None, throughput_mbps=dict(throughput or {}),
+                resets=resets)
     if not faults:
         return RunMetrics(**base)
     fault = faults[0]

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 COLUMNS = (("delivered_ratio", "delivered", "{:.3f}"), ("delivered_ratio_after_fault", "delivered after fault", "{:.3f}"),
            ("rtt_p50_ms", "RTT p50 ms", "{:.2f}"), ("rtt_p99_ms", "RTT p99 ms", "{:.2f}"),
            ("detection_s", "detection s", "{:.3f}"), ("failover_s", "failover s", "{:.3f}"),
-           ("lost_during_failover", "lost in failover", "{:.1f}"), ("recovery_s", "recovery s", "{:.3f}"))
+           ("lost_during_failover", "lost in failover", "{:.1f}"), ("recovery_s", "recovery s", "{:.3f}"),
+           ("resets", "TCP resets", "{:.1f}"))
 
 
 def _cell(v: VariantSummary, metric: str, fmt: str) -> str:

@@ -23,7 +23,7 @@ from testbed import proc
 from testbed.errors import TestbedError
 from testbed.experiment import services
 from testbed.experiment.faults import Fault, make_fault, pick_service
-from testbed.experiment.metrics import EVENT_FIELDS, PACKET_FIELDS, NIC_KIND
+from testbed.experiment.metrics import EVENT_FIELDS, PACKET_FIELDS, NIC_KIND, RESET_KIND
 from testbed.experiment.schedule import FaultSchedule
 from testbed.experiment.values import Trigger
 from testbed.experiment.spec import (BulkFlow, ExperimentSpec, FaultSpec, ProbeFlow, Readiness, ServiceRun,
@@ -250,7 +250,10 @@ def _on_probe_line(ctx: RunContext, tb: Any, faults: list[Fault], schedule: Faul
     parsed = parse_probe_line(line)
     if parsed is None:
         return
-    if parsed.sent is not None:
+    if parsed.reset is not None:  # a persistent prober (reset 0) and each reset of its connection
+        ctx.event(RESET_KIND, "seen" if parsed.reset else "start", flow,
+                  f"connection reset #{parsed.reset}" if parsed.reset else "one connection for every request")
+    elif parsed.sent is not None:
         ctx.progress(flow, parsed.sent)
         _execute(ctx, tb, faults, schedule.on_sent(flow, parsed.sent, time.monotonic() - t0))
     elif parsed.seq is not None and parsed.send_time is not None:

@@ -143,6 +143,7 @@ class ProbeFlow:
     count: int = 100
     timeout_s: float = 1.0
     service: str | None = None  # the NIC service the requests belong to (informative)
+    persistent: bool = False  # TCP: every request over one connection (resets counted), not one per request
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ def probe_argv(flow: ProbeFlow, dst_ip: str, in_container: bool) -> list[str]:
     """The prober's command line for `flow` towards `dst_ip`."""
     script = PROBE_IN_IMAGE if in_container else str(PROBE_IN_REPO)
     return ["python3", "-u", script, "--target", f"{dst_ip}:{flow.port}", "--proto", flow.proto,
-            "--rate", f"{flow.rate:g}", "--count", str(flow.count), "--timeout", f"{flow.timeout_s:g}"]
+            "--rate", f"{flow.rate:g}", "--count", str(flow.count), "--timeout", f"{flow.timeout_s:g}"] + \
+        (["--persistent"] if flow.persistent else [])
 
 
 def iperf_server_argv(flow: BulkFlow) -> list[str]:
@@ -43,9 +44,10 @@ def iperf_client_argv(flow: BulkFlow, dst_ip: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ProbeLine:
-    """One parsed line of prober output: a progress mark (`sent`) or a settled request (`row`)."""
+    """One parsed line of prober output: a progress mark (`sent`), a connection reset (`reset`) or a settled request."""
 
     sent: int | None = None
+    reset: int | None = None  # `# reset N`: the persistent prober's Nth reset
     seq: int | None = None
     send_time: float | None = None
     rtt_ms: float | None = None
@@ -53,8 +55,13 @@ class ProbeLine:
 
 
 def parse_probe_line(line: str) -> ProbeLine | None:
-    """Parse `# sent N` or `seq,send_time,reply_time,rtt_ms,answered_by`; None for the header and noise."""
+    """Parse `# sent N`, `# reset N` or `seq,send_time,reply_time,rtt_ms,answered_by`; None for the header and noise."""
     line = line.strip()
+    if line.startswith("# reset "):
+        try:
+            return ProbeLine(reset=int(line[8:]))
+        except ValueError:
+            return None
     if line.startswith("# sent "):
         try:
             return ProbeLine(sent=int(line[7:]))

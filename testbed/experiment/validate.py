@@ -11,7 +11,7 @@ from testbed.experiment.values import Trigger, Values
 from testbed.topology.model import TopologySpec
 
 _SERVICE_KEYS = {"host", *SERVICE_KEYS}
-_PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout"}
+_PROBE_KEYS = {"name", "kind", "from", "to", "service", "proto", "port", "rate", "count", "timeout", "persistent"}
 _BULK_KEYS = {"name", "kind", "from", "to", "server", "port", "proto", "bw", "duration", "start"}
 _VARIANT_KEYS = {"name", "nic", "heartbeat_interval", "threshold", "force_failsafe", "to", "switch", "datapath",
                  "replication", "healing", "carry_tcp"}
@@ -89,6 +89,9 @@ class Checker:
         d = self.v.mapping(item, path, _PROBE_KEYS, {"name", "from", "to"})
         src, dst = self._ends(d, path)
         proto = self.v.choice(d.get("proto", "udp"), f"{path}.proto", ("udp", "tcp"))
+        persistent = self.v.flag(d.get("persistent", False), f"{path}.persistent")
+        if persistent and proto != "tcp":
+            raise self.v.error(f"{path}.persistent", "only a tcp probe keeps one connection")
         return ProbeFlow(
             name=self.v.text(d["name"], f"{path}.name"), src=src, dst=dst, proto=proto,
             port=self.v.integer(d.get("port", 7000 if proto == "udp" else 7001), f"{path}.port", low=1, high=65535),
@@ -97,6 +100,7 @@ class Checker:
             count=self.v.integer(d.get("count", 100), f"{path}.count", low=1, high=10_000_000),
             timeout_s=self.v.positive_seconds(d.get("timeout", "1s"), f"{path}.timeout"),
             service=self.v.text(d["service"], f"{path}.service") if "service" in d else None,
+            persistent=persistent,
         )
 
     def bulk(self, item: object, path: str) -> BulkFlow:

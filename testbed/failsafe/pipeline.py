@@ -41,9 +41,10 @@ Rules, in order (each outcome is counted):
   ICMP echo requests are answered; UDP to one of `net_cpu_ports` (discovery) goes to "cpu"; the
   rest is dropped ("net_to_nic"): heartbeat replies only count when they come from the host side.
 * TCP connections carried over a failover (`carry`, a `tcp_carry.TcpCarry`, when the NIC's
-  `carry_tcp` is on): every segment of a critical TCP service is seen (no shortcut in `forward`), the
-  client's unacknowledged bytes are kept; at failover each established connection is re-opened on
-  a backup, and its segments both ways take the slow path through `carry` (sequence numbers shifted).
+  `carry_tcp` is on): the client's segments to a critical TCP service and the host's data/FIN
+  segments skip `forward`'s shortcuts, so the client's unacknowledged bytes are kept; at failover each established connection is re-opened on
+  a backup, and its segments both ways take the slow path through `carry` (sequence numbers shifted);
+  the host's own segments on it (it may come back) are dropped ("carry_stale").
 * Learnt ARP neighbours are bounded (`neighbours_max`); the oldest learnt entry that is neither
   static nor `pinned` (backups and peers) makes room, counted as "neighbour_evicted".
 """
@@ -59,7 +60,7 @@ from typing import Callable
 from testbed.failsafe.classifier import Classifier
 from testbed.failsafe.failsafe_handler import FailsafeHandler
 from testbed.failsafe.packet import (ARP_REPLY, ARP_REQUEST, ETH_ARP, ETH_IPV4, ETH_QINQ, ETH_VLAN,
-                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, Parsed, arp_frame,
+                                     PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Parsed, arp_frame,
                                      checksum, ip_str, mac_str, parse, parse_arp)
 from testbed.failsafe.conntrack import flow_key
 from testbed.failsafe.tcp_carry import TcpCarry
@@ -227,8 +228,11 @@ class Pipeline:
         if src not in self._net_watch or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
             return True
         if frame[23] == PROTO_TCP and len(frame) >= 54 and not frame[47] & (TCP_SYN | TCP_RST):
-            # only SYNs are kept pending for TCP: nothing to mark answered (but `carry` follows the stream)
-            return self.carry is None or (src + frame[23:24] + frame[34:36]) not in self._cls
+            # only SYNs are kept pending for TCP: nothing to mark answered (but `carry` follows data and FINs)
+            if self.carry is None or not (frame[47] & TCP_FIN
+                                          or ((frame[16] << 8) | frame[17]) > 20 + (frame[46] >> 4) * 4):
+                return True
+            return (src + frame[23:24] + frame[34:36]) not in self._cls
         if frame[23] == PROTO_ICMP:
             return len(frame) < 35 or frame[34] != ICMP_UNREACHABLE  # unreachables may be evidence
         return (src + frame[23:24] + frame[34:36]) not in self._cls
@@ -310,6 +314,8 @@ class Pipeline:
             return None  # maybe failure evidence: the slow path decides
         rkey = frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36]
         if not udp and self.carry is not None:
+            if rkey in self.carry.carried:
+                return None  # the host's segment of a connection now on a backup: the slow path drops it
             self.carry.host_segment(rkey, frame, 34, total + 14, now)
             if not flags & TCP_SYN:
                 self.counters.note("reply")
@@ -400,8 +406,11 @@ class Pipeline:
         sid = self._cls.get(p.src_ip + bytes((p.proto,)) + struct.pack("!H", p.sport))
         if sid is not None:
             if p.proto == PROTO_TCP and self.carry is not None:
-                self.carry.host_segment(flow_key(PROTO_TCP, p.dst_ip, p.dport, p.src_ip, p.sport), frame, p.l4, p.end,
-                                        now)
+                ckey = flow_key(PROTO_TCP, p.dst_ip, p.dport, p.src_ip, p.sport)
+                if ckey in self.carry.carried:
+                    note("carry_stale")  # the connection is the backup's now: the host's segments would corrupt it
+                    return []
+                self.carry.host_segment(ckey, frame, p.l4, p.end, now)
             if p.proto == PROTO_TCP and p.tcp_flags & TCP_RST:
                 key = flow_key(PROTO_TCP, p.dst_ip, p.dport, p.src_ip, p.sport)
                 return self._refused(frame, key, sid, "rst", f"RST from port {p.sport} to a pending SYN", now)

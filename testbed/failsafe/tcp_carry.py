@@ -2,9 +2,14 @@
 
 In normal mode the NIC follows every client connection to a critical TCP port (`client_segment`,
 `host_segment`): the client's options from its SYN, the host's window scale from its SYN-ACK, the
-host's next sequence number, and the client's bytes the host has not acknowledged yet (`Stream.data`,
-at most `max_bytes`; more, or a gap in what the NIC saw, makes the stream not carriable until the host
-acknowledges everything). When the service fails over, `start` gives, per established stream, a SYN
+host's next sequence number, and the client's bytes the host has not acknowledged yet (`Stream.data`).
+Only the host's segments that carry data (or SYN/FIN/RST) count as acknowledgements: a request the
+host acknowledged but never answered is re-sent to the backup. A gap in what the NIC saw makes the
+stream not carriable until the host acknowledges everything. A bulk transfer is not request/response:
+when the client's unacknowledged bytes exceed `max_bytes`, or the host sends more than that without
+the client sending anything, the connection is no longer followed (`bulk`: the BPF data path stops
+copying its segments) and at failover it goes to the backup as before, which resets it (counted in
+`carry_failed`). When the service fails over, `start` gives, per established stream, a SYN
 to send to a backup as if from the client (the pipeline NATs it like any fail-safe flow: from the
 NIC's address and a NAT port). Its sequence number is the first unacknowledged client byte minus one,
 so the client's sequence numbers reach the backup unchanged. The backup's SYN-ACK is consumed
@@ -81,6 +86,7 @@ class Stream:
     host_wscale: int | None = None
     host_next: int | None = None  # the host's next sequence number (None: no SYN-ACK seen)
     window: int = 65535  # the client's last advertised window (raw field)
+    host_run: int = 0  # bytes the host sent since the client last sent data
     data: bytearray = field(default_factory=bytearray)  # client bytes from `una` on
     end: int = 0  # the client's next sequence number
     broken: str = ""  # why the stream cannot be carried now ("gap", "overflow"; "" when it can)
@@ -111,6 +117,7 @@ class TcpCarry:
         self.idle_s = idle_s
         self.streams: dict[bytes, Stream] = {}  # flow key (conntrack.flow_key) -> stream
         self.carried: dict[bytes, Carried] = {}
+        self.bulk: dict[bytes, tuple[str, float]] = {}  # flow key -> (service, since): bulk transfers, not followed
 
     # -- normal mode ------------------------------------------------------------------------------
     def client_segment(self, key: bytes, frame: bytes, l4: int, end: int, service: str, now: float) -> None:
@@ -120,6 +127,7 @@ class TcpCarry:
         if flags & TCP_SYN:
             if flags & TCP_ACK or (s is not None and s.una == (seq + 1) % MOD):
                 return
+            self.bulk.pop(key, None)
             if s is None and len(self.streams) >= self.max_streams:
                 self.stats.carry_untracked += 1
                 return
@@ -138,12 +146,21 @@ class TcpCarry:
             del self.streams[key]  # closing: not carried (reset as before if it is still open at failover)
             return
         s.last = now
+        if end <= l4 + (frame[l4 + 12] >> 4) * 4:
+            return
+        s.window = int.from_bytes(frame[l4 + 14:l4 + 16], "big")
+        s.host_run = 0
         self.add(s, seq, frame[l4 + (frame[l4 + 12] >> 4) * 4:end])
-        if end > l4 + (frame[l4 + 12] >> 4) * 4:
-            s.window = int.from_bytes(frame[l4 + 14:l4 + 16], "big")
+        if len(s.data) > self.max_bytes:
+            self.to_bulk(key, now)
+
+    def to_bulk(self, key: bytes, now: float) -> None:
+        """Stop following flow `key`: a bulk transfer (it will not be carried)."""
+        s = self.streams.pop(key)
+        self.bulk[key] = (s.service, now)
 
     def add(self, s: Stream, seq: int, payload: bytes) -> None:
-        """Keep the client's bytes `payload` at `seq` (in order; a gap or too many bytes mark the stream broken)."""
+        """Keep the client's bytes `payload` at `seq` (in order; a gap marks the stream broken)."""
         if not payload:
             return
         off = seq_diff(seq, s.end)
@@ -152,8 +169,6 @@ class TcpCarry:
         elif -off < len(payload):
             if not s.broken:
                 s.data += payload[-off:]
-                if len(s.data) > self.max_bytes:
-                    s.broken, s.data = "overflow", bytearray()
         else:
             return
         s.end = (seq + len(payload)) % MOD
@@ -174,12 +189,17 @@ class TcpCarry:
                 s.host_wscale = ws[0] if len(ws) == 1 else None
                 s.host_next = (seq + 1) % MOD
             return
-        if s.host_next is None:
-            return
+        n = end - l4 - (frame[l4 + 12] >> 4) * 4
+        if s.host_next is None or n <= 0:
+            return  # pure ACKs do not count: an acknowledged request may still be unanswered
         s.last = now
-        nxt = (seq + end - l4 - (frame[l4 + 12] >> 4) * 4) % MOD
+        nxt = (seq + n) % MOD
         if seq_diff(nxt, s.host_next) > 0:
             s.host_next = nxt
+        s.host_run += n
+        if s.host_run > self.max_bytes:
+            self.to_bulk(key, now)
+            return
         if flags & TCP_ACK and seq_diff(ack, s.una) > 0:
             n = seq_diff(ack, s.una)
             s.una = ack
@@ -193,6 +213,9 @@ class TcpCarry:
         """At `service`'s failover: (flow key, SYN to send to a backup) per carriable stream, and RSTs for the client of the others."""
         syns: list[tuple[bytes, bytes]] = []
         resets: list[bytes] = []
+        for key in [k for k, (sid, _) in self.bulk.items() if sid == service]:
+            del self.bulk[key]
+            self.stats.carry_failed += 1  # goes to the backup as before, which resets it
         for key, s in list(self.streams.items()):
             if s.service != service or key in self.carried:
                 continue
@@ -224,10 +247,11 @@ class TcpCarry:
         s = c.stream
         flags = frame[l4 + 13]
         if not c.established:
+            payload = frame[l4 + (frame[l4 + 12] >> 4) * 4:end]
             if flags & TCP_RST:
                 self.carried.pop(key)
-            else:
-                self.add(s, struct.unpack_from("!I", frame, l4 + 4)[0], frame[l4 + (frame[l4 + 12] >> 4) * 4:end])
+            elif len(s.data) + len(payload) <= self.max_bytes:  # (more: the client sends it again later)
+                self.add(s, struct.unpack_from("!I", frame, l4 + 4)[0], payload)
             return None
         out = bytearray(frame)
         if flags & TCP_ACK:
@@ -295,6 +319,8 @@ class TcpCarry:
                 out.append((key, c.conn, self.fail(key)[0]))
         for key in [k for k, s in self.streams.items() if now - s.last > self.idle_s]:
             del self.streams[key]
+        for key in [k for k, (_, since) in self.bulk.items() if now - since > self.idle_s]:
+            del self.bulk[key]
         return out
 
     def forget(self, key: bytes) -> None:

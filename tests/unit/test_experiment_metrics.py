@@ -246,3 +246,14 @@ def test_headline_key_names_a_probe_flow():
     assert parse_experiment(doc("b"), "x.yaml", load_topology=load_topology).headline == "b"
     with pytest.raises(SpecError, match=r"headline: no probe flow 'c' in traffic \(probes: a, b\)"):
         parse_experiment(doc("c"), "x.yaml", load_topology=load_topology)
+
+
+def test_persistent_prober_resets_counted_per_flow():
+    rows = _packets("off", lambda s: (1.0, "mec1") if s <= 50 else (1.5, "mec2"))
+    events = _crash_events("off", 5.15) + [EventRow(0.0, "off", 0, "tcp_reset", "start", "probe", ""),
+                                          EventRow(5.4, "off", 0, "tcp_reset", "seen", "probe", "#1"),
+                                          EventRow(5.5, "off", 0, "tcp_reset", "seen", "other", "#1")]
+    m = run_metrics(rows, events, primary="mec1")
+    assert m.resets == 1 and m.failover_s == pytest.approx(5.0 + 0.0015 - FAULT_T)  # a reset is not the fault
+    assert run_metrics(rows, events[:-2], primary="mec1").resets == 0
+    assert run_metrics(rows, _crash_events("off", 5.15), primary="mec1").resets is None  # not a persistent prober

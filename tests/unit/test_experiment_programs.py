@@ -114,3 +114,57 @@ def test_pacing_follows_absolute_schedule(echo_server):
     rows = _rows(_run_probe(udp, "udp", count=11, rate=50.0))
     sends = sorted(float(r[1]) for r in rows)
     assert sends[-1] - sends[0] == pytest.approx(0.2, abs=0.02)
+
+
+def _line_server(close_after: int) -> tuple[int, list[int], threading.Event]:
+    """A TCP echo on loopback answering `REQ` lines like the echo service, closing each connection after `close_after` replies.
+
+    Returns its port, the list of replies per accepted connection (one entry per connection) and a stop flag.
+    """
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.05)
+    conns: list[int] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            conns.append(0)
+            with c, c.makefile("rb") as lines:
+                for line in lines:
+                    c.sendall(echo.reply_for(line, b"mec9"))
+                    conns[-1] += 1
+                    if conns[-1] >= close_after:
+                        c.shutdown(socket.SHUT_RDWR)
+                        break
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], conns, stop
+
+
+def test_persistent_probe_sends_every_request_over_one_connection():
+    port, conns, stop = _line_server(close_after=1000)
+    out = io.StringIO()
+    probe.Prober("127.0.0.1", port, "tcp", 100.0, 8, 0.5, out=out, persistent=True).run()
+    stop.set()
+    lines = out.getvalue().splitlines()
+    assert sorted(int(r[0]) for r in _rows(lines) if r[4] == "mec9") == list(range(1, 9))
+    assert len(conns) == 1 and [line for line in lines if line.startswith("# reset")] == ["# reset 0"]
+
+
+def test_persistent_probe_counts_a_reset_and_reconnects():
+    port, conns, stop = _line_server(close_after=3)
+    out = io.StringIO()
+    p = probe.Prober("127.0.0.1", port, "tcp", 50.0, 6, 0.3, out=out, persistent=True)
+    p.run()
+    stop.set()
+    lines = out.getvalue().splitlines()
+    answered = [int(r[0]) for r in _rows(lines) if r[4] == "mec9"]
+    assert p.resets >= 1 and "# reset 1" in lines
+    assert len(conns) >= 2 and set(answered) >= {1, 2, 3} and max(answered) == 6  # a new connection after the reset

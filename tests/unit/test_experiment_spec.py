@@ -103,3 +103,22 @@ def test_shipped_experiments_load(path):
         pytest.skip("testbed.topology.loader not there yet")
     spec = load_experiment(path)
     assert spec.variants and spec.traffic and spec.claims
+
+
+def test_persistent_tcp_probe_and_carry_tcp_variant():
+    data = dict(GOOD, traffic=[{"name": "loop", "from": "gen", "to": "mec1", "proto": "tcp", "persistent": True}],
+                faults=[], variants=[{"name": "carry", "carry_tcp": True}, {"name": "reset", "carry_tcp": False}])
+    spec = parse_experiment(data, "p.yaml", load_topology=fake_loader)
+    assert spec.traffic[0].persistent and spec.traffic[0].port == 7001
+    assert [v.nic_overrides() for v in spec.variants] == [{"carry_tcp": True}, {"carry_tcp": False}]
+    from testbed.experiment.traffic import parse_probe_line, probe_argv
+
+    assert probe_argv(spec.traffic[0], "10.0.0.11", True)[-1] == "--persistent"
+    assert parse_probe_line("# reset 2").reset == 2 and parse_probe_line("# reset x") is None
+    for bad, where in (({"proto": "udp", "persistent": True}, "traffic[0].persistent"),
+                       ({"proto": "tcp", "persistent": "yes"}, "traffic[0].persistent")):
+        flows = [{"name": "loop", "from": "gen", "to": "mec1", **bad}]
+        with pytest.raises(SpecError, match=where.replace("[", r"\[").replace("]", r"\]")):
+            parse_experiment(dict(GOOD, traffic=flows, faults=[]), "p.yaml", load_topology=fake_loader)
+    with pytest.raises(SpecError, match=r"variants\[0\].carry_tcp"):
+        parse_experiment(dict(GOOD, variants=[{"name": "x", "carry_tcp": 1}]), "p.yaml", load_topology=fake_loader)

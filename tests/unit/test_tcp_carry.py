@@ -94,6 +94,9 @@ def test_established_connection_continues_on_the_backup() -> None:
     out = pipe.process(seg("PA", 1011, 5011, b"req3\n"), "net", 2.4)
     fwd = valid(out[0][1])
     assert (Ether(out[0][1])[IP].dst, fwd.seq, fwd.ack) == (BACKUP, 1011, 9006)
+    # the host's own segments on it (a late retransmission) would corrupt it: dropped
+    assert pipe.process(host_seg("PA", 5006, 1011, b"main:req2\n"), "host", 2.5) == []
+    assert pipe.counters.reasons["carry_stale"] == 1
     # after the host is back, the carried connection stays on the backup
     pipe.set_failsafe("web", False, 3.0)
     out = pipe.process(seg("A", 1016, 5016), "net", 3.1)
@@ -124,13 +127,33 @@ def test_backup_silent_resets_the_client_after_the_bound() -> None:
     assert pipe.handler.stats.carry_failed == 1 and len(pipe.handler.conntrack) == 0 and not pipe.carry.carried
 
 
-def test_unacknowledged_bytes_beyond_the_bound_reset_at_failover() -> None:
+def test_unacknowledged_bytes_beyond_the_bound_go_to_the_backup_as_before_and_count() -> None:
     pipe = carrying_pipeline(max_bytes=8)
     open_connection(pipe)
     pipe.process(seg("PA", 1011, 5006, b"0123456789"), "net", 1.5)
-    out = pipe.set_failsafe("web", True, 2.0)
-    assert len(out) == 1 and Ether(out[0][1])[IP].dst == CLIENT and valid(out[0][1]).flags == "RA"
+    assert pipe.carry.bulk and not pipe.carry.streams  # a bulk transfer: no longer followed
+    assert pipe.set_failsafe("web", True, 2.0) == []
     assert pipe.handler.stats.carry_failed == 1
+    out = pipe.process(seg("PA", 1021, 5006, b"more"), "net", 2.1)
+    assert Ether(out[0][1])[IP].dst == BACKUP and valid(out[0][1]).seq == 1021  # which will reset it
+
+
+def test_a_gap_in_what_the_nic_saw_resets_at_failover() -> None:
+    pipe = carrying_pipeline()
+    open_connection(pipe)
+    pipe.process(seg("PA", 1020, 5006, b"later"), "net", 1.5)  # 1011..1020 never seen
+    out = pipe.set_failsafe("web", True, 2.0)
+    assert len(out) == 1 and Ether(out[0][1])[IP].dst == CLIENT
+    r = valid(out[0][1])
+    assert (r.flags, r.seq) == ("RA", 5006) and pipe.handler.stats.carry_failed == 1
+
+
+def test_a_request_the_host_acknowledged_but_never_answered_is_resent() -> None:
+    pipe = carrying_pipeline()
+    open_connection(pipe)
+    assert pipe.process(host_seg("A", 5006, 1011), "host", 1.5) == [("net", host_seg("A", 5006, 1011))]
+    _, syn = failover(pipe)
+    assert syn.seq == 1005  # "req2\n" at 1006 is still kept: only the host's answers count
 
 
 def test_without_carry_the_connection_is_redirected_as_before() -> None:
@@ -171,16 +194,22 @@ def test_stream_follows_acks_gaps_and_overflow() -> None:
     client(seg("PA", 0xFFFFFFF1, 8, b"abcdefgh"))  # across the wrap of sequence space
     client(seg("PA", 0xFFFFFFF5, 8, b"efgh"))  # a retransmission adds nothing
     assert bytes(s.data) == b"abcdefgh" and s.end == 0xFFFFFFF9
-    host(host_seg("A", 8, 0xFFFFFFF5))
+    host(host_seg("A", 8, 0xFFFFFFF9))  # a pure ACK does not count
+    assert bytes(s.data) == b"abcdefgh"
+    host(host_seg("PA", 8, 0xFFFFFFF5, b"r"))
     assert bytes(s.data) == b"efgh" and s.una == 0xFFFFFFF5
     client(seg("PA", 0x10, 8, b"zz"))  # a gap: not carriable until everything is acknowledged
     assert s.broken == "gap" and not s.data
-    host(host_seg("A", 8, 0x12))
+    host(host_seg("PA", 9, 0x12, b"r"))
     assert s.broken == "" and s.una == 0x12
-    client(seg("PA", 0x12, 8, b"0123456789AB"))
-    assert s.broken == "overflow"
-    host(host_seg("FA", 8, 0x1E))
+    host(host_seg("FA", 10, 0x12))
     assert key not in carry.streams  # a closing connection is not carried
+    client(seg("S", 0x100, options=CLIENT_OPTS))  # the same ports again: a new connection
+    host(host_seg("SA", 50, 0x101))
+    host(host_seg("PA", 51, 0x101, b"x" * 11))  # the host sends more than the bound unasked: a bulk transfer
+    assert key not in carry.streams and key in carry.bulk
+    client(seg("S", 0x200, options=CLIENT_OPTS))
+    assert key in carry.streams and key not in carry.bulk
     assert seq_diff(1, 0xFFFFFFFF) == 2 and seq_diff(0xFFFFFFFF, 1) == -2
 
 

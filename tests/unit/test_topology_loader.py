@@ -221,7 +221,10 @@ def test_nic_datapath_passive_and_a_tcp_heartbeat_with_payload() -> None:
     assert nic is not None and nic.datapath == "bpf" and nic.passive is False
     assert nic.services[0].heartbeat.payload.startswith(b"GET") and nic.services[0].heartbeat.expect == b"200"
     assert parse_topology(MINIMAL, "test").host("mec1").nic.datapath == "python"  # type: ignore[union-attr]
-    for key, value in (("datapath", "ebpf"), ("passive", "no")):
+    assert nic.carry_tcp is True  # the default
+    data["sites"]["e"]["hosts"]["mec1"]["nic"]["carry_tcp"] = False
+    assert parse_topology(data, "test").host("mec1").nic.carry_tcp is False  # type: ignore[union-attr]
+    for key, value in (("datapath", "ebpf"), ("passive", "no"), ("carry_tcp", "yes")):
         bad = copy.deepcopy(MINIMAL)
         bad["sites"]["e"]["hosts"]["mec1"]["nic"] = {key: value}
         with pytest.raises(SpecError) as err:
