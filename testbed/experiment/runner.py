@@ -409,6 +409,11 @@ def run_command(args: Any) -> int:
         spec = dataclasses.replace(spec, seed=args.seed)
     out = run_experiment(spec, Path(args.out) if getattr(args, "out", None) else None)
     summary = Summary.from_dict(json.loads((out / "summary.json").read_text()))
-    print(summary_table(summary))
+    chains = json.loads((out / "summary.json").read_text()).get("chains")
+    if chains:  # a chain's QoS per variant (testbed/migration/chain_metrics.py)
+        from testbed.migration.chain_metrics import report_section
+        print(report_section(chains))
+    else:
+        print(summary_table(summary))
     print(f"results: {out}/report.md")
     return 0
