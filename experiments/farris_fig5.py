@@ -1,30 +1,33 @@
-"""Farris et al. Figs. 4 and 5 on this machine: container start-up with the image pre-cached, and an image
-shipped between two edges (save, compress, transfer over the emulated WAN, load, run) on two link profiles.
+"""Farris et al. Fig. 5 on this machine: an image started at an edge where it is missing, on two link profiles,
+by two paths: shipped from the previous edge (docker save, compress, transfer over the emulated WAN, load,
+run) and pulled from a registry at the previous edge across the same links (pull, load, run).
 
-    sudo .venv/bin/python experiments/farris_fig5.py [--image testbed/web] [--out runs/farris-fig5]
+    sudo .venv/bin/python experiments/farris_fig5.py [--image testbed/web] [--paths save,pull] [--out runs/farris-fig5]
 
-Prints each phase next to the paper's numbers and writes results.json in --out.
+Prints each phase next to the paper's numbers and writes results.json in --out. The pull path needs
+Debian's docker-registry (`testbed doctor`: registry); asked for where it is missing, exit 2 and why.
+Fig. 4 (pre-cached start-up) is experiments/farris_fig4.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testbed.emulation.testbed import Testbed  # noqa: E402
-from testbed.ledger import Ledger, new_run_id  # noqa: E402
-from testbed.replication.imagedist import expected_transfer_s, ship, startup  # noqa: E402
+from testbed.errors import TestbedError, UsageError  # noqa: E402
+from testbed.replication import registry  # noqa: E402
+from testbed.replication.imagedist import expected_transfer_s, ship  # noqa: E402
 from testbed.topology.api import MecTopo  # noqa: E402
 
 #: (name, Mbit/s, one-way delay ms): Farris's cloud interconnect and MEC profiles.
 PROFILES = (("100mbit", 100, 0), ("25mbit-50ms", 25, 25))
-PAPER = {"fig4": "about 1 s with the image pre-cached", "100mbit": "over 20 s (Httpd, 204 MB)",
-         "25mbit-50ms": "over 70 s (Httpd, 204 MB)"}
+PAPER = {"100mbit": "over 20 s (Httpd, 204 MB, scp)", "25mbit-50ms": "over 70 s (Httpd, 204 MB, scp)"}
+PATHS = ("save", "pull")
 
 
 def two_edges(rate: float, delay_ms: float) -> MecTopo:
@@ -38,42 +41,47 @@ def two_edges(rate: float, delay_ms: float) -> MecTopo:
     return t
 
 
-def fig4(out: Path, images: list[str]) -> dict:
-    """Start-up seconds per image, pre-cached (median of 3)."""
-    from testbed import clean
-
-    ledger = Ledger(new_run_id(), out)
-    try:
-        return {image: round(statistics.median(startup(ledger, image)), 3) for image in images}
-    finally:
-        clean.clean_run(ledger.rid)
-
-
-def fig5(out: Path, image: str, profiles=PROFILES) -> dict:
-    """Each profile's shipment of `image` from ha to hb, with the transfer time the link should give."""
-    results = {}
+def fig5(out: Path, image: str, profiles=PROFILES, paths=PATHS) -> dict:
+    """Per profile and path, `image` started on hb from ha, with the transfer time the link should give."""
+    if "pull" in paths:
+        registry.require()  # RegistryUnavailable (exit 2) before anything is made
+    results: dict = {}
     for name, rate, delay in profiles:
+        rtt = 2 * delay / 1000
         with Testbed(two_edges(rate, delay).build(), out / name, nics=False) as tb:
-            s = ship(tb, image, "ha", "hb", out)
-        results[name] = {**s.to_dict(), "expected_transfer_s": round(
-            expected_transfer_s(s.sent_bytes, rate, 2 * delay / 1000), 3), "rate_mbit": rate, "delay_ms": delay}
+            for path in paths:
+                s = ship(tb, image, "ha", "hb", out) if path == "save" else registry.pull(tb, image, "ha", "hb", out)
+                # the agent's connection: handshake, header, end; a pull: the connect and one RTT per request
+                handshakes = 3 if path == "save" else 1 + s.requests
+                results.setdefault(name, {})[path] = {
+                    **s.to_dict(), "rate_mbit": rate, "delay_ms": delay,
+                    "expected_transfer_s": round(expected_transfer_s(s.sent_bytes, rate, rtt, handshakes), 3)}
     return results
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="testbed/web")
+    ap.add_argument("--paths", default=",".join(PATHS), help="save, pull or both (comma-separated)")
     ap.add_argument("--out", type=Path, default=Path("runs/farris-fig5"))
     args = ap.parse_args()
+    paths = tuple(p for p in args.paths.split(",") if p)
+    try:
+        if not paths or set(paths) - set(PATHS):
+            raise UsageError(f"--paths {args.paths!r}: expected save, pull or save,pull")
+        results = fig5(args.out, args.image, paths=paths)  # nothing is made before its checks pass
+    except TestbedError as exc:
+        print(f"farris_fig5: {exc}", file=sys.stderr)
+        return exc.exit_code
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"fig4": fig4(args.out, ["testbed/base", "testbed/echo", "testbed/web"]), "fig5": fig5(args.out, args.image)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    for image, s in results["fig4"].items():
-        print(f"fig4 {image}: start-up {s:.2f} s (paper: {PAPER['fig4']})")
-    for name, r in results["fig5"].items():
-        phases = ", ".join(f"{k} {v:.1f} s" for k, v in r["phases_s"].items())
-        print(f"fig5 {name}: {r['image']} {r['image_bytes'] / 1e6:.0f} MB, archive {r['archive_bytes'] / 1e6:.0f} MB: "
-              f"{phases}; total {sum(r['phases_s'].values()):.1f} s (paper: {PAPER[name]})")
+    for name, by_path in results.items():
+        for path, r in by_path.items():
+            phases = ", ".join(f"{k} {v:.1f} s" for k, v in r["phases_s"].items())
+            move = "transfer" if path == "save" else "pull"
+            print(f"fig5 {name} {path}: {r['image']} {r['image_bytes'] / 1e6:.0f} MB, {r['sent_bytes'] / 1e6:.0f} MB "
+                  f"sent: {phases}; total {sum(r['phases_s'].values()):.1f} s; {move} expected "
+                  f"{r['expected_transfer_s']:.1f} s (paper: {PAPER[name]})")
     return 0
 
 
