@@ -79,7 +79,7 @@ def test_overload_predicted_and_the_vf_moved_with_its_state(experiment_runner, t
     print(json.dumps(chains["compared"], indent=1))
     assert len(moved["moves"]) == 1, moved["moves"]
     m = moved["moves"][0]
-    assert m["mode"] == "state-transfer" and m["src"] == "n1" and m["dst"] in ("n3", "n4"), m
+    assert m["mode"] == "state-transfer" and m["src"] == "n1" and m["dst"] in ("n3", "n4", "n5"), m
     assert 6.0 < m["at_s"] < 20.0 and m["recovered_after_s"] is not None and m["recovered_after_s"] < 3.0, m
     assert stayed["moves"] == [] and stayed["decisions"] >= 1  # predicted, not acted on
     # without migration the stressed VF falls below the rate for most of the 14 s of stress

@@ -35,7 +35,7 @@ def error(data: dict) -> str:
 def test_the_shipped_chains_parse_with_their_variants():
     spec = parse(doc())
     flow = spec.traffic[0]
-    assert isinstance(flow, ChainFlow) and flow.order == ("detect", "track") and flow.spares == ("n3", "n4")
+    assert isinstance(flow, ChainFlow) and flow.order == ("detect", "track") and flow.spares == ("n3", "n4", "n5")
     assert flow.vfs[0] == VFSpec("detect", "n1", 0.012, "track") and flow.vfs[1].next == "sink"
     assert flow.vfo.period_s == 0.5 and flow.vfo.predictor == "trend" and flow.count == 20 * 120
     assert [flow.healing(v) for v in spec.variants] == ["cold", "reset"]
@@ -59,6 +59,7 @@ def test_next_reorders_the_chain():
     (lambda t: t["vfs"][1].update(host="n1"), "traffic[0].vfs[1].host: n1 already hosts VF detect"),
     (lambda t: t["vfs"][0].update(host="cam"), "traffic[0].vfs[0].host: cam already hosts the source"),
     (lambda t: t.update(spares=["n3", "n1"]), "traffic[0].spares[1]: n1 is already in the chain"),
+    (lambda t: t.update(spares=["n3", "n3"]), "traffic[0].spares[1]: n3 is already in the chain"),
     (lambda t: t["vfs"][1].update(name="detect"), "traffic[0].vfs[1].name: duplicate or reserved name 'detect'"),
     (lambda t: t.update(vfs=[]), "traffic[0].vfs: needs at least one VF"),
     (lambda t: t["orchestrator"].update(predictor="lstm"), "traffic[0].orchestrator.predictor: no predictor 'lstm' (known: trend)"),
@@ -112,3 +113,12 @@ def test_failures_come_from_the_seed():
     gaps = [b - a for (a, _), (b, _) in zip(first, first[1:])]
     assert 5.0 < sum(gaps) / len(gaps) < 20.0  # Poisson, mean gap 10 s
     assert failure_times(1, 0, ChainFlow("x", "cam", "cam", f.vfs, (), 20, 30.0)) == []  # no failures asked for
+
+
+def test_the_readme_chain_example_validates():
+    import re
+
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+                 if b.startswith("traffic:\n  - name: frames\n    kind: chain"))
+    spec = parse({**yamlio.parse_yaml(block, "README.md"), "name": "readme", "topology": "topologies/tsakanikas.yaml"})
+    assert spec.traffic[0].stress[0].host == "n1" and [v.healing for v in spec.variants] == ["cold", "reset"]
