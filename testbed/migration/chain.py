@@ -7,6 +7,8 @@ from its container's cgroup; a node whose cgroup does not answer has failed. Its
 carried out by testbed/migration/primitives.py (`cold`, `state-transfer`), the chain's neighbours
 re-pointed by rewriting their `next` files; `reset` restarts every VF on a new placement. Each step
 is a row of events.csv (kind `chain`); the sink's frames are copied to <run_dir>/frames-<chain>.log.
+Stress and failures run in a thread of their own (`Schedule`), so they land at their seeded times
+whatever the orchestrator is doing: the same times in every variant.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,10 +210,6 @@ def run_chain(tb: Any, flow: ChainFlow, variant: Any, rep: int, seed: int, run_d
     vfo = Orchestrator(make_predictor(flow.vfo.predictor, **params), flow.vfo.k, flow.vfo.period_s, per_node=1)
     poller = CgroupPoller(tb)
     nodes = [*(v.host for v in flow.vfs), *flow.spares]
-    todo: list[tuple[float, str, Any]] = [(s.at_s, "stress", s) for s in flow.stress]
-    todo += [(t, "fail", i) for t, i in failure_times(seed, rep, flow)]
-    todo.sort(key=lambda x: x[0])
-    hogs: list[Any] = []
     t0 = clock()
     for n in nodes:  # the CPU baseline: the first poll that counts is one period later
         poller.poll(n, 0.0)
@@ -218,25 +217,18 @@ def run_chain(tb: Any, flow: ChainFlow, variant: Any, rep: int, seed: int, run_d
     record: dict[str, Any] = {"chain": flow.name, "healing": healing, "t0": t0, "duration_s": flow.duration_s,
                               "rate": flow.rate, "window_s": flow.window_s, "below": flow.below, "polls": 0,
                               "failures": [], "decisions": []}
+    schedule = Schedule(tb, run, record, lambda: clock() - t0, seed, rep)
+    schedule.start()
     try:
         while (now := clock() - t0) < flow.duration_s:
-            while todo and todo[0][0] <= now:
-                _, what, arg = todo.pop(0)
-                if what == "stress":
-                    hogs.append(_stress(tb, arg, run_dir, run.event))
-                elif what == "fail":
-                    _fail(tb, run, arg, record, todo, now)
-                else:
-                    _recover(tb, arg, run.event)
             if vfo.poll_due(now):
                 answers = {n: poller.poll(n, now) for n in nodes}
                 record["polls"] += 1
-                _heal(run, vfo, answers, now, record)
-            wake = min([vfo.last_poll + vfo.period_s, flow.duration_s] + [t for t, _, _ in todo[:1]])
+                _heal(run, vfo, answers, now, record)  # failures land on time meanwhile (a move they hit fails, is retried)
+            wake = min(vfo.last_poll + vfo.period_s, flow.duration_s)
             time.sleep(max(min(wake - (clock() - t0), 0.5), 0.0))
     finally:
-        for hog in hogs:
-            proc.stop(hog, 2.0)
+        schedule.stop()
     record["frames_log"] = str(run.collect())
     record["t_end"] = clock()
     (run_dir / f"chain-{flow.name}.json").write_text(json.dumps(record, indent=1))
@@ -265,6 +257,49 @@ def _heal(run: ChainRun, vfo: Orchestrator, answers: dict[str, NodeState | None]
         run.move(d.vf, d.src, d.dst, mode, d.reason)
 
 
+class Schedule(threading.Thread):
+    """Stress and failures at their own times, in a thread of their own, whatever the orchestrator is doing."""
+
+    def __init__(self, tb: Any, run: ChainRun, record: dict, elapsed: Callable[[], float], seed: int, rep: int) -> None:
+        super().__init__(name=f"chain-{run.flow.name}-schedule", daemon=True)
+        self.tb, self.run_, self.record, self.elapsed = tb, run, record, elapsed
+        self.todo: list[tuple[float, str, Any]] = [(s.at_s, "stress", s) for s in run.flow.stress]
+        self.todo += [(t, "fail", i) for t, i in failure_times(seed, rep, run.flow)]
+        self.todo.sort(key=lambda x: x[0])
+        self.done = threading.Event()
+        self.hogs: list[Any] = []
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            due = self.todo[0][0] - self.elapsed() if self.todo else 0.2
+            if not self.todo or due > 0:
+                self.done.wait(min(max(due, 0.0), 0.2))
+                continue
+            _, what, arg = self.todo.pop(0)
+            try:
+                self.apply(what, arg)
+            except Exception as exc:  # noqa: BLE001 - recorded; the schedule goes on
+                self.run_.event(what, str(arg), f"FAILED: {exc}")
+
+    def apply(self, what: str, arg: Any) -> None:
+        if what == "stress":
+            self.hogs.append(_stress(self.tb, arg, self.run_.run_dir, self.run_.event))
+        elif what == "fail":
+            back = _fail(self.tb, self.run_, arg, self.record, self.elapsed())
+            if back is not None:
+                self.todo.append(back)
+                self.todo.sort(key=lambda x: x[0])
+        else:
+            _recover(self.tb, arg, self.run_.event)
+
+    def stop(self) -> None:
+        """End the schedule (what is still due is dropped) and its CPU hogs."""
+        self.done.set()
+        self.join(30)
+        for hog in self.hogs:
+            proc.stop(hog, 2.0)
+
+
 def _stress(tb: Any, s: Any, run_dir: Path, event: Callable[[str, str, str], None]) -> Any:
     """Start the CPU hogs in the node's container (its cgroup); they end after `for`."""
     popen = proc.popen_in(tb.node(s.host), ["python3", "-c", HOG, str(s.workers), f"{s.duration_s:g}"],
@@ -273,24 +308,24 @@ def _stress(tb: Any, s: Any, run_dir: Path, event: Callable[[str, str, str], Non
     return popen
 
 
-def _fail(tb: Any, run: ChainRun, vf_index: int, record: dict, todo: list, now: float) -> None:
-    """The node hosting VF number `vf_index` crashes (silent, containers killed); back after `down` if given."""
+def _fail(tb: Any, run: ChainRun, vf_index: int, record: dict, now: float) -> tuple[float, str, str] | None:
+    """The node hosting VF number `vf_index` crashes (silent, containers killed); its recovery, if `down` is given."""
     vf = run.flow.vfs[vf_index].name
     host = run.placement[vf]
     node = tb.node(host)
     if node.down:
         run.event("fail", host, f"{host} (VF {vf}) is down already")
-        return
+        return None
     try:
         node.crash()
     except TestbedError as exc:
         run.event("fail", host, f"FAILED crash of {host}: {exc}")
-        return
+        return None
     record["failures"].append({"t": now, "host": host, "vf": vf})
     run.event("fail", host, f"node of VF {vf} crashed (interfaces down, containers killed)")
     if run.flow.failures is not None and run.flow.failures.down_s is not None:
-        todo.append((now + run.flow.failures.down_s, "recover", host))
-        todo.sort(key=lambda x: x[0])
+        return (now + run.flow.failures.down_s, "recover", host)
+    return None
 
 
 def _recover(tb: Any, host: str, event: Callable[[str, str, str], None]) -> None:

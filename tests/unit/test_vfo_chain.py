@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from testbed.migration import chain
-from testbed.migration.chain import CgroupPoller, ChainRun, _heal, vf_command
-from testbed.migration.chain_spec import ChainFlow, VFSpec
+from testbed.migration.chain import CgroupPoller, ChainRun, Schedule, _heal, vf_command
+from testbed.migration.chain_spec import ChainFlow, FailureSpec, VFSpec
 from testbed.migration.orchestrator import NodeState, Orchestrator, TrendPredictor
 
 FLOW = ChainFlow("frames", "cam", "cam", (VFSpec("detect", "n1", 0.012, "track"), VFSpec("track", "n2", 0.012, "sink")),
@@ -110,3 +112,27 @@ def test_vf_command_and_the_cgroup_of_this_process():
     assert used_ns > 0 and mem > 0 and limit >= 0
     with pytest.raises(OSError):
         CgroupPoller.read(2 ** 22 + 7)  # no such process: no answer
+
+
+def test_the_schedule_crashes_the_node_of_the_seeded_vf_and_brings_it_back():
+    nodes = {n: SimpleNamespace(down=False, log=[]) for n in IPS}
+    for n in nodes.values():
+        n.crash = lambda n=n: (n.log.append("crash"), setattr(n, "down", True))
+        n.recover = lambda n=n: (n.log.append("recover"), setattr(n, "down", False))
+    run = Recorder("cold")
+    run.flow = ChainFlow("frames", "cam", "cam", FLOW.vfs, FLOW.spares, 20.0, 30.0,
+                         failures=FailureSpec(10.0, 3.0, 10.0))
+    tb = SimpleNamespace(node=lambda name: nodes[name])
+    record = {"failures": []}
+    ticks = itertools.count(0.0, 50.0)  # a fake clock: 50 s later at each look
+    sched = Schedule(tb, run, record, lambda: next(ticks), 17, 0)
+    assert [(round(t, 1), what, i) for t, what, i in sched.todo] == [(8.0, "fail", 1), (20.4, "fail", 0)]
+    sched.start()
+    deadline = time.monotonic() + 5
+    while (nodes["n1"].log != ["crash", "recover"] or nodes["n2"].log != ["crash", "recover"]) \
+            and time.monotonic() < deadline:
+        sched.done.wait(0.01)
+    sched.stop()
+    assert nodes["n2"].log == ["crash", "recover"] and nodes["n1"].log == ["crash", "recover"]
+    assert [f["vf"] for f in record["failures"]] == ["track", "detect"]
+    assert [e[0] for e in run.events] == ["fail", "fail", "recover", "recover"]
