@@ -8,7 +8,8 @@ the next hop, numbered from 1) and ``sink`` (appends ``<seq> <recv time> <send n
 ("IP PORT"), re-read when it changes: that is how the orchestrator re-points a chain's neighbours.
 ``ping`` is answered ``pong`` (the readiness check). The count of processed frames is kept in
 ``processed`` (state a state-transfer migration carries on). Frames that arrive with no next hop
-known are dropped and counted in ``dropped``.
+known, and with ``--deadline`` frames older than that many seconds (a real-time stage skips stale
+frames rather than work through a backlog), are dropped and counted in ``dropped``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0.0)
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--port", type=int, default=7200)
+    ap.add_argument("--deadline", type=float, default=0.0)
     args = ap.parse_args()
     roles = set(args.role.split(","))
     os.makedirs(STATE, exist_ok=True)
@@ -110,6 +112,8 @@ def main() -> int:
             if sink is not None:
                 parts = data.split(b" ", 3)
                 sink.write(f"{int(parts[1])} {time.time():.6f} {int(parts[2])}\n")
+            elif args.deadline and time.time_ns() - int(data.split(b" ", 3)[2]) > args.deadline * 1e9:
+                dropped += 1  # stale: not worth the CPU
             else:
                 burn(args.cost)
                 addr = hop.get(time.monotonic())

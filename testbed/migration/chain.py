@@ -55,10 +55,11 @@ def failure_times(seed: int, rep: int, flow: ChainFlow) -> list[tuple[float, int
         out.append((t, rng.randrange(len(flow.vfs))))
 
 
-def vf_command(role: str, cost_s: float = 0.0, rate: float = 0.0, size: int = 200) -> tuple[str, ...]:
+def vf_command(role: str, cost_s: float = 0.0, rate: float = 0.0, size: int = 200,
+               deadline_s: float = 0.0) -> tuple[str, ...]:
     """The command of a chain node (pure)."""
     return ("python3", "/app/vf.py", "--role", role, "--cost", f"{cost_s:g}", "--rate", f"{rate:g}",
-            "--size", str(size))
+            "--size", str(size), "--deadline", f"{deadline_s:g}")
 
 
 class CgroupPoller:
@@ -123,7 +124,7 @@ class ChainRun:
 
     def service(self, vf: str, host: str) -> ServiceRun:
         spec = next(v for v in self.flow.vfs if v.name == vf)
-        return ServiceRun(host, "vf", command=vf_command("vf", spec.cost_s))
+        return ServiceRun(host, "vf", command=vf_command("vf", spec.cost_s, deadline_s=self.flow.deadline_s))
 
     def write_next(self, host: str, to: str) -> None:
         """Point `host`'s VF at `to`'s (its `next` file, replaced atomically)."""

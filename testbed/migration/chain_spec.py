@@ -13,6 +13,7 @@
         duration: 60s
         window: 1s                 # fps is counted per window; downtime = windows below `below` x rate
         below: 0.9
+        deadline: 1s               # a VF drops frames older than this (0: never)
         orchestrator: {period: 30s, predictor: trend, threshold: 0.9, window: 3, k: 0.9, healing: cold}
         stress: [{host: n1, at: 10s, for: 20s, workers: 2}]   # CPU hogs in the node's container (cgroup)
         failures: {mean: 20s, from: 5s, down: 10s}  # node failures at Poisson times from the seed
@@ -36,7 +37,7 @@ HEALING = ("cold", "state-transfer", "live", "reset", "none")
 VF_IMAGE = "testbed/vf"
 SINK = "sink"
 _KEYS = {"name", "kind", "from", "to", "vfs", "spares", "rate", "duration", "window", "below", "orchestrator",
-         "stress", "failures", "size"}
+         "stress", "failures", "size", "deadline"}
 _VFO_KEYS = {"period", "predictor", "k", "healing", "threshold", "window"}
 _PREDICTOR_PARAMS = ("threshold", "window")
 
@@ -95,6 +96,7 @@ class ChainFlow:
     window_s: float = 1.0
     below: float = 0.9
     size: int = 200
+    deadline_s: float = 1.0  # a VF drops frames older than this (0: never)
     vfo: VfoSpec = VfoSpec()
     stress: tuple[StressSpec, ...] = ()
     failures: FailureSpec | None = None
@@ -162,6 +164,7 @@ def parse_chain(checker: Any, item: object, path: str) -> ChainFlow:
         window_s=v.positive_seconds(d.get("window", "1s"), f"{path}.window"),
         below=v.number(d.get("below", 0.9), f"{path}.below", low=0, low_open=True, high=1),
         size=v.integer(d.get("size", 200), f"{path}.size", low=32, high=1400),
+        deadline_s=v.seconds(d.get("deadline", "1s"), f"{path}.deadline"),
         vfo=vfo, stress=stress, failures=failures)
 
 

@@ -106,8 +106,8 @@ def test_rebuild_and_one_vf_per_node():
 
 
 def test_vf_command_and_the_cgroup_of_this_process():
-    assert vf_command("vf", 0.012) == ("python3", "/app/vf.py", "--role", "vf", "--cost", "0.012", "--rate", "0",
-                                       "--size", "200")
+    assert vf_command("vf", 0.012, deadline_s=1.0) == ("python3", "/app/vf.py", "--role", "vf", "--cost", "0.012",
+                                                       "--rate", "0", "--size", "200", "--deadline", "1")
     used_ns, mem, limit = CgroupPoller.read(os.getpid())
     assert used_ns > 0 and mem > 0 and limit >= 0
     with pytest.raises(OSError):
