@@ -51,18 +51,6 @@ READY_CMD = "touch /run/testbed/ready; echo go 1<>/run/testbed/go"
 READY_WAIT_S = 5.0
 
 
-def ready_command(ports: Sequence[str] = (), wait_s: float = READY_WAIT_S) -> str:
-    """Shell command that lets the main command start, then waits (at most `wait_s`) until it
-    listens on each of `ports` (Docker's "7000/udp" notation; skipped where `ss` is missing)."""
-    if not ports:
-        return READY_CMD
-    checks = " && ".join(
-        f"ss -Hln{'u' if p.endswith('/udp') else 't'} 'sport = :{p.split('/')[0]}' | grep -q ." for p in ports)
-    tries = max(1, int(wait_s / 0.02))
-    return (f"{READY_CMD}; if command -v ss >/dev/null; then i=0; while [ $i -lt {tries} ]; do "
-            f"{checks} && break; sleep 0.02; i=$((i+1)); done; fi")
-
-
 def parse_memory(text: str | None) -> int | None:
     """Docker memory notation (`256m`, `1g`, `512k`, bytes) to bytes."""
     if text is None:
@@ -270,16 +258,18 @@ class DockerHost(Host):
         return text
 
     @property
-    def ready_command(self) -> str:
-        """The shell command `ready` runs in the container."""
-        return ready_command(self.ready_ports)
+    def listen_ports(self) -> list[tuple[str, int]]:
+        """(proto, port) the main command is expected to listen on (the image's exposed ports)."""
+        return [netns.parse_port(p) for p in self.ready_ports]
 
     def ready(self) -> None:
-        """Let the container's main command start (its interfaces are configured now); wait for its ports."""
+        """Let the container's main command start (its interfaces are configured now); wait (at most READY_WAIT_S) for its ports."""
         if self.shell is not None and self.shell.poll() is None:
-            self.cmd(self.ready_command)  # through the open shell: no Docker API round trip
+            self.cmd(READY_CMD)  # through the open shell: no Docker API round trip
         else:
-            self.exec(["sh", "-c", self.ready_command])
+            self.exec(["sh", "-c", READY_CMD])
+        if netns.wait_ports({self.name: (self.netns_pid, self.listen_ports)}, READY_WAIT_S):
+            log.warning("%s: not listening on %s after %g s", self.name, ", ".join(self.ready_ports), READY_WAIT_S)
 
     def start_service(self, command: Sequence[str] | None = None, environment: dict[str, str] | None = None) -> None:
         """(Re)start the main command (or `command` in its place) in the background, as the entry script does."""

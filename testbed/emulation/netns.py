@@ -8,14 +8,59 @@ cannot answer a shell, but its namespace can still be reached through the holder
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Hashable, Mapping, Sequence
 
 from testbed import proc
+
+PORT_POLL_S = 0.02
 
 
 def nsenter(pid: int, argv: list[str]) -> list[str]:
     """`argv` run in the network namespace of process `pid` (root's binaries, root's file system)."""
     return ["nsenter", "-t", str(pid), "-n", *argv]
+
+
+def listening(pid: int, proto: str, port: int) -> bool:
+    """True when a socket of the namespace of `pid` is bound to `port` (TCP: listening), from /proc/PID/net."""
+    states = {"tcp": {"0A"}, "udp": {"07", "01"}}[proto]
+    for table in (proto, proto + "6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] in states:
+                return True
+    return False
+
+
+def parse_port(text: str) -> tuple[str, int]:
+    """Docker's "7000/udp" notation (TCP without a suffix) as (proto, port)."""
+    number, _, proto = text.partition("/")
+    return proto or "tcp", int(number)
+
+
+def wait_ports(wanted: Mapping[Hashable, tuple[int, Sequence[tuple[str, int]]]], timeout: float) -> list[Hashable]:
+    """Poll, from outside, until every key's namespace (its PID) listens on all its (proto, port); the keys still not after `timeout`.
+
+    One loop over /proc for all hosts: no process is started inside them, so a hundred services
+    starting at once are not slowed down by their own readiness checks.
+    """
+    todo = {key: list(ports) for key, (pid, ports) in wanted.items() if ports}
+    pids = {key: pid for key, (pid, _) in wanted.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        for key in list(todo):
+            todo[key] = [(proto, port) for proto, port in todo[key] if not listening(pids[key], proto, port)]
+            if not todo[key]:
+                del todo[key]
+        if not todo or time.monotonic() >= deadline:
+            return list(todo)
+        time.sleep(PORT_POLL_S)
 
 
 def links(pid: int) -> list[str]:

@@ -16,7 +16,8 @@ from mininet.node import Node, OVSSwitch, RemoteController
 
 from testbed import clean, doctor, ledger as ledger_mod, proc
 from testbed.controller import Controller, topology_map
-from testbed.emulation.dockerhost import DockerHost, docker_client, image_command, image_ports
+from testbed.emulation import netns
+from testbed.emulation.dockerhost import READY_CMD, READY_WAIT_S, DockerHost, docker_client, image_command, image_ports
 from testbed.emulation.prelaunch import WORKERS, ContainerPlan, Launched, close_shell, prelaunch
 from testbed.emulation.link import TestbedLink
 from testbed.emulation.plainhost import PlainHost
@@ -154,7 +155,7 @@ class Testbed:
         if "topology" in self.controller.commands():  # a steering app: tell it where hosts attach
             self.controller.call("topology", map=topology_map(self.topo, self.net, self.switch_of, self.nic_nodes))
         self._start_nics()
-        cmd_all({node: node.ready_command for node in self.net.hosts if isinstance(node, DockerHost)})
+        self._release_services()
         self._started = True
         self._write_manifest(time.monotonic() - t0)
         log.info("run %s up in %.1f s", self.rid, time.monotonic() - t0)
@@ -289,6 +290,15 @@ class Testbed:
                 commands[node] = "; ".join(f"ethtool -K {n} tx off tso off gso off" for n in names)
         cmd_all(commands)
 
+    def _release_services(self) -> None:
+        """Let every Docker host's main command start, then wait (at most READY_WAIT_S) for all their ports at once."""
+        assert self.net is not None
+        boxes = [node for node in self.net.hosts if isinstance(node, DockerHost)]
+        cmd_all({node: READY_CMD for node in boxes})
+        late = netns.wait_ports({node.name: (node.netns_pid, node.listen_ports) for node in boxes}, READY_WAIT_S)
+        for name in late:
+            log.warning("%s: not listening on %s after %g s", name, ", ".join(self.net[name].ready_ports), READY_WAIT_S)
+
     def _remove_containers(self) -> None:
         """Remove every Docker host's container in parallel (Mininet would, one at a time, in net.stop)."""
         assert self.net is not None
@@ -387,8 +397,6 @@ class Testbed:
         if isinstance(node, DockerHost):
             node.set_links(up)
             return
-        from testbed.emulation import netns
-
         if up:
             netns.links_up(node.pid, self._plain_link_state.pop(host, None))
         else:

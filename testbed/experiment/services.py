@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from testbed.emulation.netns import listening
 from testbed.errors import TestbedError
 from testbed.experiment.service_defaults import resolve
 from testbed.experiment.spec import Readiness, ServiceRun
@@ -189,21 +190,6 @@ def in_netns(pid: int, probe: Any) -> Any:
     if "error" in result:
         raise result["error"]
     return result["value"]
-
-
-def listening(pid: int, proto: str, port: int) -> bool:
-    """True when a socket of the namespace of `pid` is bound to `port` (TCP: listening), from /proc/PID/net."""
-    states = {"tcp": {"0A"}, "udp": {"07", "01"}}[proto]
-    for table in (proto, proto + "6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] in states:
-                return True
-    return False
 
 
 def _probe(check: Readiness) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import proc
+from testbed.emulation import netns
 from testbed.experiment.spec import BulkFlow, ProbeFlow
 
 log = logging.getLogger(__name__)
@@ -132,14 +133,5 @@ def start_on(node: Any, name: str, argv: list[str], log_path: Path) -> Running:
 
 
 def wait_listening(node: Any, port: int, proto: str = "tcp", timeout: float = 10.0) -> bool:
-    """Poll until something listens on `port` inside the node (readiness check, not a sleep).
-
-    False after `timeout`; TestbedError when the node is down, CommandError when `ss` fails.
-    """
-    flag = "-Hltn" if proto == "tcp" else "-Hlun"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if f":{port} " in proc.run_in(node, ["ss", flag], timeout=5.0).stdout + " ":
-            return True
-        time.sleep(0.05)
-    return False
+    """Poll, from outside the node (its namespace's /proc tables), until something listens on `port`; False after `timeout`."""
+    return not netns.wait_ports({node.name: (node.pid, [(proto, port)])}, timeout)
