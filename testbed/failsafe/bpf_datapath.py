@@ -13,6 +13,11 @@ plane. After each batch `install()` writes what changed into the maps (targets,
 watched IPs, per-service modes, connections with their precomputed rewrites, neighbours, the
 configuration); `refresh()` folds the kernel's counters and connections' last-seen times back into
 the pipeline's objects, so both data paths report the same numbers for the same frames.
+With `carry_tcp` (the pipeline's `carry`) the kernel also copies the client's data, FIN and RST
+segments to critical TCP ports and every segment the host sends on them, so `tcp_carry` keeps the
+client's unacknowledged bytes as it does on the Python data path; connections it carries to a backup
+get a `conns` entry without MACs (and none for replies), so every frame of theirs punts to the
+pipeline, which translates their sequence numbers exactly as the reference does.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from testbed.errors import TestbedError
 from testbed.failsafe.bpf import libbpf
 from testbed.failsafe.bpf.build import ensure_object
 from testbed.failsafe.datapath import PortSender
+from testbed.failsafe.packet import PROTO_TCP, TCP_ACK, TCP_SYN
 from testbed.failsafe.pipeline import CPU, HOST, NET, ServiceCounters
 
 if TYPE_CHECKING:
@@ -45,7 +51,7 @@ SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 0x10
 AUX_SPACE = socket.CMSG_SPACE(20)
 MAX_SERVICES = 64
 MODE_FAILSAFE, MODE_COUNTED = 1, 2
-CFG = struct.Struct("<I2III4s4s6s6sII")
+CFG = struct.Struct("<I2III4s4s6s6sIII")
 NAT = struct.Struct("<12s12sIIIIQQII")
 NEIGH = struct.Struct("<6sBx")
 PORT_BASE = {HOST: 0, NET: 4}
@@ -98,6 +104,8 @@ class BpfDatapath(PortSender):
         self.m_conns = o.map("conns", 16, NAT.size)
         self.m_neigh = o.map("neigh", 4, NEIGH.size)
         self.m_counters = o.map("counters", 4, 8, percpu=True)
+        self.m_nocopy = o.map("nocopy", 16, 4)
+        self._nocopy: set[bytes] = set()
         self.punt = self._veth(*PUNT)
         self.copy = self._veth(*COPY)
         self._copy_due = 0.0
@@ -182,10 +190,11 @@ class BpfDatapath(PortSender):
                 self._modes[idx] = m
         neigh_changed = self._sync_neighbours()
         self._sync_conns(neigh_changed)
+        self._sync_nocopy()
         host_mac = pipe.host_mac or b"\0" * 6
         cfg = CFG.pack(1 if enabled else 0, self._ifindex[HOST], self._ifindex[NET], self._punt_ifindex,
                        self._copy_ifindex, nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
-                       1 if pipe.host_mac else 0, len(nic.handler.conntrack))
+                       1 if pipe.host_mac else 0, len(nic.handler.conntrack), 1 if pipe.carry is not None else 0)
         if cfg != self._cfg:
             self.m_cfg.update(b"\0\0\0\0", cfg)
             self._cfg = cfg
@@ -213,9 +222,19 @@ class BpfDatapath(PortSender):
         if not recheck and len(conns) == len(self._pushed) and not conns and not self._pushed:
             return
         neighbours = self.nic.pipeline.neighbours
+        carry = self.nic.pipeline.carry
+        carried = carry.carried if carry is not None else {}
         for key in [k for k, (c, _) in self._pushed.items() if conns.get(k) is not c]:
             self._retire(key)
         for key, conn in conns.items():
+            if key in carried:  # every frame of a carried connection punts: entries without MACs, none for replies
+                if key not in self._pushed:
+                    rw = conn.to_backup
+                    for mkey in (key, self._reverse_key(key)):  # the client's and the host's segments
+                        self.m_conns.update(self._map_key(mkey), NAT.pack(rw.l3l4, b"\0" * 12, rw.ip_delta,
+                                                                          rw.l4_delta, self._idx(conn), 0, 0, 0, 0, 0))
+                    self._pushed[key] = (conn, b"")
+                continue
             mac = None if conn.closing else neighbours.get(conn.backup_ip)
             have = self._pushed.get(key)
             if have is not None and have[1] == mac:
@@ -239,6 +258,25 @@ class BpfDatapath(PortSender):
                 self._folded[fkey] = 0
             self._pushed[key] = (conn, mac)
 
+    def _sync_nocopy(self) -> None:
+        """Flows tcp_carry gave up on (bulk transfers): the kernel stops copying their segments, both ways."""
+        carry = self.nic.pipeline.carry
+        want = set(carry.bulk) if carry is not None else set()
+        if want == self._nocopy:
+            return
+        for key in want - self._nocopy:
+            for mkey in (key, self._reverse_key(key)):
+                self.m_nocopy.update(self._map_key(mkey), b"\1\0\0\0")
+        for key in self._nocopy - want:
+            for mkey in (key, self._reverse_key(key)):
+                self.m_nocopy.delete(self._map_key(mkey))
+        self._nocopy = want
+
+    @staticmethod
+    def _reverse_key(key: bytes) -> bytes:
+        """The flow key of the other direction (the frame's byte order: proto, src, dst, sport, dport)."""
+        return key[:1] + key[5:9] + key[1:5] + key[11:13] + key[9:11]
+
     def _idx(self, conn: "Conn") -> int:
         return self._sidx.get(conn.service, MAX_SERVICES)
 
@@ -247,7 +285,9 @@ class BpfDatapath(PortSender):
         return flow[:1] + b"\0\0\0" + flow[1:]
 
     def _retire(self, key: bytes) -> None:
-        conn, _ = self._pushed.pop(key)
+        conn, mac = self._pushed.pop(key)
+        if mac == b"":  # a carried connection's punt entries
+            self.m_conns.delete(self._map_key(self._reverse_key(key)))
         for mkey, reply in ((self._map_key(key), False), (self._map_key(conn.reply_key), True)):
             self._fold(mkey, conn, reply)
             self.m_conns.delete(mkey)
@@ -340,12 +380,18 @@ class BpfDatapath(PortSender):
         if self.copy is not None:
             self._drain(self.copy, 1 << 16)
 
-    def _replay(self, frame: bytes, sid: str, now: float) -> None:
-        """A request the kernel gave the host just as `sid` went fail-safe: re-sent to a backup, as a pending one."""
+    def _replay(self, frame: bytes, sid: str, now: float, carried: bool = False) -> None:
+        """A request the kernel gave the host just as `sid` went fail-safe: re-sent to a backup, as a pending one.
+
+        A segment of a connection `carried` to a backup goes where the pipeline would have sent it (held or shifted).
+        """
         from testbed.failsafe.packet import parse
 
         p = parse(frame)
         if p.error:
+            return
+        if carried:
+            self.send(self.nic.pipeline.carry_client(frame, p, sid, now))
             return
         self.nic.handler.stats.resent += 1
         self.send(self.nic.pipeline._to_backup(frame, p, sid, now))  # noqa: SLF001 - the replay's own path
@@ -377,12 +423,26 @@ class BpfDatapath(PortSender):
                 sid = pipe._cls.get(frame[30:34] + frame[23:24] + frame[36:38])  # noqa: SLF001
                 if sid is None:
                     continue
+                key = frame[23:24] + frame[26:38]
+                segment = frame[23] == PROTO_TCP and frame[47] & (TCP_SYN | TCP_ACK) != TCP_SYN  # for tcp_carry
+                carry = pipe.carry
                 if pipe.failsafe.get(sid):
-                    self._replay(frame, sid, now)
-                else:
-                    handler.mirror_key(frame[23:24] + frame[26:38], frame, sid, now)
+                    if not segment:
+                        self._replay(frame, sid, now)
+                    elif carry is not None and key in carry.carried:
+                        self._replay(frame, sid, now, carried=True)
+                    continue
+                if not segment:
+                    handler.mirror_key(key, frame, sid, now)
+                if carry is not None and frame[23] == PROTO_TCP:
+                    carry.client_segment(key, frame, 34, 14 + ((frame[16] << 8) | frame[17]), sid, now)
             elif tag == TAG_REPLY:
-                handler.answered_key(frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36])
+                rkey = frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36]
+                if pipe.carry is not None and frame[23] == PROTO_TCP:
+                    pipe.carry.host_segment(rkey, frame, 34, 14 + ((frame[16] << 8) | frame[17]), now)
+                    if not frame[47] & TCP_SYN:
+                        continue
+                handler.answered_key(rkey)
             elif tag in (TAG_PUNT_HOST, TAG_PUNT_NET):
                 self.send(pipe.process(frame, HOST if tag == TAG_PUNT_HOST else NET, now))
 

@@ -36,6 +36,7 @@ from testbed.failsafe.packet import (PROTO_UDP, ip_bytes, ip_str, ipv4_frame, ma
 from testbed.failsafe.pipeline import CPU, HOST, NET, Pipeline
 from testbed.failsafe.probes import Prober
 from testbed.failsafe.service_table import ServiceTable
+from testbed.failsafe.tcp_carry import TcpCarry
 from testbed.timerfd import Timer
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ class Nic:
         self.pipeline.on_evidence = self.evidence
         self.pipeline.net_cpu_ports = frozenset({DISCOVERY_PORT})
         self.pipeline.pinned = self.services.backup_ips() | {ip_bytes(p) for p in config.peers}
+        if config.carry_tcp:  # established critical TCP connections continue on a backup at failover
+            self.pipeline.carry = TcpCarry(self.handler.stats, max_bytes=config.carry_max_bytes,
+                                           idle_s=config.tcp_timeout_s)
         self.passive_signals = 0
         self.prober = Prober(self.nic_ip, self.nic_mac, self.host_ip)
         self.heartbeats = HeartbeatManager(config.heartbeat_entries(), now)
@@ -141,7 +145,7 @@ class Nic:
         self.handler.prune(now)
         ips = self.services.backup_ips() | {ip_bytes(p) for p in self.config.peers}
         self.pipeline.pinned = ips
-        return self.pipeline.resolve(ips, now)
+        return self.pipeline.resolve(ips, now) + self.pipeline.carry_timeouts(now)
 
     def evidence(self, service: str, reason: str, now: float) -> list[tuple[str, bytes]] | None:
         """Passive failure evidence for `service` (the pipeline's `on_evidence`): fail-safe on at once.

@@ -2,7 +2,8 @@
 
 Each data path runs in a namespace of its own (tests/integration/scripts/nic_diff.py): normal,
 fail-safe and normal-again phases of critical UDP and TCP, replies, backup replies to NAT ports,
-non-critical traffic, ping and ARP for the NIC, VLAN-tagged, IPv6, malformed and fragmented frames.
+non-critical traffic, ping and ARP for the NIC, VLAN-tagged, IPv6, malformed and fragmented frames,
+and a TCP connection carried to the backup at the failover (tcp_carry).
 Every frame each path sent out of each port, and the counters at the end, must be identical. Then a
 BPF object that cannot load: `auto` falls back to Python, `bpf` is a clear error.
 """
@@ -58,8 +59,10 @@ def test_both_datapaths_give_the_same_frames_and_counters(seed: int) -> None:
     received = sum(c["rx_packets"] for c in bpf["counters"]["ports"].values())
     assert 0 < bpf["punted"] < received, (bpf["punted"], received)  # the kernel handled some itself
     reasons = py["counters"]["reasons"]
-    for must in ("critical", "reply", "to_backup", "from_backup", "vlan", "arp_answered", "fragment", "non_ip"):
+    for must in ("critical", "reply", "to_backup", "from_backup", "vlan", "arp_answered", "fragment", "non_ip",
+                 "carry_open", "carry_stale"):
         assert reasons.get(must, 0) > 0, (must, reasons)  # the corpus exercised it
+    assert py["counters"]["handler"]["carried"] == 1  # the connection open across the failover (tcp_carry)
 
 
 def test_a_bpf_object_that_cannot_load_falls_back_under_auto_and_fails_under_bpf(tmp_path: Path) -> None:

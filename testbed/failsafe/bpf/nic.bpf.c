@@ -7,6 +7,11 @@
 // other frame (SYNs and UDP requests to mirror, replies to mark answered, heartbeat replies, ARP that
 // teaches something, new NAT flows, malformed frames) is redirected to a punt veth, where the Python
 // pipeline handles it as it would have anyway. Maps are filled by testbed/failsafe/bpf_datapath.py.
+// With `carry` (the NIC's carry_tcp, testbed/failsafe/tcp_carry.py), the control plane follows every
+// critical TCP connection: the client's data, FIN and RST segments and the host's data and FIN segments
+// are forwarded with a copy (no shortcut), except for flows in `nocopy` (bulk transfers it gave up on);
+// connections carried to a backup have an entry without MACs in `conns` (its reply side none, its
+// host side one), so all their frames punt.
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
@@ -58,6 +63,7 @@ struct cfg {
     __u8 host_mac[6];
     __u32 host_mac_known;
     __u32 nconns; // len(conntrack) in the reference
+    __u32 carry;  // 1: copy critical TCP for tcp_carry (pipeline.carry is set)
 };
 
 struct target_key { __u8 ip[4]; __u8 proto; __u8 pad; __u8 port[2]; };
@@ -82,6 +88,7 @@ struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1024); __type(key,
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MAX_SERVICES); __type(key, __u32); __type(value, __u32); } mode SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 32768); __type(key, struct flow); __type(value, struct nat); } conns SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 2048); __type(key, __u32); __type(value, struct neigh); } neigh SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 16384); __type(key, struct flow); __type(value, __u32); } nocopy SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, NCOUNTERS); __type(key, __u32); __type(value, __u64); } counters SEC(".maps");
 
 static __always_inline void count(__u32 idx, __u64 n)
@@ -293,11 +300,12 @@ int nic_ingress(struct __sk_buff *skb)
         __u32 total = ((__u32)f[16] << 8) | f[17];
         int tcp = proto == 6, udp = proto == 17;
         __u8 flags = 0;
+        __u32 doff = 0;
         if (tcp) {
             if (len < 54 || data + 54 > end)
                 return punt(skb, c, in);
             flags = f[47];
-            __u32 doff = (f[46] >> 4) * 4;
+            doff = (f[46] >> 4) * 4;
             if (total + 14 > len || doff < 20 || doff + 20 > total)
                 return punt(skb, c, in);
         } else if (udp) {
@@ -341,7 +349,7 @@ int nic_ingress(struct __sk_buff *skb)
         __u32 m = mode_of(sid);
         if (!(m & MODE_COUNTED))
             return punt(skb, c, in);
-        if (tcp && !(flags & 0x02) && !(m & MODE_FAILSAFE) && c->nconns == 0) {
+        if (tcp && !(flags & 0x02) && !(m & MODE_FAILSAFE) && c->nconns == 0 && !c->carry) {
             count(C_RX_P(in), 1); // pipeline.forward's shortcut: no reason noted
             count(C_RX_B(in), len);
             count(C_SVC(sid, S_PACKETS), 1);
@@ -379,6 +387,8 @@ int nic_ingress(struct __sk_buff *skb)
         count(C_CRITICAL, 1);
         if (udp || (flags & 0x12) == 0x02)
             return out_copy(skb, c, HOST, len, TAG_REQUEST); // the replay store keeps it
+        if (c->carry && tcp && (total > 20 + doff || (flags & 0x05)) && !bpf_map_lookup_elem(&nocopy, &k))
+            return out_copy(skb, c, HOST, len, TAG_REQUEST); // tcp_carry keeps the client's bytes
         return out(skb, c, HOST, len);
     }
     // from the host
@@ -393,8 +403,13 @@ int nic_ingress(struct __sk_buff *skb)
     if (proto == 6 && len >= 54) {
         if (data + 54 > end)
             return punt(skb, c, in);
-        if (!(f[47] & 0x06))
-            goto forward;
+        if (!(f[47] & 0x06)) {
+            if (!c->carry)
+                goto forward;
+            __u32 total = ((__u32)f[16] << 8) | f[17], doff = (f[46] >> 4) * 4;
+            if (!(f[47] & 0x01) && total <= 20 + doff)
+                goto forward; // a pure ACK: tcp_carry does not count it
+        }
     }
     if (proto == 1) {
         if (len < 35 || data + 35 > end)
@@ -427,9 +442,17 @@ int nic_ingress(struct __sk_buff *skb)
             return punt(skb, c, in);
         }
     }
+    struct flow hk = {};
+    hk.proto = proto;
+    __builtin_memcpy(hk.l3l4, f + 26, 12);
+    int syn = proto == 6 && (f[47] & 0x02);
+    if (proto == 6 && c->carry && c->nconns && bpf_map_lookup_elem(&conns, &hk))
+        return punt(skb, c, in); // the host's segment of a connection carried to a backup
     count(C_RX_P(in), 1);
     count(C_RX_B(in), len);
     count(C_REPLY, 1);
+    if (proto == 6 && c->carry && !syn && bpf_map_lookup_elem(&nocopy, &hk))
+        return out(skb, c, NET, len);
     return out_copy(skb, c, NET, len, TAG_REPLY);
 forward:
     count(C_RX_P(in), 1);

@@ -69,6 +69,19 @@ def corpus(rng: random.Random, phase: str) -> list[tuple[str, bytes]]:
         out.append(("net", frame_tcp(CLIENT, HOST, cport, 7000, 101 + k, 901, ACK | PSH, data)))
         out.append(("host", frame_tcp(HOST, CLIENT, 7000, cport, 901, 102 + k, ACK, b"")))
     out.append(("net", frame_tcp(CLIENT, HOST, cport, 7000, 200, 901, FIN | ACK)))
+    kport = 31000  # a connection open across the failover: carried to the backup (tcp_carry), NAT port 40000
+    if phase == "normal":
+        out += [("net", frame_tcp(CLIENT, HOST, kport, 7000, 500, 0, SYN)),
+                ("host", frame_tcp(HOST, CLIENT, 7000, kport, 700, 501, SYN | ACK)),
+                ("net", frame_tcp(CLIENT, HOST, kport, 7000, 501, 701, ACK | PSH, b"answered\n")),
+                ("host", frame_tcp(HOST, CLIENT, 7000, kport, 701, 510, ACK | PSH, b"main:answered\n")),
+                ("net", frame_tcp(CLIENT, HOST, kport, 7000, 510, 715, ACK | PSH, b"carry-me\n"))]
+    if phase == "failsafe":
+        out += [("net", frame_tcp(BACKUP, NIC_IP, 7000, 40000, 3000, 510, SYN | ACK, dst_mac=NIC_IP)),
+                ("net", frame_tcp(CLIENT, HOST, kport, 7000, 510, 715, ACK | PSH, b"carry-me\n")),
+                ("host", frame_tcp(HOST, CLIENT, 7000, kport, 715, 519, ACK | PSH, b"main:late\n")),
+                ("net", frame_tcp(BACKUP, NIC_IP, 7000, 40000, 3001, 519, ACK | PSH, b"backup:carry-me\n",
+                                  dst_mac=NIC_IP))]
     if phase == "failsafe":  # the backup's replies to the NIC's NAT ports (40000 up, in order of new flows)
         for port in range(40000, 40006):
             out.append(("net", frame_udp(BACKUP, NIC_IP, 5000, port, b"backup", dst_mac=NIC_IP)))

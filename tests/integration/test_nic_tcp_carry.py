@@ -1,0 +1,127 @@
+"""One TCP connection across a main-host failure, through the NIC process in namespaces (testbed/failsafe/tcp_carry.py).
+
+A persistent client sends numbered requests over ONE connection to the main host's TCP echo; the
+main host's link goes down mid-run. With `carry_tcp` the NIC re-opens the connection on the backup:
+no reset, no lost request, replies from "backup" after the failover. Without it the connection is
+reset (the previous behaviour). Both data paths.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig
+from testbed.failsafe.control import call
+from testbed.failsafe.labnet import BACKUP_IP, MAIN_IP, NIC_IP, Lab, in_netns
+from testbed.failsafe.launcher import start_nic
+from testbed.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 0.02
+THRESHOLD = 4.0
+MIN_RTT = 0.005
+GAP_S = 0.01  # between a reply and the next request
+REPLY_TIMEOUT_S = 3.0
+
+
+class Client:
+    """A persistent TCP client: numbered requests over one connection, one at a time, each reply's sender kept."""
+
+    def __init__(self, ns: str) -> None:
+        self.sock = in_netns(ns, lambda: socket.create_connection((MAIN_IP, 7000), timeout=2))
+        self.sock.settimeout(REPLY_TIMEOUT_S)
+        self.buf = b""
+        self.replies: list[tuple[int, str, float]] = []  # (request number, who answered, when)
+        self.error: str = ""
+
+    def ask(self, n: int) -> bool:
+        """Send request `n` and wait for its reply line; False (and `error` set) when the connection broke."""
+        try:
+            self.sock.sendall(b"%d\n" % n)
+            while b"\n" not in self.buf:
+                data = self.sock.recv(4096)
+                if not data:
+                    self.error = "closed by peer"
+                    return False
+                self.buf += data
+        except OSError as exc:  # ConnectionResetError, timeout
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+        line, _, self.buf = self.buf.partition(b"\n")
+        name, _, body = line.partition(b":")
+        assert body == b"%d" % n, (n, line)
+        self.replies.append((n, name.decode(), time.monotonic()))
+        return True
+
+    def run(self, until: float, start: int) -> int:
+        """Ask until monotonic time `until` (or a break); the next request number."""
+        n = start
+        while time.monotonic() < until and self.ask(n):
+            n += 1
+            time.sleep(GAP_S)
+        return n
+
+
+@pytest.mark.parametrize("carry", [True, False], ids=["carry", "reset"])
+@pytest.mark.parametrize("datapath", ["python", "bpf"])
+def test_one_connection_across_a_host_failure(tmp_path: Path, datapath: str, carry: bool) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    rid = secrets.token_hex(2)
+    ledger = Ledger(rid, run_dir=tmp_path, state_dir=tmp_path / "state")
+    lab = Lab(ledger.prefix, ledger, tmp_path)
+    nic = None
+    client = None
+    try:
+        lab.build()
+        lab.echo("m", "main", [], [7000], tmp_path / "delay-main")
+        lab.echo("b", "backup", [], [7000], tmp_path / "delay-backup")
+        cfg = NicConfig(node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
+                        services=(ServiceConfig("web", "tcp", 7000, message="tcp"),),
+                        default_backups=((BACKUP_IP, 0),), interval_s=INTERVAL, threshold=THRESHOLD, learn=5,
+                        hysteresis=3, min_rtt_s=MIN_RTT, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
+                        events_path=str(tmp_path / "events.jsonl"), datapath=datapath, carry_tcp=carry)
+        nic = start_nic(lab.holder(), cfg, ledger, tmp_path)
+        deadline = time.monotonic() + 5
+        while any(v["mode"] == "learning" for v in call(nic.socket, "heartbeat_show").values()):  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "heartbeats never learned"
+            time.sleep(0.02)
+        assert call(nic.socket, "show")["datapath"] == datapath  # type: ignore[index]
+        client = Client(lab.ns["c"])
+        n = client.run(time.monotonic() + 0.3, 0)
+        assert n > 5 and not client.error and {who for _, who, _ in client.replies} == {"main"}
+        t_fault = time.monotonic()
+        lab.ns_cmd("m", "ip", "link", "set", "eth0", "down")  # the main host is gone, mid-conversation
+        n = client.run(time.monotonic() + 1.0, n)
+        handler = call(nic.socket, "counters")["failsafe_handler"]  # type: ignore[index]
+        modes = call(nic.socket, "show")["modes"]  # type: ignore[index]
+        assert modes == {"web": "failsafe"}, modes
+        after = [(k, who, t) for k, who, t in client.replies if t > t_fault]
+        print(f"{datapath} carry={carry}: {n} requests, error {client.error!r}, {len(after)} answered after the "
+              f"fault, first after {(after[0][2] - t_fault) * 1e3 if after else -1:.0f} ms, {handler}")
+        if carry:
+            assert client.error == "", client.error  # no reset, no timeout
+            assert [k for k, _, _ in client.replies] == list(range(n))  # every request answered, in order
+            assert after and after[-1][1] == "backup" and len(after) >= 10
+            assert handler["carried"] == 1 and handler["carry_failed"] == 0, handler
+        else:
+            assert client.error.startswith(("ConnectionResetError", "closed by peer")), client.error
+            assert handler["carried"] == 0
+    finally:
+        if client is not None:
+            client.sock.close()
+        if nic is not None:
+            nic.stop()
+            log = (tmp_path / "nic-main.log").read_text(errors="replace")
+            assert "Traceback" not in log, log[-3000:]
+        lab.destroy()
+        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
+        assert lab.leftovers() == []
