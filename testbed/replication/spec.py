@@ -8,8 +8,9 @@
           - {host: r3, role: backup}     # the one that takes over when the primary is lost
         sync: {period: 1s}               # copy the primary's state_dir to every replica this often
         follow: ue1                      # the replica at the site ue1 moves to becomes primary
-        migration: proactive             # proactive (replicas run, kept in sync) | reactive (only the
-                                         # primary runs; a move starts the destination, copies, switches, stops)
+        migration: proactive             # proactive (replicas run, kept in sync) | reactive (only the primary
+                                         # runs; a move starts the destination, freezes the old one, copies,
+                                         # switches, stops it)
         state_dir: /srv/state            # (or the image's service.yaml's)
 
 The replicas' hosts must be `anycast` hosts sharing one address (the service's): the controller
