@@ -380,6 +380,8 @@ def shortened(spec: ExperimentSpec, *, tail: int = 30, max_duration_s: float = 3
                 last = max(last, start, end)
             keep = int(last) + tail if last else 2 * tail
             traffic.append(replace(flow, count=min(flow.count, keep)))
+        elif type(flow).__name__ == "ChainFlow":  # a chain needs time for its failures and stress: 30 s
+            traffic.append(replace(flow, duration_s=min(flow.duration_s, max(30.0, 2 * flow.vfo.period_s))))
         else:
             traffic.append(replace(flow, duration_s=min(flow.duration_s, max_duration_s)))
     return replace(spec, repetitions=1, traffic=tuple(traffic))

@@ -122,3 +122,10 @@ def test_the_readme_chain_example_validates():
                  if b.startswith("traffic:\n  - name: frames\n    kind: chain"))
     spec = parse({**yamlio.parse_yaml(block, "README.md"), "name": "readme", "topology": "topologies/tsakanikas.yaml"})
     assert spec.traffic[0].stress[0].host == "n1" and [v.healing for v in spec.variants] == ["cold", "reset"]
+
+
+def test_short_runs_keep_30_s_of_a_chain():
+    from testbed.experiment.spec import shortened
+
+    short = shortened(parse(doc()))
+    assert short.repetitions == 1 and short.traffic[0].duration_s == 30.0 and short.traffic[0].count == 600
