@@ -89,6 +89,38 @@ def _containers(rid: str, named: set[str], out: Cleanup) -> None:
             out.failed.append(f"container {c.name}: {exc}")
 
 
+def images_to_remove(rid: str, images: list[tuple[list[str], dict]]) -> list[str]:
+    """Of `images` (tags, labels), the tags to remove: named `tb<rid>/...` and labelled with run `rid`, no other."""
+    pre = ledger.prefix(rid) + "/"
+    return sorted({t for tags, labels in images if (labels or {}).get(LABEL) == rid
+                   for t in tags if t.startswith(pre)})
+
+
+def _images(rid: str, named: set[str], out: Cleanup) -> None:
+    """Remove the run's images (after its containers, which may be using them)."""
+    client = _docker()
+    if client is None:
+        return
+    try:
+        found = [(img.tags, img.labels) for img in client.images.list(filters={"label": f"{LABEL}={rid}"})]
+        for name in named:
+            try:
+                img = client.images.get(name)
+            except Exception:
+                continue
+            found.append((img.tags, img.labels))
+    except Exception as exc:
+        out.failed.append(f"images of run {rid}: {exc}")
+        return
+    for tag in images_to_remove(rid, found):
+        try:
+            client.images.remove(tag, force=True)
+            out.removed.append(f"image {tag}")
+        except Exception as exc:
+            if "No such image" not in str(exc):
+                out.failed.append(f"image {tag}: {exc}")
+
+
 def _bridges(rid: str, named: set[str], out: Cleanup) -> None:
     res = proc.run(["ovs-vsctl", "--timeout=5", "list-br"], check=False)
     if not res.ok:
@@ -147,6 +179,7 @@ def clean_run(rid: str, out: Cleanup | None = None) -> Cleanup:
         if res.kind == "process" and res.name.isdigit():
             _kill(int(res.name), res.extra.get("start"), out)
     _containers(rid, named["container"], out)
+    _images(rid, named["image"], out)
     _bridges(rid, named["ovs_bridge"], out)
     _namespaces(rid, named["netns"], out)
     _interfaces(rid, named["interface"], out)

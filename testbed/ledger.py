@@ -18,7 +18,8 @@ STATE_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/var/lib/testbed"))
 #: Where runs keep their sockets and other run-time state (removed with the run).
 RUN_ROOT = Path("/run/testbed")
 #: "server": how to reach a server (testbed/cluster/server.py); a resource with `server=NAME` lives there.
-KINDS = ("process", "container", "ovs_bridge", "interface", "netns", "qdisc", "file", "server")
+#: "image": a Docker image the run built, named `tb<rid>/...` and labelled with the run.
+KINDS = ("process", "container", "ovs_bridge", "interface", "netns", "qdisc", "file", "server", "image")
 _RID = re.compile(r"^[0-9a-f]{4}$")
 
 

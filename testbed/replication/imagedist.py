@@ -59,6 +59,7 @@ def tiny_image(ledger: Ledger, work: Path) -> str:
 
     name, tar = f"{ledger.prefix}/tiny", Path(work) / f"{ledger.prefix}tiny.tar"
     ledger.record("file", str(tar))
+    ledger.record("image", name)
     libs = [w for line in proc.run(["ldd", "/bin/true"], timeout=10).stdout.splitlines()
             for w in line.split() if w.startswith("/")]
     with tarfile.open(tar, "w") as t:
@@ -76,6 +77,7 @@ def large_image(ledger: Ledger, work: Path, base: str, extra_mb: int = 200) -> s
     name, box, blob = f"{ledger.prefix}/large", f"{ledger.prefix}fig4large", Path(work) / f"{ledger.prefix}blob"
     ledger.record("file", str(blob))
     ledger.record("container", box)
+    ledger.record("image", name)
     try:
         with open(blob, "wb") as f:
             for _ in range(extra_mb):
