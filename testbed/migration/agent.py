@@ -6,7 +6,9 @@ on the machine in a host's network namespace (`transfer.host_argv`), for directo
 machine's file system (a replica's state under /proc/PID/root, an image archive). DIR's files are
 taken recursively (names starting with "." left out); only plain files and directories inside DIR
 are extracted. Frames are a 4-byte header length, a JSON header, an 8-byte payload length and a
-tar of state files. Each line the agent prints on stdout is one JSON object.
+tar of state files. `send` streams its frame: the tar's length is computed from the files' sizes,
+then the tar is written to the socket as the files are read (no archive in memory); `recv` extracts
+each frame's tar as it arrives. Each line the agent prints on stdout is one JSON object.
 
     send SRC_IP DST_IP PORT DIR                 one frame with every file of DIR, then exit
     recv PORT DIR ONCE LOST_S                   extract each frame into DIR; ONCE=1: exit after one;
@@ -69,12 +71,6 @@ def snapshot(root, seen):
     return buf.getvalue()[:end + 1024], n
 
 
-def safe_members(tar):
-    """The members that stay inside the target: plain files and directories, no absolute path, no ".."."""
-    return [m for m in tar.getmembers() if (m.isfile() or m.isdir()) and not m.name.startswith("/")
-            and ".." not in m.name.split("/")]
-
-
 def counter_of(root):
     try:
         with open(os.path.join(root, "counter")) as f:
@@ -114,18 +110,87 @@ def connect(src, dst, port, deadline):
             time.sleep(0.05)
 
 
+def plan(root):
+    """The files under `root` to stream as (name, path, TarInfo), and the exact length of their tar."""
+    members, size = [], 0
+    for name in files_of(root):
+        path = os.path.join(root, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime = st.st_size, int(st.st_mtime)
+        size += len(info.tobuf(tarfile.DEFAULT_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        size += -(-st.st_size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        members.append((name, path, info))
+    return members, size + 2 * tarfile.BLOCKSIZE
+
+
+class Wire:
+    """A file-like sink that sends what tar writes to the socket, up to `limit` bytes (no record padding)."""
+
+    def __init__(self, sock, limit):
+        self.sock, self.limit, self.sent = sock, limit, 0
+
+    def write(self, data):
+        part = bytes(data[:max(self.limit - self.sent, 0)])
+        if part:
+            self.sock.sendall(part)
+        self.sent += len(part)
+        return len(data)
+
+    def tell(self):
+        return self.sent
+
+
 def send(src, dst, port, root):
+    """One frame streamed: the tar is written to the socket as it is read from disk (no archive in memory)."""
     t0 = time.time()
-    payload, files = snapshot(root, None)
+    members, size = plan(root)
     t1 = time.time()
     s = connect(src, dst, int(port), t0 + 10)
     s.settimeout(120)
     t2 = time.time()
-    s.sendall(frame({"seq": 1, "taken": t1, "counter": counter_of(root), "files": files}, payload))
+    head = json.dumps({"seq": 1, "taken": t1, "counter": counter_of(root), "files": len(members)}).encode()
+    s.sendall(struct.pack("!I", len(head)) + head + struct.pack("!Q", size))
+    wire = Wire(s, size)
+    with tarfile.open(fileobj=wire, mode="w", copybufsize=1 << 20) as tar:
+        for _name, path, info in members:
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    if wire.sent != size:
+        raise RuntimeError(f"streamed {wire.sent} bytes, announced {size}")
     s.shutdown(socket.SHUT_WR)
     s.recv(16)  # the receiver closes once it has extracted everything: the state is there
     t3 = time.time()
-    say(bytes=len(payload), files=files, export_s=t1 - t0, connect_s=t2 - t1, transfer_s=t3 - t2)
+    say(bytes=size, files=len(members), export_s=t1 - t0, connect_s=t2 - t1, transfer_s=t3 - t2)
+
+
+class Payload:
+    """A file-like view of the next `size` bytes of the connection (read as tar extracts)."""
+
+    def __init__(self, conn, size):
+        self.conn, self.left = conn, size
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        if n <= 0:
+            return b""
+        chunk = self.conn.recv(min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        self.left -= len(chunk)
+        return chunk
+
+    def drain(self):
+        while self.read(1 << 20):
+            pass
+
+
+def safe(m):
+    """A member that stays inside the target: a plain file or directory, no absolute path, no ".."."""
+    return (m.isfile() or m.isdir()) and not m.name.startswith("/") and ".." not in m.name.split("/")
 
 
 def recv(port, root, once, lost_s):
@@ -142,13 +207,16 @@ def recv(port, root, once, lost_s):
         try:
             head = read_exact(conn, struct.unpack("!I", read_exact(conn, 4))[0])
             size = struct.unpack("!Q", read_exact(conn, 8))[0]
-            payload = read_exact(conn, size)
-        except (socket.timeout, EOFError, OSError) as exc:
+            payload = Payload(conn, size)
+            with tarfile.open(fileobj=payload, mode="r|") as tar:  # extracted as it arrives
+                for member in tar:
+                    if safe(member):
+                        tar.extract(member, root, **TRUSTED)
+            payload.drain()
+        except (socket.timeout, EOFError, OSError, tarfile.ReadError) as exc:
             say(lost=time.time(), why=type(exc).__name__)
             return
         header = json.loads(head)
-        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
-            tar.extractall(root, members=safe_members(tar), **TRUSTED)
         say(received=time.time(), bytes=size, **header)
         if once == "1":
             conn.close()

@@ -150,7 +150,13 @@ class Spawned:
 
 def copy_dir(tb: Any, src: str, dst: str, src_dir: Path, dst_dir: Path, port: int, what: str,
              timeout: float = 120.0) -> int:
-    """Copy machine directory `src_dir` of host `src` into `dst_dir` of host `dst`, over the emulated network; bytes."""
+    """Copy machine directory `src_dir` of host `src` into `dst_dir` of host `dst`, over the emulated network; bytes.
+
+    The sender streams the tar onto the connection as it reads the files and the receiver extracts
+    it as it arrives, so a caller timing this call (imagedist.ship's `transfer` phase) times: the
+    receiver's start until it listens, the sender's start and TCP handshake, the bytes on the wire
+    (extraction overlapped), and the receiver's close after the last byte is written to disk.
+    """
     src_ip, dst_ip = ensure_address(tb, src), ensure_address(tb, dst)
     label = f"{what} receiver on {dst}"
     receiver = Spawned(label, [], argv=host_argv(tb.node(dst).pid, ["recv", port, dst_dir, 1, 0]))
