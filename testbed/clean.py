@@ -53,12 +53,14 @@ def _docker():
 
 
 def labelled_runs() -> set[str]:
-    """Run ids found on Docker containers and OVS bridges, even when their ledger is lost."""
+    """Run ids found on Docker containers, images and OVS bridges, even when their ledger is lost."""
     rids: set[str] = set()
     client = _docker()
     if client is not None:
         for c in client.containers.list(all=True, filters={"label": LABEL}):
             rids.add(c.labels.get(LABEL, ""))
+        for img in client.images.list(filters={"label": LABEL}):
+            rids.add((img.labels or {}).get(LABEL, ""))
     res = proc.run(["ovs-vsctl", "--timeout=5", "--format=csv", "--no-headings", "--columns=external_ids",
                     "list", "bridge"], check=False)
     for line in res.stdout.splitlines():
