@@ -87,8 +87,9 @@ def measure_wan(tb: "Testbed", count: int = 5) -> list[dict]:
 
     def one(row: dict) -> dict:
         pid = tb.node(row["src"]).pid
-        proc.run(ping_args(pid, row["dst_ip"], 1), timeout=10, check=False)  # ARP and flows, not measured
-        out = proc.run(ping_args(pid, row["dst_ip"], count), timeout=count * INTERVAL_S + 10, check=False)
+        run = tb.door(row["src"]).run  # the server the source host is on (this machine unless placed elsewhere)
+        run(ping_args(pid, row["dst_ip"], 1), timeout=10, check=False)  # ARP and flows, not measured
+        out = run(ping_args(pid, row["dst_ip"], count), timeout=count * INTERVAL_S + 10, check=False)
         measured = parse_ping(out.stdout)
         done = {k: v for k, v in row.items() if k != "dst_ip"}
         done["measured"] = measured

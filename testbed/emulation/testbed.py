@@ -84,6 +84,12 @@ class Testbed:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.rid = rid or ledger_mod.new_run_id()
         self.ledger = Ledger(self.rid, self.run_dir)
+        self.cluster: Any = None  # testbed.cluster.cluster.Cluster when sites are placed on other servers
+        if topo.servers:
+            from testbed.cluster.cluster import Cluster
+
+            self.cluster = Cluster(topo, self.ledger)
+            self.cluster.check(nics)
         self.want_nics = nics
         self.nic_overrides = nic_overrides or {}
         self.shaped_access = set(shaped_access)
@@ -139,6 +145,8 @@ class Testbed:
         self.links = make_backend(self._link_backend_name, self.ledger, self.run_dir, self.seed)
         port = self.controller.start(self.run_dir, self.ledger, app=self.topo.controller.app,
                                      config=self.topo.controller.config)
+        if self.cluster is not None:
+            self.cluster.start(port)
         datapath = "user" if self._ovs_datapath == "userspace" else "kernel"
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
                            switch=partial(TestbedSwitch, datapath=datapath, protocols="OpenFlow13",
@@ -151,7 +159,10 @@ class Testbed:
         self.net.start()
         self._tag_bridges()
         self._prepare_interfaces()  # while the switches connect to the controller
-        self.controller.wait_connected(list(self.switch_of.values()), timeout=30)
+        here = [b for site, b in self.switch_of.items() if not (self.cluster and self.cluster.remote(site))]
+        self.controller.wait_connected(here, timeout=30)
+        if self.cluster is not None:
+            self.cluster.wait_connected(self.switch_of, timeout=30)
         if "topology" in self.controller.commands():  # a steering app: tell it where hosts attach
             self.controller.call("topology", map=topology_map(self.topo, self.net, self.switch_of, self.nic_nodes))
         self._start_nics()
@@ -189,6 +200,8 @@ class Testbed:
             except Exception as exc:
                 log.warning("link backend close: %s", exc)
             self.links = None
+        if self.cluster is not None:
+            self.cluster.stop()
         self.controller.stop()
         leftover = clean.clean_run(self.rid)
         if leftover.failed:
@@ -199,9 +212,10 @@ class Testbed:
         assert self.net is not None
         for i, site in enumerate(self.topo.sites, start=1):
             name = f"{self.ledger.prefix}s{i}"
-            self.ledger.record("ovs_bridge", name, site=site.name)
+            extra = self.cluster.switch_params(site.name, self.net.switch) if self.cluster else {}
+            self.ledger.record("ovs_bridge", name, site=site.name, **({"server": extra["door"].name} if extra else {}))
             dpid = f"{(int(self.rid, 16) << 16) | i:016x}"
-            self.net.addSwitch(name, dpid=dpid)
+            self.net.addSwitch(name, dpid=dpid, **extra)
             self.switch_of[site.name] = name
 
     def _host_node(self, spec: HostSpec) -> Node:
@@ -216,6 +230,10 @@ class Testbed:
                 memory=spec.memory, environment=dict(spec.env), volumes=spec.volumes,
                 dcmd=plan.run_args["command"], launched=self._launched.pop(spec.name),
                 client=self._docker, ready_ports=self._ready_ports.get(spec.name, ()), plan=plan, **params)
+        if self.cluster is not None and self.cluster.remote(spec.site):
+            node = self.net.addHost(spec.name, **self.cluster.host_params(spec), **params)
+            self.cluster.record_node(node, f"shell of {spec.name}")
+            return node
         node = self.net.addHost(spec.name, cls=PlainHost, **params)
         self.ledger.record_process(node.pid, f"shell of {spec.name}")
         return node
@@ -265,7 +283,8 @@ class Testbed:
                     self.net.addLink(nic, switch, cls=TestbedLink, link_id=f"nic-{spec.name}",
                                      ledger=self.ledger, intfName1="nic-n")
                 else:
-                    self.net.addLink(host, switch, cls=TestbedLink, link_id=link_id, ledger=self.ledger,
+                    cls = self.cluster.link_cls(host, switch, TestbedLink) if self.cluster else TestbedLink
+                    self.net.addLink(host, switch, cls=cls, link_id=link_id, ledger=self.ledger,
                                      addr1=spec.mac, **shaped)
                 if emulated:
                     self._access_ids[spec.name] = link_id
@@ -273,8 +292,9 @@ class Testbed:
     def _add_wan(self) -> None:
         assert self.net is not None
         for wan in self.topo.wan:
-            self.net.addLink(self.net[self.switch_of[wan.a]], self.net[self.switch_of[wan.b]],
-                             cls=TestbedLink, link_id=self.wan_link_id(wan.a, wan.b), ledger=self.ledger,
+            a, b = self.net[self.switch_of[wan.a]], self.net[self.switch_of[wan.b]]
+            self.net.addLink(a, b, cls=self.cluster.link_cls(a, b, TestbedLink) if self.cluster else TestbedLink,
+                             link_id=self.wan_link_id(wan.a, wan.b), ledger=self.ledger,
                              backend=self.links, forward=wan.forward, reverse=wan.reverse)
 
     def _tag_bridges(self) -> None:
@@ -325,6 +345,12 @@ class Testbed:
         """The Mininet node of host `name` (DockerHost or Host)."""
         assert self.net is not None
         return self.net[name]
+
+    def door(self, name: str) -> Any:
+        """The command door (testbed/cluster/server.py) of the server node `name` runs on."""
+        from testbed.cluster.nodes import door_of
+
+        return door_of(self.node(name))
 
     def container(self, name: str):
         """The Docker SDK container of Docker host `name`."""

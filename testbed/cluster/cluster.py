@@ -1,0 +1,150 @@
+"""A run's servers: their doors, the controller's way to each, and which node and link classes a site gets.
+
+The Testbed asks this object, for a site on another server, for Cluster Edition's remote classes
+(testbed/cluster/nodes.py); sites on `localhost` keep the Testbed's own. The controller listens on
+this machine's loopback; every other server reaches it at its own 127.0.0.1 and the same port,
+through an ssh remote forward (`ssh -R`) that this run starts and records, so no firewall needs to
+open for OpenFlow and the same controller target works on every server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mininet.node import Node
+
+from testbed import proc
+from testbed.cluster.nodes import ClusterHost, ClusterLink, ClusterSSHLink, ClusterSwitch, door_of
+from testbed.cluster.preflight import servers_of
+from testbed.cluster.server import LOCAL, Server, record_server
+from testbed.errors import TestbedError
+from testbed.ledger import Ledger
+from testbed.topology.model import LOCAL_SERVER, HostSpec, TopologySpec
+
+log = logging.getLogger(__name__)
+
+#: Exits 0 once 127.0.0.1:PORT (argv[1]) accepts a connection on the server.
+CONNECTS = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2).close()"
+
+
+class Cluster:
+    """The servers of one run (localhost included) and the classes and forwards that place sites on them."""
+
+    def __init__(self, topo: TopologySpec, ledger: Ledger) -> None:
+        self.topo = topo
+        self.ledger = ledger
+        self.doors: dict[str, Server] = servers_of(topo)
+        self.site_server = {s.name: s.server for s in topo.sites}
+        self.forwards: list[Any] = []
+
+    def remote(self, site: str) -> Server | None:
+        """The door of `site`'s server, or None when the site is on this machine."""
+        name = self.site_server[site]
+        return None if name == LOCAL_SERVER else self.doors[name]
+
+    def check(self, nics: bool) -> None:
+        """Refuse, before anything is made, what a remote site cannot have yet (a capability not faked)."""
+        for site in self.topo.sites:
+            if self.remote(site.name) is None:
+                continue
+            for h in site.hosts:
+                if h.is_docker:
+                    raise TestbedError(f"sites.{site.name}.hosts.{h.name}: Docker hosts on another server "
+                                       "are not supported yet (place this site on localhost)")
+                if h.nic is not None and nics:
+                    raise TestbedError(f"sites.{site.name}.hosts.{h.name}.nic: fail-safe NICs on another "
+                                       "server are not supported yet")
+                if h.access.shaped:
+                    raise TestbedError(f"sites.{site.name}.hosts.{h.name}.access: shaping on another server "
+                                       "is not supported yet")
+        for i, w in enumerate(self.topo.wan):
+            if (self.remote(w.a) or self.remote(w.b)) and (w.forward.shaped or w.reverse.shaped):
+                raise TestbedError(f"wan[{i}]: shaping a link to another server is not supported yet")
+
+    def start(self, controller_port: int) -> None:
+        """Record each server, then forward the controller's port to each (ready when it connects there)."""
+        for door in self.doors.values():
+            if not door.local:
+                record_server(self.ledger, door)
+        for door in self.doors.values():
+            if door.local:
+                continue
+            argv = ["ssh", *door.ssh_options(), "-N", "-o", "ExitOnForwardFailure=yes", "-o",
+                    "ServerAliveInterval=5", "-R", f"127.0.0.1:{controller_port}:127.0.0.1:{controller_port}",
+                    door.destination]
+            out = (self.ledger.run_dir or Path("/tmp")) / f"controller-forward-{door.name}.log"
+            p = proc.spawn(argv, output=out, on_start=lambda pid, d=door: self.ledger.record_process(
+                pid, f"controller forward to {d.name}"))
+            self.forwards.append(p)
+            self._wait_forward(door, controller_port, p)
+
+    @staticmethod
+    def _wait_forward(door: Server, port: int, p: Any, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise TestbedError(f"controller forward to {door} exited {p.returncode} (AllowTcpForwarding?)")
+            if door.run(["python3", "-c", CONNECTS, str(port)], check=False, timeout=10).ok:
+                return
+        raise TestbedError(f"the controller is not reachable from {door} after {timeout:g} s")
+
+    def wait_connected(self, switch_of: dict[str, str], timeout: float) -> None:
+        """Until every bridge of a site on another server is connected to the controller (asked there)."""
+        from testbed.controller import connection_status
+
+        deadline = time.monotonic() + timeout
+        for site, bridge in switch_of.items():
+            door = self.remote(site)
+            while door is not None:
+                b = door.run(["ovs-vsctl", "--format=json", "--columns=name,controller", "list", "Bridge"])
+                c = door.run(["ovs-vsctl", "--format=json", "--columns=_uuid,is_connected", "list", "Controller"])
+                if connection_status(b.stdout, c.stdout).get(bridge, False):
+                    break
+                if time.monotonic() >= deadline:
+                    raise TestbedError(f"bridge {bridge} on {door} not connected to the controller after {timeout:g}s")
+                time.sleep(0.1)
+
+    def switch_params(self, site: str, base: Any) -> dict[str, Any]:
+        """addSwitch's extra parameters for `site`'s switch ({} on this machine); `base`: the net's switch partial."""
+        door = self.remote(site)
+        options = dict(getattr(base, "keywords", {}))  # datapath, protocols, fail mode, batch, run label
+        return {} if door is None else {"cls": partial(ClusterSwitch, **options), "door": door}
+
+    def host_params(self, spec: HostSpec) -> dict[str, Any]:
+        """addHost's extra parameters for a plain host of a site on another server ({} on this machine)."""
+        door = self.remote(spec.site)
+        return {} if door is None else {"cls": ClusterHost, "door": door}
+
+    def record_node(self, node: Node, what: str) -> None:
+        """Record a node's processes: the local ssh carrying its shell, and its shell on the server."""
+        door = door_of(node)
+        if door.local:
+            self.ledger.record_process(node.pid, what)
+            return
+        self.ledger.record_process(node.shell.pid, f"ssh for {what}")
+        stat = door.run(["cat", f"/proc/{node.pid}/stat"], check=False).stdout
+        start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
+        self.ledger.record("process", str(node.pid), start=start, what=what, server=door.name)
+
+    def link_cls(self, node1: Node, node2: Node, default: Any) -> Any:
+        """The link class between two nodes: `default` here, ClusterLink on one server, else an SSH tunnel link."""
+        d1, d2 = door_of(node1), door_of(node2)
+        if d1.name != d2.name:
+            return ClusterSSHLink
+        return default if d1.local else ClusterLink
+
+    def door(self, node: Node) -> Server:
+        return door_of(node)
+
+    def stop(self) -> None:
+        """End the controller forwards (by handle)."""
+        for p in self.forwards:
+            proc.stop(p, timeout=5)
+        self.forwards.clear()
+
+
+__all__ = ["Cluster", "LOCAL"]

@@ -1,0 +1,106 @@
+"""Two servers (this machine and a namespace server over ssh), one site each, built with Cluster Edition's
+remote classes and an SSH tunnel WAN link: it comes up, the WAN self-check passes across, and after a
+SIGKILL of the owner `testbed clean --run` leaves nothing on either server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed import ledger, proc
+from testbed.cluster import harness
+from testbed.emulation.testbed import Testbed
+from testbed.testing import leftovers, live_processes
+from testbed.topology.loader import load_topology
+
+TESTBED = [sys.executable, "-m", "testbed.cli"]
+#: Brings the topology up, prints "UP <rid>", then waits to be killed.
+OWNER = """
+import sys, time
+from pathlib import Path
+from testbed.emulation.testbed import Testbed
+from testbed.topology.loader import load_topology
+tb = Testbed(load_topology(sys.argv[1]), Path(sys.argv[2]))
+tb.start()
+print("UP", tb.rid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def nsserver():
+    rid = ledger.new_run_id()
+    ns = harness.start(ledger.Ledger(rid), ovs=True)
+    yield ns
+    ns.stop()
+    assert ns.leftovers() == [] and leftovers(rid) == []
+    ledger.forget(rid)
+
+
+def _topology(tmp: Path, ns: harness.NamespaceServer) -> Path:
+    s = ns.server
+    path = tmp / "cluster-two.yaml"
+    path.write_text(f"""name: cluster-two
+servers:
+  far: {{address: {s.address}, key: {s.key}, known_hosts: {s.known_hosts}}}
+sites:
+  a: {{hosts: {{h1: {{ip: 10.0.0.1}}, h3: {{ip: 10.0.0.3}}}}}}
+  b: {{server: far, hosts: {{h2: {{ip: 10.0.0.2}}, h4: {{ip: 10.0.0.4}}}}}}
+wan:
+  - between: [a, b]
+""")
+    return path
+
+
+def _remote_leftovers(ns: harness.NamespaceServer, rid: str) -> list[str]:
+    """What of run `rid` is on the namespace server: bridges, interfaces, namespaces, processes of its ledger."""
+    pre = ledger.prefix(rid)
+    out = ns.server.run(["sh", "-c", "ovs-vsctl list-br; ip -o link show | cut -d: -f2; ip netns list"]).stdout
+    return [name for name in out.split() if name.startswith(pre) or name.startswith("tap")]
+
+
+def test_two_servers_up_selfcheck_across_and_nothing_left(nsserver, tmp_path: Path) -> None:
+    topo = load_topology(_topology(tmp_path, nsserver))
+    t0 = time.monotonic()
+    tb = Testbed(topo, tmp_path / "run")
+    with tb:
+        up_s = time.monotonic() - t0
+        assert tb.door("h2").name == "far" and tb.door("h1").local
+        assert nsserver.server.run(["ovs-vsctl", "list-br"]).stdout.split() == [tb.switch_of["b"]]
+        rows = tb.selfcheck(count=5)
+        assert len(rows) == 1 and rows[0]["measured"] is not None, rows
+        ping = proc.run_in(tb.node("h4"), ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.3"], timeout=20)
+        assert " 0% packet loss" in ping.stdout
+        print(f"two servers up in {up_s:.1f} s; RTT across {rows[0]['measured']['avg']} ms")
+    assert leftovers(tb.rid) == [] and _remote_leftovers(nsserver, tb.rid) == []
+    assert tb.rid not in ledger.known_runs()
+
+
+def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: Path) -> None:
+    topo_file = _topology(tmp_path, nsserver)
+    owner = proc.spawn_piped([sys.executable, "-c", OWNER, str(topo_file), str(tmp_path / "run")],
+                             stderr=tmp_path / "owner.err")
+    assert owner.stdout is not None
+    line = owner.stdout.readline().decode()
+    assert line.startswith("UP "), (tmp_path / "owner.err").read_text()[-2000:]
+    rid = line.split()[1]
+    assert _remote_leftovers(nsserver, rid), "the run made nothing on the other server"
+    remote_pids = [json.loads(x)["name"] for x in (tmp_path / "run" / "resources.jsonl").read_text().splitlines()
+                   if '"server": "far"' in x and '"kind": "process"' in x]
+    assert remote_pids
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    res = proc.run([*TESTBED, "clean", "--run", rid, "--json"], timeout=120, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    removed = json.loads(res.stdout)["removed"]
+    assert any("on far" in r for r in removed), removed
+    assert leftovers(rid) == [] and _remote_leftovers(nsserver, rid) == []
+    assert live_processes(tmp_path / "run") == []
+    alive = nsserver.server.run(["sh", "-c", 'for p; do [ -d /proc/$p ] && echo $p; done; true', "sh", *remote_pids])
+    assert alive.stdout.split() == []
+    assert rid not in ledger.known_runs()
