@@ -40,6 +40,11 @@ step_packages() {
     if grep -qx docker-registry <<<"$missing" && has_systemd; then
         systemctl disable --now docker-registry >/dev/null 2>&1 || true
     fi
+    # The cluster harness runs its own sshd in a namespace (testbed/cluster/harness.py); an sshd that
+    # apt has just installed and started (so nobody was reaching this machine through it) is stopped.
+    if grep -qx openssh-server <<<"$missing" && has_systemd; then
+        systemctl disable --now ssh >/dev/null 2>&1 || true
+    fi
 }
 
 step_venv() {
