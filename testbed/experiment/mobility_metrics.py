@@ -234,11 +234,7 @@ def add_to_run(run_dir: Path) -> dict[str, Any]:
     sections = compute(run_dir)
     if not sections:
         return sections
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary.update(sections)
-    summary_path.write_text(json.dumps(summary, indent=2))
-    report = run_dir / "report.md"
-    if report.exists():
-        report.write_text(report.read_text().rstrip("\n") + "\n\n" + report_section(sections) + "\n")
+    from testbed.experiment.report import add_sections  # report imports this module: imported when used
+
+    add_sections(run_dir, sections, report_section(sections))
     return sections

@@ -147,6 +147,17 @@ def report_main(run_dir: Path) -> Path:
     return path
 
 
+def add_sections(run_dir: Path, sections: dict, markdown: str, key: str | None = None) -> None:
+    """Merge `sections` into the run's summary.json (under `key`, or at the top) and append `markdown` to report.md."""
+    path = Path(run_dir) / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary.update({key: sections} if key else sections)
+    path.write_text(json.dumps(summary, indent=2))
+    report = Path(run_dir) / "report.md"
+    if report.exists():
+        report.write_text(report.read_text().rstrip("\n") + "\n\n" + markdown + "\n")
+
+
 def _report_text(man: dict, spec: dict, summary: Summary, events: list[EventRow], plots: list[Path],
                  counters: Sequence[dict] = ()) -> str:
     faults = spec.get("faults", [])

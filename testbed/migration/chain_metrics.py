@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
+from testbed.experiment.report import add_sections
+
 METRICS = ("mean_fps", "fps_std", "downtime_pct", "frames_lost")
 BASELINES = ("reset", "none")
 
@@ -158,11 +160,5 @@ def add_to_run(out: Path) -> dict[str, Any]:
     sections = compute(out)
     if not sections:
         return sections
-    path = out / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    summary["chains"] = sections
-    path.write_text(json.dumps(summary, indent=2))
-    report = out / "report.md"
-    if report.exists():
-        report.write_text(report.read_text().rstrip("\n") + "\n\n" + report_section(sections) + "\n")
+    add_sections(out, sections, report_section(sections), key="chains")
     return sections
