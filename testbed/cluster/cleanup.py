@@ -2,7 +2,7 @@
 
 Only what the ledger names or what carries the run's id (the `testbed.run` label, the `tb<id>`
 prefix) is touched; a process is killed only while its PID still has the recorded start time.
-Never Cluster Edition's own cleanup (`mn -c` on each server), which kills by name.
+Never Cluster Edition's own cleanup on each server, which kills by name.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cluster Edition's remote nodes and tunnel links, reached through the testbed's command door.
 
 `DoorMixin` replaces the part of Cluster Edition's RemoteMixin that assumes passwordless sudo and
-ssh's defaults (and registers `mn -c` on every server as cleanup): its shells and commands run over
+ssh's defaults (and registers Mininet's kill-by-name cleanup on every server): its shells and commands run over
 `Server.ssh_options()` (BatchMode, the server's key, port and known_hosts). On top of it:
 `ClusterHost` (a RemoteHost), `ClusterSwitch` (a RemoteOVSSwitch made like TestbedSwitch, its
 ovs-vsctl transactions through the door), `ClusterLink` (a veth made on the server both ends are
@@ -40,7 +40,7 @@ def door_of(node: Node) -> Server:
 
 
 class DoorMixin:
-    """RemoteMixin's remote shell and commands, over the door's ssh; no sudo for root, no `mn -c` cleanup."""
+    """RemoteMixin's remote shell and commands, over the door's ssh; no sudo for root, no kill-by-name cleanup."""
 
     door: Server
 

@@ -43,6 +43,16 @@ def needs_root_testbed() -> str | None:
     return None
 
 
+def assert_nothing_left(out: Path) -> None:
+    """Nothing of any run of the experiment in `out` still exists: containers, bridges, interfaces, processes."""
+    from testbed.testing import leftovers, live_processes
+
+    for run in json.loads((out / "manifest.json").read_text())["runs"]:
+        assert leftovers(run["rid"]) == [], f"run {run['rid']} left resources behind"
+    for resources in out.rglob("resources.jsonl"):
+        assert live_processes(resources.parent) == [], f"processes of {resources.parent} still run"
+
+
 @pytest.fixture
 def experiment_runner(tmp_path):
     """A function `(path_or_spec, shorten=True) -> Summary` writing into this test's tmp_path; skips without a testbed."""
@@ -51,6 +61,8 @@ def experiment_runner(tmp_path):
         pytest.skip(why)
 
     def _run(path_or_spec: str | Path | ExperimentSpec, shorten: bool = True) -> Summary:
-        return run_experiment(path_or_spec, shorten=shorten, out=tmp_path / "run")
+        summary = run_experiment(path_or_spec, shorten=shorten, out=tmp_path / "run")
+        assert_nothing_left(tmp_path / "run")
+        return summary
 
     return _run

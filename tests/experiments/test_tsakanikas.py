@@ -42,13 +42,6 @@ def _chains(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "run" / "summary.json").read_text())["chains"]
 
 
-def nothing_left(run: Path) -> None:
-    for r in json.loads((run / "manifest.json").read_text())["runs"]:
-        left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=testbed.run={r['rid']}"],
-                              capture_output=True, text=True, timeout=30)
-        assert left.stdout.strip() == "", f"containers of run {r['rid']} left behind"
-
-
 def test_cold_migration_heals_the_chain_faster_than_reset(experiment_runner, tmp_path):
     experiment_runner(FIG11A, shorten=False)
     chains = _chains(tmp_path)
@@ -67,7 +60,6 @@ def test_cold_migration_heals_the_chain_faster_than_reset(experiment_runner, tmp
     assert cold["frames_lost"] < reset["frames_lost"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "40.27 %" in report and "Virtual-function chains" in report
-    nothing_left(tmp_path / "run")
 
 
 def test_overload_predicted_and_the_vf_moved_with_its_state(experiment_runner, tmp_path):
@@ -86,7 +78,6 @@ def test_overload_predicted_and_the_vf_moved_with_its_state(experiment_runner, t
     assert stayed["downtime_pct"] > moved["downtime_pct"] + 20, (stayed["downtime_pct"], moved["downtime_pct"])
     assert moved["mean_fps"] > stayed["mean_fps"] and moved["fps_std"] < stayed["fps_std"]
     assert "76.3 %" in (tmp_path / "run" / "report.md").read_text()
-    nothing_left(tmp_path / "run")
 
 
 @pytest.mark.parametrize("where", ["variant", "orchestrator"])
