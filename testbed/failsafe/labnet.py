@@ -7,7 +7,8 @@ With `nic=False` the NIC ns holds a plain Linux bridge between nic-n and nic-h i
 of the same path). Every namespace and process is recorded in the ledger before it exists; names
 start with the ledger's prefix. `python -m testbed.failsafe.labnet echo NAME ...` is the echo server:
 UDP and TCP, it answers each request with b"NAME:" + request, after the delay (seconds) written in
-an optional delay file.
+an optional delay file. `... http NAME --port P` is an HTTP/1.1 keep-alive server: every GET
+answers b"NAME " + the request's path (for curl reusing one connection across a failover).
 """
 
 from __future__ import annotations
@@ -105,12 +106,20 @@ class Lab:
         """Start the echo server in `ns_key` and wait until it listens."""
         args = [sys.executable, "-m", "testbed.failsafe.labnet", "echo", name, "--delay-file", str(delay_file)]
         args += [a for port in udp for a in ("--udp", str(port))] + [a for port in tcp for a in ("--tcp", str(port))]
-        popen = self.spawn(ns_key, args, f"echo server {name}", f"echo-{name}.log")
-        ready = self.run_dir / f"echo-{name}.log"
+        return self._ready(self.spawn(ns_key, args, f"echo server {name}", f"echo-{name}.log"), f"echo-{name}.log")
+
+    def http(self, ns_key: str, name: str, port: int) -> proc.Process:
+        """Start the keep-alive HTTP server in `ns_key` and wait until it listens."""
+        args = [sys.executable, "-m", "testbed.failsafe.labnet", "http", name, "--port", str(port)]
+        return self._ready(self.spawn(ns_key, args, f"http server {name}", f"http-{name}.log"), f"http-{name}.log")
+
+    def _ready(self, popen: proc.Process, log_name: str) -> proc.Process:
+        """Wait until the server logging to `log_name` says it listens."""
+        ready = self.run_dir / log_name
         deadline = time.monotonic() + 10
         while b"listening" not in (ready.read_bytes() if ready.exists() else b""):
             if popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"echo server {name} did not start: {ready.read_text(errors='replace')}")
+                raise RuntimeError(f"{log_name}: server did not start: {ready.read_text(errors='replace')}")
             time.sleep(0.05)
         return popen
 
@@ -265,6 +274,25 @@ def echo_main(name: str, udp_ports: list[int], tcp_ports: list[int], delay_file:
                     pass
 
 
+def http_main(name: str, port: int) -> None:
+    """Serve HTTP/1.1 with keep-alive: each GET answers b"NAME " + its path, forever."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = f"{name} {self.path}".encode()  # the whole response in one segment
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    print("listening", flush=True)
+    server.serve_forever()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line of the lab's helper processes."""
     parser = argparse.ArgumentParser(prog="python -m testbed.failsafe.labnet")
@@ -274,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     echo.add_argument("--udp", type=int, action="append", default=[])
     echo.add_argument("--tcp", type=int, action="append", default=[])
     echo.add_argument("--delay-file", type=Path)
+    web = sub.add_parser("http", help="HTTP/1.1 keep-alive server whose GETs answer its name and the path")
+    web.add_argument("name")
+    web.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
+    if args.cmd == "http":
+        http_main(args.name, args.port)
+        return 0
     echo_main(args.name, args.udp, args.tcp, args.delay_file)
     return 0
 

@@ -3,7 +3,8 @@
 A persistent client sends numbered requests over ONE connection to the main host's TCP echo; the
 main host's link goes down mid-run. With `carry_tcp` the NIC re-opens the connection on the backup:
 no reset, no lost request, replies from "backup" after the failover. Without it the connection is
-reset (the previous behaviour). Both data paths.
+reset (the previous behaviour). And curl with HTTP/1.1 keep-alive, fetching 120 URLs over one
+connection while the main host's link goes down: 0 resets, 0 lost, one connect. Both data paths.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig
 from testbed.failsafe.control import call
 from testbed.failsafe.labnet import BACKUP_IP, MAIN_IP, NIC_IP, Lab, in_netns
-from testbed.failsafe.launcher import start_nic
+from testbed.failsafe.launcher import NicProcess, start_nic
+from testbed import proc
 from testbed.ledger import Ledger
 
 pytestmark = pytest.mark.integration
@@ -70,6 +72,24 @@ class Client:
         return n
 
 
+def web_nic(tmp_path: Path, rid: str, datapath: str, carry: bool, port: int) -> NicConfig:
+    """The NIC in front of the main host: TCP `port` critical, backed by the backup host."""
+    return NicConfig(node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
+                     services=(ServiceConfig("web", "tcp", port, message="tcp"),),
+                     default_backups=((BACKUP_IP, 0),), interval_s=INTERVAL, threshold=THRESHOLD, learn=5,
+                     hysteresis=3, min_rtt_s=MIN_RTT, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
+                     events_path=str(tmp_path / "events.jsonl"), datapath=datapath, carry_tcp=carry)
+
+
+def wait_learned(nic: NicProcess, datapath: str) -> None:
+    """Until every heartbeat target left learning; the NIC runs `datapath`."""
+    deadline = time.monotonic() + 5
+    while any(v["mode"] == "learning" for v in call(nic.socket, "heartbeat_show").values()):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "heartbeats never learned"
+        time.sleep(0.02)
+    assert call(nic.socket, "show")["datapath"] == datapath  # type: ignore[index]
+
+
 @pytest.mark.parametrize("carry", [True, False], ids=["carry", "reset"])
 @pytest.mark.parametrize("datapath", ["python", "bpf"])
 def test_one_connection_across_a_host_failure(tmp_path: Path, datapath: str, carry: bool) -> None:
@@ -84,17 +104,8 @@ def test_one_connection_across_a_host_failure(tmp_path: Path, datapath: str, car
         lab.build()
         lab.echo("m", "main", [], [7000], tmp_path / "delay-main")
         lab.echo("b", "backup", [], [7000], tmp_path / "delay-backup")
-        cfg = NicConfig(node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
-                        services=(ServiceConfig("web", "tcp", 7000, message="tcp"),),
-                        default_backups=((BACKUP_IP, 0),), interval_s=INTERVAL, threshold=THRESHOLD, learn=5,
-                        hysteresis=3, min_rtt_s=MIN_RTT, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
-                        events_path=str(tmp_path / "events.jsonl"), datapath=datapath, carry_tcp=carry)
-        nic = start_nic(lab.holder(), cfg, ledger, tmp_path)
-        deadline = time.monotonic() + 5
-        while any(v["mode"] == "learning" for v in call(nic.socket, "heartbeat_show").values()):  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "heartbeats never learned"
-            time.sleep(0.02)
-        assert call(nic.socket, "show")["datapath"] == datapath  # type: ignore[index]
+        nic = start_nic(lab.holder(), web_nic(tmp_path, rid, datapath, carry, 7000), ledger, tmp_path)
+        wait_learned(nic, datapath)
         client = Client(lab.ns["c"])
         n = client.run(time.monotonic() + 0.3, 0)
         assert n > 5 and not client.error and {who for _, who, _ in client.replies} == {"main"}
@@ -122,6 +133,62 @@ def test_one_connection_across_a_host_failure(tmp_path: Path, datapath: str, car
             nic.stop()
             log = (tmp_path / "nic-main.log").read_text(errors="replace")
             assert "Traceback" not in log, log[-3000:]
+        lab.destroy()
+        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
+        assert lab.leftovers() == []
+
+
+CURL_URLS = 120
+CURL_RATE = "20/s"
+CURL_FORMAT = " code=%{http_code} connects=%{num_connects} exit=%{exitcode}\\n"
+
+
+def curl_lines(log: Path) -> list[str]:
+    """The per-transfer lines curl wrote so far."""
+    return [ln for ln in (log.read_text(errors="replace") if log.exists() else "").splitlines() if " code=" in ln]
+
+
+@pytest.mark.parametrize("datapath", ["python", "bpf"])
+def test_curl_keepalive_across_a_host_failure(tmp_path: Path, datapath: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    rid = secrets.token_hex(2)
+    ledger = Ledger(rid, run_dir=tmp_path, state_dir=tmp_path / "state")
+    lab = Lab(ledger.prefix, ledger, tmp_path)
+    nic = None
+    try:
+        lab.build()
+        lab.http("m", "main", 8080)
+        lab.http("b", "backup", 8080)
+        nic = start_nic(lab.holder(), web_nic(tmp_path, rid, datapath, True, 8080), ledger, tmp_path)
+        wait_learned(nic, datapath)
+        # one curl: 120 URLs over one keep-alive connection, 20 a second, each transfer's outcome a line
+        curl = lab.spawn("c", ["curl", "-s", "--rate", CURL_RATE, "-m", "3", "-w", CURL_FORMAT,
+                               f"http://{MAIN_IP}:8080/n[1-{CURL_URLS}]"], "curl keep-alive client", "curl.log")
+        log = tmp_path / "curl.log"
+        deadline = time.monotonic() + 20
+        while len(curl_lines(log)) < 40:  # the main host goes after 40 answers
+            assert curl.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.01)
+        lab.ns_cmd("m", "ip", "link", "set", "eth0", "down")
+        assert proc.wait(curl, 30) is not None, "curl did not finish"
+        lines = curl_lines(log)
+        handler = call(nic.socket, "counters")["failsafe_handler"]  # type: ignore[index]
+        print(f"{datapath}: {len(lines)} transfers, {handler}")
+        assert len(lines) == CURL_URLS, log.read_text(errors="replace")
+        assert all(" code=200 " in ln and ln.endswith(" exit=0") for ln in lines), lines  # no reset, no timeout
+        got = [ln.split(" code=")[0].split() for ln in lines]
+        assert [body[1] for body in got] == [f"/n{i}" for i in range(1, CURL_URLS + 1)], lines  # none lost
+        connects = [int(ln.split("connects=")[1].split()[0]) for ln in lines]
+        assert connects[0] == 1 and sum(connects) == 1, connects  # ONE connection throughout
+        who = [body[0] for body in got]
+        assert who[:40] == ["main"] * 40 and who[-40:] == ["backup"] * 40, who
+        assert handler["carried"] == 1 and handler["carry_failed"] == 0, handler
+    finally:
+        if nic is not None:
+            nic.stop()
+            nic_log = (tmp_path / "nic-main.log").read_text(errors="replace")
+            assert "Traceback" not in nic_log, nic_log[-3000:]
         lab.destroy()
         shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
         assert lab.leftovers() == []
