@@ -4,7 +4,8 @@ The Testbed asks this object, for a site on another server, for Cluster Edition'
 (testbed/cluster/nodes.py); sites on `localhost` keep the Testbed's own. The controller listens on
 this machine's loopback; every other server reaches it at its own 127.0.0.1 and the same port,
 through an ssh remote forward (`ssh -R`) that this run starts and records, so no firewall needs to
-open for OpenFlow and the same controller target works on every server.
+open for OpenFlow and the same controller target works on every server. A server with Docker hosts
+gets its engine reached through a recorded socket forward (testbed/cluster/engine.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 from mininet.node import Node
 
 from testbed import proc
+from testbed.cluster.engine import Engine, open_engine
 from testbed.cluster.nodes import ClusterHost, ClusterLink, ClusterSSHLink, ClusterSwitch, door_of
 from testbed.cluster.preflight import servers_of
 from testbed.cluster.server import LOCAL, Server, record_server
 from testbed.errors import TestbedError
-from testbed.ledger import Ledger
+from testbed.ledger import RUN_ROOT, Ledger
 from testbed.topology.model import LOCAL_SERVER, HostSpec, TopologySpec
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class Cluster:
         self.doors: dict[str, Server] = servers_of(topo)
         self.site_server = {s.name: s.server for s in topo.sites}
         self.forwards: list[Any] = []
+        self.engines: dict[str, Engine] = {}  # server -> its Docker engine, for servers with Docker hosts
 
     def remote(self, site: str) -> Server | None:
         """The door of `site`'s server, or None when the site is on this machine."""
@@ -52,9 +55,6 @@ class Cluster:
             if self.remote(site.name) is None:
                 continue
             for h in site.hosts:
-                if h.is_docker:
-                    raise TestbedError(f"sites.{site.name}.hosts.{h.name}: Docker hosts on another server "
-                                       "are not supported yet (place this site on localhost)")
                 if h.nic is not None and nics:
                     raise TestbedError(f"sites.{site.name}.hosts.{h.name}.nic: fail-safe NICs on another "
                                        "server are not supported yet")
@@ -81,6 +81,17 @@ class Cluster:
                 pid, f"controller forward to {d.name}"))
             self.forwards.append(p)
             self._wait_forward(door, controller_port, p)
+        for name in self.docker_servers():
+            self.engines[name] = open_engine(self.doors[name], self.ledger, RUN_ROOT / self.ledger.rid)
+
+    def docker_servers(self) -> list[str]:
+        """The other servers that sites with Docker hosts are placed on."""
+        return sorted({s.server for s in self.topo.sites if s.server != LOCAL_SERVER
+                       and any(h.is_docker for h in s.hosts)})
+
+    def server_of(self, site: str) -> str:
+        """The name of the server `site` is placed on."""
+        return self.site_server[site]
 
     @staticmethod
     def _wait_forward(door: Server, port: int, p: Any, timeout: float = 15.0) -> None:
@@ -141,7 +152,10 @@ class Cluster:
         return door_of(node)
 
     def stop(self) -> None:
-        """End the controller forwards (by handle)."""
+        """Close the engines, end their forwards and the controller's (by handle)."""
+        for engine in self.engines.values():
+            engine.close()
+        self.engines.clear()
         for p in self.forwards:
             proc.stop(p, timeout=5)
         self.forwards.clear()

@@ -72,12 +72,12 @@ class Server:
             opts += ["-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
         return opts
 
-    def argv(self, args: Sequence[str]) -> list[str]:
-        """The local argument list that runs `args` on this server."""
+    def argv(self, args: Sequence[str], tty: bool = False) -> list[str]:
+        """The local argument list that runs `args` on this server (`tty`: on a terminal there, `ssh -tt`)."""
         argv = [str(a) for a in args]
         if self.local:
             return argv
-        return ["ssh", *self.ssh_options(), self.destination, "--", shlex.join(argv)]
+        return ["ssh", *self.ssh_options(), *(["-tt"] if tty else []), self.destination, "--", shlex.join(argv)]
 
     def run(self, args: Sequence[str], *, timeout: float = 30.0, check: bool = True,
             input: str | None = None) -> proc.Result:

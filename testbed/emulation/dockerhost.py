@@ -3,6 +3,9 @@
 Containernet's Docker host on the installed Mininet, with one change: the network namespace is
 not the service container's but a holder's (see `prelaunch`), so the host can crash and come back
 (`crash`/`recover`), freeze (`freeze`/`thaw`), and run further service containers beside its own.
+On another server (`door`) the same class runs: `client` is that server's engine, its shell and
+processes are `docker exec` there through the door, and its namespace is reached there by the
+holder's PID (testbed/cluster/engine.Namespaces).
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from typing import Any, Sequence
 
 from mininet.node import Host
 
+from testbed.cluster.engine import Namespaces
+from testbed.cluster.server import LOCAL, Server
 from testbed.emulation.plainhost import tolerant_decoder
 from testbed.errors import TestbedError
 from testbed.emulation import netns
 from testbed.emulation.prelaunch import (ContainerPlan, Launched, ShellProcess, holder_args, launch_one, record,
-                                           run_args, spawn_shell, start_container)
+                                           run_args, spawn_shell, start_container, where)
 from testbed.ledger import Ledger
+from testbed.topology.model import LOCAL_SERVER
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +106,9 @@ class DockerHost(Host):
                  memory: str | None = None, environment: dict[str, str] | None = None,
                  volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None,
                  launched: Launched | None = None, client: Any = None, ready_ports: Sequence[str] = (),
-                 plan: ContainerPlan | None = None, **params: Any) -> None:
+                 plan: ContainerPlan | None = None, door: Server = LOCAL, **params: Any) -> None:
+        self.door = door  # the server the containers run on (testbed/cluster/server.py)
+        self.namespaces = Namespaces(door)
         self.dimage = dimage
         self.ready_ports = tuple(ready_ports)  # ready() waits until the main command listens on these
         self.ledger = ledger
@@ -116,7 +124,7 @@ class DockerHost(Host):
         self._sidecar_args: dict[str, dict[str, Any]] = {}
         if launched is None:  # not prelaunched: create it here, recorded first
             record(ledger, self.cplan)
-            launched = launch_one(self.client, self.cplan, with_shell=False)
+            launched = launch_one(self.client, self.cplan, with_shell=False, door=door)
         self.container = launched.container
         self.cpid = launched.pid
         self.holder = launched.holder
@@ -126,14 +134,15 @@ class DockerHost(Host):
     @staticmethod
     def plan(name: str, dimage: str, ledger: Ledger, client: Any, cpu: float | None = None,
              memory: str | None = None, environment: dict[str, str] | None = None,
-             volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None) -> ContainerPlan:
-        """The containers Docker host `name` runs, as data (for `prelaunch`, or made here)."""
+             volumes: Sequence[str] = (), dcmd: Sequence[str] | None = None,
+             server: str = LOCAL_SERVER) -> ContainerPlan:
+        """The containers Docker host `name` runs, as data (for `prelaunch`, or made here); `client`: `server`'s engine."""
         cname = container_name(ledger, name)
         command = list(dcmd) if dcmd is not None else image_command(client, dimage)
         holder = holder_args(name, cname, ledger.rid)
         args = run_args(name, cname, ledger.rid, dimage, ["/bin/sh", "-c", ENTRY, "sh"], command, cpu,
                         parse_memory(memory), dict(environment or {}), volumes, netns=holder["name"])
-        return ContainerPlan(name, cname, dimage, args, holder)
+        return ContainerPlan(name, cname, dimage, args, holder, server)
 
     def main_command(self) -> list[str]:
         """The service the container runs once its network is up: `command`, else the image's CMD."""
@@ -145,12 +154,14 @@ class DockerHost(Host):
             return
         pre, self._preshell = self._preshell, None
         if pre is None:  # not prelaunched
-            pre = spawn_shell(self.cname, self.name)
+            pre = spawn_shell(self.cname, self.name, self.door)
         self._adopt_shell(pre)
         self.cmd("unset HISTFILE; stty -echo; set +m")
 
     def _adopt_shell(self, pre: ShellProcess) -> None:
         """Take over a spawned shell as Mininet's and read up to its first prompt."""
+        if not self.door.local:  # the local ssh carrying it: ends with the container, recorded all the same
+            self.ledger.record_process(pre.popen.pid, f"ssh for the shell of {self.name}")
         self.master, self.slave, self.shell = pre.master, pre.slave, pre.popen
         self.stdin = os.fdopen(self.master, "r")
         self.stdout = self.stdin
@@ -245,8 +256,13 @@ class DockerHost(Host):
     def popen(self, *args: Any, **kwargs: Any) -> Any:
         """A process inside the service container (`docker exec -i`), like Node.popen in a namespace."""
         self._check_up(args)
-        kwargs.setdefault("mncmd", ["docker", "exec", "-i", self.cname])
-        return super().popen(*args, **kwargs)
+        if self.door.local:
+            kwargs.setdefault("mncmd", ["docker", "exec", "-i", self.cname])
+            return super().popen(*args, **kwargs)
+        argv = list(args[0]) if len(args) == 1 and isinstance(args[0], list) else \
+            (args[0].split() if len(args) == 1 else [str(a) for a in args])
+        kwargs["mncmd"] = []  # one quoted command line for the server's shell (ssh joins its arguments)
+        return super().popen(self.door.argv(["docker", "exec", "-i", self.cname, *argv]), **kwargs)
 
     def exec(self, argv: Sequence[str], timeout: float = 30.0) -> str:
         """Run `argv` in the service container through the Docker API; its output, TestbedError if it fails."""
@@ -268,7 +284,7 @@ class DockerHost(Host):
             self.cmd(READY_CMD)  # through the open shell: no Docker API round trip
         else:
             self.exec(["sh", "-c", READY_CMD])
-        if netns.wait_ports({self.name: (self.netns_pid, self.listen_ports)}, READY_WAIT_S):
+        if self.namespaces.wait_ports({self.name: (self.netns_pid, self.listen_ports)}, READY_WAIT_S):
             log.warning("%s: not listening on %s after %g s", self.name, ", ".join(self.ready_ports), READY_WAIT_S)
 
     def start_service(self, command: Sequence[str] | None = None, environment: dict[str, str] | None = None) -> None:
@@ -291,7 +307,7 @@ class DockerHost(Host):
         The holder keeps the namespace, so the interfaces, addresses, shaping and NIC stay for `recover`.
         """
         self._check_up("crash")
-        self._link_state = netns.links_down(self.netns_pid)
+        self._link_state = self.namespaces.links_down(self.netns_pid)
         self.down = True
         errors = []
         for box in self.containers():
@@ -311,17 +327,17 @@ class DockerHost(Host):
         for key, args in self._sidecar_args.items():
             self._remove(self.sidecars.pop(key))
             self.sidecars[key] = start_container(self.client, args, self.name)[0]
-        netns.links_up(self.netns_pid, self._link_state)
+        self.namespaces.links_up(self.netns_pid, self._link_state)
         self._link_state = None
         self.down = False
-        self._adopt_shell(spawn_shell(self.cname, self.name))
+        self._adopt_shell(spawn_shell(self.cname, self.name, self.door))
         self.cmd("unset HISTFILE; stty -echo; set +m")
         self.ready()
 
     def _replace(self, args: dict[str, Any]) -> None:
         """Remove the service container and start a new one from the same arguments (same name)."""
         self._remove(self.container)
-        self.ledger.record("container", self.cname, node=self.name, image=self.dimage)
+        self.ledger.record("container", self.cname, node=self.name, image=self.dimage, **where(self.cplan))
         self.container, self.cpid = start_container(self.client, args, self.name)
 
     @staticmethod
@@ -344,10 +360,10 @@ class DockerHost(Host):
     def set_links(self, up: bool) -> None:
         """All the host's interfaces down (isolated) or up again, from outside the host."""
         if up:
-            netns.links_up(self.netns_pid, self._link_state)
+            self.namespaces.links_up(self.netns_pid, self._link_state)
             self._link_state = None
         else:
-            self._link_state = netns.links_down(self.netns_pid)
+            self._link_state = self.namespaces.links_down(self.netns_pid)
 
     # -- further service containers ----------------------------------------------------------
     def add_sidecar(self, key: str, image: str, command: Sequence[str] | None = None,
@@ -362,7 +378,7 @@ class DockerHost(Host):
             args["command"] = list(command)
         if key in self.sidecars:
             self._remove(self.sidecars.pop(key))
-        self.ledger.record("container", name, node=self.name, image=image)
+        self.ledger.record("container", name, node=self.name, image=image, **where(self.cplan))
         self._sidecar_args[key] = args
         self.sidecars[key] = start_container(self.client, args, self.name)[0]
         return self.sidecars[key]

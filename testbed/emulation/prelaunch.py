@@ -11,6 +11,10 @@ concurrently; done one host at a time inside `Mininet.addHost` it dominated star
 a host on 2 cores). `prelaunch` records every container in the ledger first (in the caller's
 thread, so the ledger's order stays the creation order), then starts them from a thread pool, each
 with its `docker exec` shell already spawned; `DockerHost` adopts what it is given.
+
+A host placed on another server (`ContainerPlan.server`) is made by that server's engine (an
+`Engine` of testbed/cluster/engine.py: the SDK through a forwarded socket) and its shell is
+`docker exec` run there through the server's door (`ssh -tt`); this machine's are made as before.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from testbed import proc
+from testbed.cluster.server import LOCAL, Server
 from testbed.errors import TestbedError
 from testbed.ledger import LABEL, Ledger
+from testbed.topology.model import LOCAL_SERVER
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ class ContainerPlan:
     image: str
     run_args: dict[str, Any] = field(hash=False)
     holder_args: dict[str, Any] = field(hash=False, default_factory=dict)
+    server: str = LOCAL_SERVER  # the server whose engine makes the containers
 
     @property
     def holder_name(self) -> str:
@@ -77,9 +84,9 @@ def shell_argv(cname: str, node: str) -> list[str]:
             "bash", "--norc", "--noediting", "-is", "mininet:" + node]
 
 
-def spawn_shell(cname: str, node: str) -> ShellProcess:
-    """Spawn the shell of `node` on a new pty; the caller reads its prompt later."""
-    master, slave, popen = proc.spawn_pty(shell_argv(cname, node))
+def spawn_shell(cname: str, node: str, door: Server = LOCAL) -> ShellProcess:
+    """Spawn the shell of `node` on a new pty (on `door`'s server: over `ssh -tt`); the caller reads its prompt later."""
+    master, slave, popen = proc.spawn_pty(door.argv(shell_argv(cname, node), tty=True))
     return ShellProcess(master, slave, popen)
 
 
@@ -132,26 +139,37 @@ def start_container(client: Any, args: dict[str, Any], node: str) -> tuple[Any, 
     return container, int(container.attrs["State"]["Pid"])
 
 
-def launch_one(client: Any, plan: ContainerPlan, with_shell: bool = True) -> Launched:
+def launch_one(client: Any, plan: ContainerPlan, with_shell: bool = True, door: Server = LOCAL) -> Launched:
     """Start one planned host: its holder, then its service container in the holder's network (and its shell)."""
     holder, netns_pid = start_container(client, plan.holder_args, plan.node)
     container, pid = start_container(client, plan.run_args, plan.node)
-    return Launched(container, pid, spawn_shell(plan.cname, plan.node) if with_shell else None, holder, netns_pid)
+    shell = spawn_shell(plan.cname, plan.node, door) if with_shell else None
+    return Launched(container, pid, shell, holder, netns_pid)
+
+
+def where(plan: ContainerPlan) -> dict[str, str]:
+    """The ledger's `server=` of a plan's resources ({} on this machine: cleanup finds them here)."""
+    return {} if plan.server == LOCAL_SERVER else {"server": plan.server}
 
 
 def record(ledger: Ledger, plan: ContainerPlan) -> None:
-    """Write a planned host's two containers to the ledger (before they exist)."""
-    ledger.record("container", plan.holder_name, node=plan.node, image=plan.holder_args["image"])
-    ledger.record("container", plan.cname, node=plan.node, image=plan.image)
+    """Write a planned host's two containers to the ledger (before they exist), with the server they are on."""
+    ledger.record("container", plan.holder_name, node=plan.node, image=plan.holder_args["image"], **where(plan))
+    ledger.record("container", plan.cname, node=plan.node, image=plan.image, **where(plan))
 
 
-def prelaunch(client: Any, plans: Sequence[ContainerPlan], ledger: Ledger,
-              workers: int = WORKERS) -> dict[str, Launched]:
+def prelaunch(client: Any, plans: Sequence[ContainerPlan], ledger: Ledger, workers: int = WORKERS,
+              engines: Mapping[str, Any] | None = None) -> dict[str, Launched]:
     """Record, then start in parallel, every planned container; node name -> Launched.
 
-    On any failure the shells already spawned are closed and the first error is raised; the
-    containers themselves are in the ledger, so the run's cleanup removes them.
+    `client` makes this machine's; a plan on another server is made by `engines[plan.server]`
+    (testbed/cluster/engine.Engine: `client` and `door`). On any failure the shells already
+    spawned are closed and the first error is raised; the containers themselves are in the
+    ledger, so the run's cleanup removes them.
     """
+    for plan in plans:
+        if plan.server != LOCAL_SERVER and plan.server not in (engines or {}):
+            raise TestbedError(f"{plan.node}: no Docker engine for server {plan.server}")
     for plan in plans:
         record(ledger, plan)
     if not plans:
@@ -159,7 +177,11 @@ def prelaunch(client: Any, plans: Sequence[ContainerPlan], ledger: Ledger,
     launched: dict[str, Launched] = {}
     errors: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=min(workers, len(plans)), thread_name_prefix="prelaunch") as pool:
-        futures = {pool.submit(launch_one, client, plan): plan.node for plan in plans}
+        futures = {}
+        for plan in plans:
+            engine = (engines or {}).get(plan.server)
+            args = (engine.client, plan, True, engine.door) if engine is not None else (client, plan)
+            futures[pool.submit(launch_one, *args)] = plan.node
         for future, node in futures.items():
             try:
                 launched[node] = future.result()

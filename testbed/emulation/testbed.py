@@ -25,7 +25,7 @@ from testbed.emulation.switch import TestbedSwitch
 from testbed.errors import TestbedError
 from testbed.ledger import LABEL, Ledger, RUN_ROOT
 from testbed.links.base import LinkBackend
-from testbed.topology.model import HostSpec, Shape, TopologySpec
+from testbed.topology.model import LOCAL_SERVER, HostSpec, Shape, TopologySpec
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +225,13 @@ class Testbed:
             params["mac"] = spec.mac
         if spec.is_docker:
             plan = self._plans[spec.name]
+            engine = self.cluster.engines.get(plan.server) if self.cluster else None  # another server's
+            where = {"client": engine.client, "door": engine.door} if engine else {"client": self._docker}
             return self.net.addHost(
                 spec.name, cls=DockerHost, dimage=spec.image, ledger=self.ledger, cpu=spec.cpu,
                 memory=spec.memory, environment=dict(spec.env), volumes=spec.volumes,
                 dcmd=plan.run_args["command"], launched=self._launched.pop(spec.name),
-                client=self._docker, ready_ports=self._ready_ports.get(spec.name, ()), plan=plan, **params)
+                ready_ports=self._ready_ports.get(spec.name, ()), plan=plan, **where, **params)
         if self.cluster is not None and self.cluster.remote(spec.site):
             node = self.net.addHost(spec.name, **self.cluster.host_params(spec), **params)
             self.cluster.record_node(node, f"shell of {spec.name}")
@@ -247,22 +249,27 @@ class Testbed:
         specs = [h for site in self.topo.sites for h in site.hosts if h.is_docker]
         if not specs:
             return
-        self._docker = docker_client()
-        commands: dict[str, list[str]] = {}  # image -> its CMD, asked once per image
-        ports: dict[str, tuple[str, ...]] = {}  # image -> its exposed ports
+        engines = self.cluster.engines if self.cluster else {}  # other servers' engines
+        server = {h.name: self.cluster.server_of(h.site) if self.cluster else LOCAL_SERVER for h in specs}
+        if any(server[h.name] not in engines for h in specs):
+            self._docker = docker_client()
+        commands: dict[tuple[str, str], list[str]] = {}  # (server, image) -> its CMD, asked once per image
+        ports: dict[tuple[str, str], tuple[str, ...]] = {}  # (server, image) -> its exposed ports
         for spec in specs:
-            dcmd = spec.command
+            where = server[spec.name]
+            client = engines[where].client if where in engines else self._docker
+            dcmd, key = spec.command, (where, spec.image)
             if dcmd is None:  # the image's own service: start() waits until it listens on its ports
-                if spec.image not in commands:
-                    commands[spec.image] = image_command(self._docker, spec.image)
-                    ports[spec.image] = image_ports(self._docker, spec.image)
-                dcmd = commands[spec.image]
+                if key not in commands:
+                    commands[key] = image_command(client, spec.image)
+                    ports[key] = image_ports(client, spec.image)
+                dcmd = commands[key]
                 if dcmd:
-                    self._ready_ports[spec.name] = ports[spec.image]
+                    self._ready_ports[spec.name] = ports[key]
             self._plans[spec.name] = DockerHost.plan(
-                spec.name, spec.image, self.ledger, self._docker, spec.cpu, spec.memory, dict(spec.env),
-                spec.volumes, dcmd)
-        self._launched = prelaunch(self._docker, list(self._plans.values()), self.ledger)
+                spec.name, spec.image, self.ledger, client, spec.cpu, spec.memory, dict(spec.env),
+                spec.volumes, dcmd, server=where)
+        self._launched = prelaunch(self._docker, list(self._plans.values()), self.ledger, engines=engines)
 
     def _add_hosts(self) -> None:
         assert self.net is not None
@@ -315,7 +322,10 @@ class Testbed:
         assert self.net is not None
         boxes = [node for node in self.net.hosts if isinstance(node, DockerHost)]
         cmd_all({node: READY_CMD for node in boxes})
-        late = netns.wait_ports({node.name: (node.netns_pid, node.listen_ports) for node in boxes}, READY_WAIT_S)
+        late = []
+        for door in {node.door for node in boxes}:  # each server's /proc, polled there (one loop per server)
+            on = [node for node in boxes if node.door == door]
+            late += on[0].namespaces.wait_ports({n.name: (n.netns_pid, n.listen_ports) for n in on}, READY_WAIT_S)
         for name in late:
             log.warning("%s: not listening on %s after %g s", name, ", ".join(self.net[name].ready_ports), READY_WAIT_S)
 

@@ -1,6 +1,7 @@
 """Two servers (this machine and a namespace server over ssh), one site each, built with Cluster Edition's
-remote classes and an SSH tunnel WAN link: it comes up, the WAN self-check passes across, and after a
-SIGKILL of the owner `testbed clean --run` leaves nothing on either server."""
+remote classes and an SSH tunnel WAN link, a Docker host on the other server made by its engine: it
+comes up, the WAN self-check passes across, the remote Docker host crashes and recovers, and after a
+SIGKILL of the owner `testbed clean --run` leaves nothing on either server (containers removed there)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from testbed import ledger, proc
+from testbed.ledger import LABEL
 from testbed.cluster import harness
 from testbed.emulation.testbed import Testbed
 from testbed.testing import leftovers, live_processes
@@ -50,7 +52,7 @@ servers:
   far: {{address: {s.address}, key: {s.key}, known_hosts: {s.known_hosts}}}
 sites:
   a: {{hosts: {{h1: {{ip: 10.0.0.1}}, h3: {{ip: 10.0.0.3}}}}}}
-  b: {{server: far, hosts: {{h2: {{ip: 10.0.0.2}}, h4: {{ip: 10.0.0.4}}}}}}
+  b: {{server: far, hosts: {{h2: {{ip: 10.0.0.2}}, h4: {{ip: 10.0.0.4}}, d2: {{ip: 10.0.0.12, image: testbed/echo}}}}}}
 wan:
   - between: [a, b]
 """)
@@ -58,9 +60,10 @@ wan:
 
 
 def _remote_leftovers(ns: harness.NamespaceServer, rid: str) -> list[str]:
-    """What of run `rid` is on the namespace server: bridges, interfaces, namespaces, processes of its ledger."""
+    """What of run `rid` is on the namespace server: bridges, interfaces, namespaces, containers (asked there)."""
     pre = ledger.prefix(rid)
-    out = ns.server.run(["sh", "-c", "ovs-vsctl list-br; ip -o link show | cut -d: -f2; ip netns list"]).stdout
+    out = ns.server.run(["sh", "-c", "ovs-vsctl list-br; ip -o link show | cut -d: -f2; ip netns list; "
+                         f"docker ps -a --format '{{{{.Names}}}}' --filter label={LABEL}={rid}"]).stdout
     return [name for name in out.split() if name.startswith(pre) or name.startswith("tap")]
 
 
@@ -76,6 +79,16 @@ def test_two_servers_up_selfcheck_across_and_nothing_left(nsserver, tmp_path: Pa
         assert len(rows) == 1 and rows[0]["measured"] is not None, rows
         ping = proc.run_in(tb.node("h4"), ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.3"], timeout=20)
         assert " 0% packet loss" in ping.stdout
+        d2 = tb.node("d2")
+        assert tb.door("d2").name == "far" and d2.door.run(["docker", "inspect", d2.cname]).ok
+        for step in ("up", "crash", "recover"):
+            if step == "crash":
+                d2.crash()
+            elif step == "recover":
+                d2.recover()
+            ping = proc.run_in(tb.node("h1"), ["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.0.0.12"],
+                               timeout=20, check=False)
+            assert (" 0% packet loss" in ping.stdout) == (step != "crash"), (step, ping.stdout)
         print(f"two servers up in {up_s:.1f} s; RTT across {rows[0]['measured']['avg']} ms")
     assert leftovers(tb.rid) == [] and _remote_leftovers(nsserver, tb.rid) == []
     assert tb.rid not in ledger.known_runs()
@@ -99,6 +112,7 @@ def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: 
     assert res.returncode == 0, res.stdout + res.stderr
     removed = json.loads(res.stdout)["removed"]
     assert any("on far" in r for r in removed), removed
+    assert sum(r.startswith("container ") and r.endswith(" on far") for r in removed) == 2, removed  # d2, holder
     assert leftovers(rid) == [] and _remote_leftovers(nsserver, rid) == []
     assert live_processes(tmp_path / "run") == []
     alive = nsserver.server.run(["sh", "-c", 'for p; do [ -d /proc/$p ] && echo $p; done; true', "sh", *remote_pids])

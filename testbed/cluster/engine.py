@@ -1,0 +1,152 @@
+"""Docker hosts on another server: that server's Docker engine, and its hosts' namespaces, reached through its door.
+
+The engine: the Docker SDK over one `ssh -N -L LOCAL.sock:/var/run/docker.sock` per server,
+started through testbed/proc.py with the door's ssh options (BatchMode, key, port, known_hosts)
+and recorded in the ledger, as the controller's `ssh -R` is. Not the SDK's own `ssh://` URL: with
+`use_ssh_client` the SDK starts `ssh` itself (outside proc.py, without the server's key or
+known_hosts, one unrecorded process per pooled connection); without it, it uses paramiko, a second
+ssh implementation with its own host-key policy. Over the forward the SDK works as on this
+machine, so `DockerHost` is the same class for both; commands (the hosts' shells, links taken
+down and up by the holder's PID there, readiness from that server's /proc, cleanup) go through the door.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+from testbed import proc
+from testbed.cluster.server import Server
+from testbed.emulation import netns
+from testbed.errors import TestbedError
+from testbed.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+#: The engine's socket on the server (Docker's default).
+REMOTE_SOCKET = "/var/run/docker.sock"
+
+#: Polls the server's /proc until every key's namespace listens on its ports (argv[1]: JSON
+#: {key: [pid, [[proto, port], ...]]}, argv[2]: timeout); prints the keys still not listening.
+WAIT_PORTS = "from pathlib import Path\n" + inspect.getsource(netns.listening) + r"""
+import json, sys, time
+todo = {k: (pid, [tuple(p) for p in ports]) for k, (pid, ports) in json.loads(sys.argv[1]).items() if ports}
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    for k in list(todo):
+        pid, ports = todo[k]
+        ports = [(proto, port) for proto, port in ports if not listening(pid, proto, port)]
+        if ports:
+            todo[k] = (pid, ports)
+        else:
+            del todo[k]
+    if not todo or time.monotonic() >= deadline:
+        break
+    time.sleep(0.02)
+print(json.dumps(list(todo)))
+"""
+
+
+@dataclass
+class Engine:
+    """The Docker engine Docker hosts of one server are made by: an SDK client and the door to that server."""
+
+    client: Any
+    door: Server
+    forward: Any = None  # the ssh forwarding the engine's socket (None: this machine's engine)
+
+    def close(self) -> None:
+        """Close the client and end the forward (by handle)."""
+        try:
+            self.client.close()
+        except Exception as exc:  # noqa: BLE001 - closing a pool is best effort
+            log.debug("closing the engine client of %s: %s", self.door.name, exc)
+        if self.forward is not None:
+            proc.stop(self.forward, timeout=5)
+            self.forward = None
+
+
+def forward_argv(door: Server, local_socket: Path) -> list[str]:
+    """The ssh that forwards `local_socket` here to the engine's socket on `door`'s server."""
+    return ["ssh", *door.ssh_options(), "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
+            "-o", "StreamLocalBindUnlink=yes", "-L", f"{local_socket}:{REMOTE_SOCKET}", door.destination]
+
+
+def open_engine(door: Server, ledger: Ledger, directory: Path, timeout: float = 20.0) -> Engine:
+    """Forward `door`'s engine socket into `directory` (recorded first); ready once the engine answers a ping."""
+    import docker
+
+    sock = directory / f"docker-{door.name}.sock"
+    ledger.record("file", str(sock))
+    out = (ledger.run_dir or directory) / f"docker-forward-{door.name}.log"
+    p = proc.spawn(forward_argv(door, sock), output=out,
+                   on_start=lambda pid: ledger.record_process(pid, f"Docker engine forward to {door.name}"))
+    deadline = time.monotonic() + timeout
+    why = "no socket yet"
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            text = out.read_text(errors="replace").strip()[-300:] if out.exists() else ""
+            raise TestbedError(f"Docker engine forward to {door} exited {p.returncode} "
+                               f"(AllowStreamLocalForwarding? engine at {REMOTE_SOCKET}?): {text}")
+        if sock.exists():
+            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=60)
+            try:
+                client.ping()
+                log.info("Docker engine of %s reached through %s", door.name, sock)
+                return Engine(client, door, p)
+            except Exception as exc:  # noqa: BLE001 - the engine not answering yet, or at all
+                why = str(exc)
+                client.close()
+        time.sleep(0.05)
+    proc.stop(p, timeout=5)
+    raise TestbedError(f"the Docker engine of {door} does not answer through ssh after {timeout:g} s: {why}")
+
+
+class Namespaces:
+    """A server's view of its hosts' network namespaces by PID: links down and up, ports listened on."""
+
+    def __init__(self, door: Server) -> None:
+        self.door = door
+
+    def _run(self, pid: int, argv: list[str]) -> str:
+        return self.door.run(netns.nsenter(pid, argv), timeout=10).stdout
+
+    def links(self, pid: int) -> list[str]:
+        return [i["ifname"] for i in json.loads(self._run(pid, ["ip", "-j", "link", "show"]) or "[]")
+                if i.get("ifname") != "lo"]
+
+    def links_down(self, pid: int) -> netns.LinkState:
+        """As netns.links_down, on the server."""
+        if self.door.local:
+            return netns.links_down(pid)
+        routes = json.loads(self._run(pid, ["ip", "-j", "route", "show"]) or "[]")
+        state = netns.LinkState([r for r in routes if r.get("protocol") != "kernel"])
+        for name in self.links(pid):
+            self._run(pid, ["ip", "link", "set", "dev", name, "down"])
+        return state
+
+    def links_up(self, pid: int, state: netns.LinkState | None = None) -> None:
+        """As netns.links_up, on the server."""
+        if self.door.local:
+            return netns.links_up(pid, state)
+        for name in self.links(pid):
+            self._run(pid, ["ip", "link", "set", "dev", name, "up"])
+        for route in (state.routes if state else []):
+            self._run(pid, ["ip", "route", "replace", *netns.route_args(route)])
+
+    def wait_ports(self, wanted: Mapping[Hashable, tuple[int, Sequence[tuple[str, int]]]],
+                   timeout: float) -> list[Hashable]:
+        """As netns.wait_ports, polled on the server (one ssh for all its hosts); the keys not listening."""
+        if self.door.local:
+            return netns.wait_ports(wanted, timeout)
+        todo = {str(k): [pid, [list(p) for p in ports]] for k, (pid, ports) in wanted.items() if ports}
+        if not todo:
+            return []
+        res = self.door.run(["python3", "-c", WAIT_PORTS, json.dumps(todo), str(timeout)], timeout=timeout + 20)
+        late = set(json.loads(res.stdout.strip().splitlines()[-1]))
+        return [k for k in wanted if str(k) in late]
