@@ -22,7 +22,7 @@ from pathlib import Path
 from testbed import proc
 from testbed.cluster.server import Server
 from testbed.errors import TestbedError
-from testbed.ledger import Ledger
+from testbed.ledger import LABEL, Ledger, prefix
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,13 @@ class NamespaceServer:
             left.append(f"directory {self.tmp}")
         left += [f"process {p.pid}" for p in self.processes if p.poll() is None]
         return left
+
+    def run_leftovers(self, rid: str) -> list[str]:
+        """What of run `rid` is on this server, asked through its door: bridges, interfaces, namespaces, containers."""
+        pre = prefix(rid)
+        out = self.server.run(["sh", "-c", "ovs-vsctl list-br; ip -o link show | cut -d: -f2; ip netns list; "
+                               f"docker ps -a --format '{{{{.Names}}}}' --filter label={LABEL}={rid}"]).stdout
+        return [name for name in out.split() if name.startswith(pre) or name.startswith("tap")]
 
 
 def _wait_for(path: Path, text: str, p: proc.Process, timeout: float, what: str) -> None:

@@ -317,7 +317,9 @@ def git_revision() -> str:
 
 
 def manifest(spec: ExperimentSpec, runs: list[dict]) -> dict:
-    """What manifest.json records: source revision, the resolved spec, machine, tools, backends, self-checks."""
+    """What manifest.json records: source revision, the resolved spec, machine, tools, placement, backends, self-checks."""
+    from testbed.cluster.facts import placement_section
+
     return {
         "experiment": spec.name,
         "description": spec.description,
@@ -327,6 +329,7 @@ def manifest(spec: ExperimentSpec, runs: list[dict]) -> dict:
         "tools": tool_versions(),
         "spec": json.loads(json.dumps(dataclasses.asdict(spec), default=lambda o: o.decode() if isinstance(o, bytes) else str(o))),
         "primaries": {v.name: v.to or (spec.probes[0].dst if spec.probes else "") for v in spec.variants},
+        **placement_section(spec.topology, runs),  # site -> server; each server's kernel, versions, backends
         "runs": runs,
     }
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from testbed import ledger, proc
-from testbed.ledger import LABEL
 from testbed.cluster import harness
 from testbed.emulation.testbed import Testbed
 from testbed.testing import leftovers, live_processes
@@ -60,11 +59,7 @@ wan:
 
 
 def _remote_leftovers(ns: harness.NamespaceServer, rid: str) -> list[str]:
-    """What of run `rid` is on the namespace server: bridges, interfaces, namespaces, containers (asked there)."""
-    pre = ledger.prefix(rid)
-    out = ns.server.run(["sh", "-c", "ovs-vsctl list-br; ip -o link show | cut -d: -f2; ip netns list; "
-                         f"docker ps -a --format '{{{{.Names}}}}' --filter label={LABEL}={rid}"]).stdout
-    return [name for name in out.split() if name.startswith(pre) or name.startswith("tap")]
+    return ns.run_leftovers(rid)
 
 
 def test_two_servers_up_selfcheck_across_and_nothing_left(nsserver, tmp_path: Path) -> None:

@@ -1,0 +1,69 @@
+"""Fatriot Fig. 11, shortened, with the backup host on another server (a namespace server over ssh):
+after mec1 crashes its NIC moves the traffic across the WAN link to mec2 there, delivery stays
+>= 0.95, the WAN self-check passes across, the manifest records placement and each server's facts,
+and nothing of the run is left on either server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed import ledger
+from testbed.cluster import harness
+from testbed.testing import leftovers
+
+ROOT = Path(__file__).resolve().parents[2]
+EXP = ROOT / "experiments"
+pytestmark = [pytest.mark.integration, pytest.mark.experiment]
+
+
+@pytest.fixture
+def nsserver():
+    rid = ledger.new_run_id()
+    ns = harness.start(ledger.Ledger(rid), ovs=True)
+    yield ns
+    ns.stop()
+    assert ns.leftovers() == [] and leftovers(rid) == []
+    ledger.forget(rid)
+
+
+def _experiment(tmp: Path, ns: harness.NamespaceServer) -> Path:
+    """The shipped experiment and topology, with server `far` set to the namespace server."""
+    s = ns.server
+    topo = (EXP / "topologies" / "fatriot-cluster.yaml").read_text()
+    old = "far: {address: 127.0.0.1}"
+    assert old in topo
+    (tmp / "topo.yaml").write_text(topo.replace(old, f"far: {{address: {s.address}, key: {s.key}, "
+                                                     f"known_hosts: {s.known_hosts}}}"))
+    exp = (EXP / "fatriot-cluster.yaml").read_text()
+    assert "topology: topologies/fatriot-cluster.yaml" in exp
+    path = tmp / "fatriot-cluster.yaml"
+    path.write_text(exp.replace("topology: topologies/fatriot-cluster.yaml", f"topology: {tmp / 'topo.yaml'}"))
+    return path
+
+
+def test_fig11_backup_on_the_other_server(experiment_runner, nsserver, tmp_path: Path) -> None:
+    summary = experiment_runner(_experiment(tmp_path, nsserver))
+    run = summary.flow("probe")["with-nic"]
+    assert run.mean("delivered_ratio_after_fault") >= 0.95
+    assert run.mean("failover_s") is not None and run.mean("failover_s") < 1.0
+    out = tmp_path / "run"
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["placement"] == {"lab": "localhost", "far": "far"}
+    far = man["servers"]["far"]
+    assert far["address"] == nsserver.server.address and "error" not in far, far
+    assert all(far[k] for k in ("kernel", "python", "docker", "ovs")), far
+    assert far["backends"]["hosts"] == "docker" and "ssh tunnel" in far["backends"]["wan_to_other_servers"]
+    (check,) = man["runs"][0]["selfcheck"]
+    assert check["path"] == ["lab", "far"] and check["measured"] is not None, check
+    from testbed.experiment.metrics import read_packets
+
+    answered = {p.answered_by for p in read_packets(out / "packets.csv") if p.rtt_ms is not None and p.seq > 55}
+    assert answered == {"mec2"}, answered  # after the crash the backup on the other server answered
+    for r in man["runs"]:
+        assert nsserver.run_leftovers(r["rid"]) == [] and leftovers(r["rid"]) == []
+    print(f"after the crash: delivered {run.mean('delivered_ratio_after_fault'):.3f}, failover "
+          f"{run.mean('failover_s'):.3f} s; RTT across {check['measured']['avg']} ms; far: {far['kernel']}, "
+          f"docker {far['docker']}")
