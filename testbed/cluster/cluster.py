@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,14 @@ class Cluster:
                 raise TestbedError(f"wan[{i}]: shaping a link to another server is not supported yet")
 
     def start(self, controller_port: int) -> None:
-        """Record each server, then forward the controller's port to each (ready when it connects there)."""
+        """Record each server, open a master connection to each, forward the controller's port to each
+        (ready when it connects there), reach each engine that has Docker hosts."""
         for door in self.doors.values():
             if not door.local:
                 record_server(self.ledger, door)
+        for name, door in list(self.doors.items()):
+            if not door.local:
+                self.doors[name] = self._master(door)
         for door in self.doors.values():
             if door.local:
                 continue
@@ -92,6 +97,25 @@ class Cluster:
     def server_of(self, site: str) -> str:
         """The name of the server `site` is placed on."""
         return self.site_server[site]
+
+    def _master(self, door: Server, timeout: float = 15.0) -> Server:
+        """A recorded master connection to `door`'s server; the door that multiplexes short commands over it."""
+        path = RUN_ROOT / self.ledger.rid / f"cm-{door.name}"
+        self.ledger.record("file", str(path))
+        opts = [*door.ssh_options(), "-o", f"ControlPath={path}"]
+        out = (self.ledger.run_dir or Path("/tmp")) / f"ssh-master-{door.name}.log"
+        p = proc.spawn(["ssh", *opts, "-M", "-N", "-o", "ControlPersist=no", "-o", "ServerAliveInterval=5",
+                        door.destination], output=out,
+                       on_start=lambda pid: self.ledger.record_process(pid, f"ssh master connection to {door.name}"))
+        self.forwards.append(p)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise TestbedError(f"ssh master connection to {door} exited {p.returncode}")
+            if proc.run(["ssh", *opts, "-O", "check", door.destination], check=False, timeout=10).ok:
+                return replace(door, control_path=str(path))
+            time.sleep(0.05)
+        raise TestbedError(f"ssh master connection to {door} not ready after {timeout:g} s")
 
     @staticmethod
     def _wait_forward(door: Server, port: int, p: Any, timeout: float = 15.0) -> None:

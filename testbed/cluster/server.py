@@ -4,12 +4,18 @@ Both go through testbed/proc.py as argument lists; the remote side gets `shlex.j
 is split back into the same list by the server's shell. ssh runs with BatchMode (never a password
 prompt), the server's key, port and known_hosts file when given, and a connect timeout; a failure is
 a CommandError with ssh's own stderr (exit status 255: ssh itself could not connect).
+
+While a run holds a master connection to the server (`control_path`, made by the Cluster), short
+commands (`run`) are multiplexed over it (~0.1 s a command here instead of ~0.3 s for a new
+connection), at most MUX_SESSIONS at a time (sshd's MaxSessions defaults to 10); without the
+master ssh connects on its own. Long-lived sessions (shells, tunnels, forwards) never use it.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
+import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -23,6 +29,15 @@ log = logging.getLogger(__name__)
 
 #: Seconds ssh waits for the TCP connection and the handshake.
 CONNECT_TIMEOUT_S = 5
+#: Commands multiplexed over one master connection at once (below sshd's default MaxSessions 10).
+MUX_SESSIONS = 8
+_mux_slots: dict[str, threading.BoundedSemaphore] = {}
+_mux_lock = threading.Lock()
+
+
+def _slots(path: str) -> threading.BoundedSemaphore:
+    with _mux_lock:
+        return _mux_slots.setdefault(path, threading.BoundedSemaphore(MUX_SESSIONS))
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class Server:
     key: str | None = None
     port: int = 22
     known_hosts: str | None = None
+    control_path: str | None = None  # a run's master connection, for short commands (not recorded)
 
     @classmethod
     def of(cls, spec: ServerSpec | None) -> "Server":
@@ -51,7 +67,7 @@ class Server:
 
     def record(self) -> dict:
         """What the ledger keeps so that cleanup can reach this server after the run is gone."""
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "control_path"}
 
     @property
     def local(self) -> bool:
@@ -62,28 +78,34 @@ class Server:
         """`user@address`, as ssh takes it."""
         return f"{self.user}@{self.address}"
 
-    def ssh_options(self) -> list[str]:
-        """ssh's options for this server (no destination, no command): BatchMode, key, port, known_hosts."""
+    def ssh_options(self, mux: bool = False) -> list[str]:
+        """ssh's options for this server (no destination, no command): BatchMode, key, port, known_hosts;
+        `mux`: over the run's master connection when there is one."""
         opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", "LogLevel=ERROR",
                 "-p", str(self.port)]
         if self.key:
             opts += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:
             opts += ["-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+        if mux and self.control_path:
+            opts += ["-o", f"ControlPath={self.control_path}", "-o", "ControlMaster=no"]
         return opts
 
-    def argv(self, args: Sequence[str], tty: bool = False) -> list[str]:
+    def argv(self, args: Sequence[str], tty: bool = False, mux: bool = False) -> list[str]:
         """The local argument list that runs `args` on this server (`tty`: on a terminal there, `ssh -tt`)."""
         argv = [str(a) for a in args]
         if self.local:
             return argv
-        return ["ssh", *self.ssh_options(), *(["-tt"] if tty else []), self.destination, "--", shlex.join(argv)]
+        return ["ssh", *self.ssh_options(mux), *(["-tt"] if tty else []), self.destination, "--", shlex.join(argv)]
 
     def run(self, args: Sequence[str], *, timeout: float = 30.0, check: bool = True,
             input: str | None = None) -> proc.Result:
         """Run `args` on this server; CommandError (with stderr) when it fails and `check`."""
         log.debug("%s: run %s", self.name, list(args))
-        return proc.run(self.argv(args), timeout=timeout, check=check, input=input)
+        if self.local or not self.control_path:
+            return proc.run(self.argv(args), timeout=timeout, check=check, input=input)
+        with _slots(self.control_path):
+            return proc.run(self.argv(args, mux=True), timeout=timeout, check=check, input=input)
 
     def __str__(self) -> str:
         return self.name if self.local else f"{self.name} ({self.destination}:{self.port})"

@@ -81,3 +81,17 @@ def test_preflight_missing_tool_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(proc, "run", fake)
     with pytest.raises(SpecError, match=r"servers.b: server not usable: mnexec: missing; docker: missing"):
         preflight.preflight(_topo(True), "t.yaml")
+
+
+def test_short_commands_use_the_runs_master_connection_long_sessions_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    door = replace(REMOTE, control_path="/run/testbed/ab/cm-b")
+    seen = []
+    monkeypatch.setattr(proc, "run", lambda argv, **kw: seen.append(argv) or proc.Result(argv, 0, "", ""))
+    door.run(["true"])
+    assert "ControlPath=/run/testbed/ab/cm-b" in seen[0] and "ControlMaster=no" in seen[0]
+    assert not any("ControlPath" in o for o in door.argv(["bash"], tty=True) + door.ssh_options())
+    assert "control_path" not in door.record() and Server.from_record(door.record()) == REMOTE
+    REMOTE.run(["true"])
+    assert not any("ControlPath" in o for o in seen[1])
