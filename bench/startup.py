@@ -14,8 +14,15 @@ dependency: a separate virtual environment with Containernet, given as --contain
 otherwise the plain Mininet hosts of the same run. --profile prints where the time went
 (bench/startup_profile.py).
 
+--servers 2: the same Docker-host topology is also brought up with every other site placed on a
+second server (a namespace server of testbed/cluster/harness.py: sshd and its own Open vSwitch in
+a network namespace, reached over ssh; on this machine it shares the CPU and the Docker engine),
+so its hosts are made by that server's engine through the ssh-forwarded socket, their shells run
+over ssh, and the WAN links to its sites are SSH tunnels; printed next to the one-server figures
+of the same run, with the ratio. Use an even --sites for an even split.
+
     sudo .venv/bin/python bench/startup.py [--sizes 10 50 100] [--sites 5] [--no-ping] [--profile]
-        [--containernet-python /opt/containernet/bin/python]
+        [--containernet-python /opt/containernet/bin/python] [--servers 2]
 """
 
 from __future__ import annotations
@@ -30,16 +37,20 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from testbed.cluster import harness  # noqa: E402
+from testbed.cluster.harness import NamespaceServer  # noqa: E402
 from testbed.emulation.testbed import Testbed  # noqa: E402
 from testbed.testing import leftovers  # noqa: E402
 from testbed.topology.api import MecTopo  # noqa: E402
-from testbed.topology.model import TopologySpec  # noqa: E402
+from testbed.topology.model import ServerSpec, TopologySpec  # noqa: E402
 
 log = logging.getLogger("startup")
 IMAGE = "testbed/echo"
@@ -80,6 +91,8 @@ class Row:
     down_s: float
     ping_ok: bool | None  # first host reached the last (other site) right after start; None: not tried
     left_over: list[str]
+    servers: int = 1  # machines the sites were placed on
+    hosts_far: int = 0  # hosts on the second server
 
     @property
     def per_host_s(self) -> float:
@@ -104,6 +117,12 @@ def star(hosts: int, sites: int, docker: bool) -> TopologySpec:
     return t.build()
 
 
+def split(topo: TopologySpec, far: ServerSpec) -> TopologySpec:
+    """`topo` with every other site (the 2nd, 4th, ...) placed on server `far`; the hub stays here."""
+    sites = tuple(replace(s, server=far.name) if i % 2 else s for i, s in enumerate(topo.sites))
+    return replace(topo, name=topo.name + "-2srv", sites=sites, servers=(far,))
+
+
 def ping_across(tb: Testbed, topo: TopologySpec) -> bool:
     """True when the first host answers a ping from the last (different sites when there are several)."""
     first, last = topo.sites[0].hosts[0], topo.sites[-1].hosts[-1]
@@ -112,11 +131,15 @@ def ping_across(tb: Testbed, topo: TopologySpec) -> bool:
     return bool(m and int(m.group(1)) > 0)
 
 
-def measure(hosts: int, kind: str, sites: int, ping: bool, profile: bool = False) -> Row:
-    """Bring one topology up and down, timing both; check that nothing is left behind."""
+def measure(hosts: int, kind: str, sites: int, ping: bool, profile: bool = False,
+            far: "NamespaceServer | None" = None) -> Row:
+    """Bring one topology up and down, timing both; check that nothing is left behind (on `far` too)."""
     from startup_profile import Profile, print_profile
 
     topo = star(hosts, sites, kind == "docker")
+    if far is not None:
+        s = far.server
+        topo = split(topo, ServerSpec(s.name, s.address, s.user, s.key, s.port, s.known_hosts))
     prof_up, prof_down = Profile(), Profile()
     with tempfile.TemporaryDirectory(prefix="tb-startup-") as tmp:
         tb = Testbed(topo, Path(tmp) / "run", nics=False)
@@ -141,11 +164,12 @@ def measure(hosts: int, kind: str, sites: int, ping: bool, profile: bool = False
             finally:
                 prof_down.uninstall()
             down = time.monotonic() - t1
-        left = leftovers(tb.rid)
+        left = leftovers(tb.rid) + ([f"{x} on {far.server.name}" for x in far.run_leftovers(tb.rid)] if far else [])
     if profile:
         print_profile(f"{hosts} {kind} hosts, {sites} sites: up {up:.2f} s", prof_up.table())
         print_profile(f"{hosts} {kind} hosts, {sites} sites: down {down:.2f} s", prof_down.table())
-    return Row(hosts, kind, sites, round(up, 2), round(down, 2), ok, left)
+    n_far = sum(len(s.hosts) for s in topo.sites if s.server != "localhost")
+    return Row(hosts, kind, sites, round(up, 2), round(down, 2), ok, left, 2 if far else 1, n_far)
 
 
 def containernet(python: str, hosts: int, image: str = IMAGE) -> dict | str:
@@ -191,6 +215,17 @@ def print_table(rows: list[Row], baseline: dict[int, dict]) -> None:
               f"the goal (<= {TARGET_UP_S:.0f} s up, <= {TARGET_DOWN_S:.0f} s down); {against}")
 
 
+def print_servers(rows: list[Row]) -> None:
+    """Docker hosts on one server next to the same split over two, per size, with the two/one ratio."""
+    one = {(r.hosts, r.sites): r for r in rows if r.kind == "docker" and r.servers == 1}
+    for r in (r for r in rows if r.servers == 2):
+        o = one.get((r.hosts, r.sites))
+        against = (f"one server same run {o.up_s:.1f} s up, {o.down_s:.1f} s down: two/one {r.up_s / o.up_s:.2f}x up, "
+                   f"{r.down_s / o.down_s:.2f}x down" if o else "no one-server row measured")
+        print(f"\n{r.hosts} Docker hosts over two servers ({r.hosts - r.hosts_far} here, {r.hosts_far} on the "
+              f"namespace server): up {r.up_s:.1f} s, down {r.down_s:.1f} s; {against}")
+
+
 def load() -> list[float]:
     """The 1, 5 and 15 minute load averages."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -205,6 +240,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="print where start-up and teardown time goes")
     ap.add_argument("--containernet-python", metavar="PYTHON",
                     help="an interpreter with Containernet installed: measured as the baseline in the same run")
+    ap.add_argument("--servers", type=int, choices=(1, 2), default=1,
+                    help="2: also the Docker hosts split over this machine and a namespace server (same run)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "startup.json")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -218,24 +255,46 @@ def main() -> int:
                      "load_before": load(), "rows": []}
     rows: list[Row] = []
     baseline: dict[int, dict | str] = {}
-    for n in args.sizes:
-        if args.containernet_python:
-            baseline[n] = containernet(args.containernet_python, n)
-            print(f"{n} Containernet: {baseline[n]}", flush=True)
-        for kind in args.kinds:
-            row = measure(n, kind, args.sites, not args.no_ping, args.profile)
-            rows.append(row)
-            print(f"{n} {kind}: up {row.up_s:.2f} s, down {row.down_s:.2f} s, ping {row.ping_ok}, "
-                  f"left {row.left_over}", flush=True)
+    with second_server(args.servers == 2) as far:
+        for n in args.sizes:
+            if args.containernet_python:
+                baseline[n] = containernet(args.containernet_python, n)
+                print(f"{n} Containernet: {baseline[n]}", flush=True)
+            for kind, where in [(k, None) for k in args.kinds] + ([("docker", far)] if far else []):
+                row = measure(n, kind, args.sites, not args.no_ping, args.profile, where)
+                rows.append(row)
+                print(f"{n} {kind} on {row.servers} server(s): up {row.up_s:.2f} s, down {row.down_s:.2f} s, "
+                      f"ping {row.ping_ok}, left {row.left_over}", flush=True)
     results["load_after"] = load()
     results["rows"] = [{**asdict(r), "per_host_s": round(r.per_host_s, 4)} for r in rows]
     results["containernet"] = baseline
-    print_table(rows, baseline)
+    print_table([r for r in rows if r.servers == 1], baseline)
+    print_servers(rows)
     print(f"\nload averages before {results['load_before']}, after {results['load_after']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 1 if any(r.left_over for r in rows) or any(r.ping_ok is False for r in rows) else 0
+
+
+@contextmanager
+def second_server(wanted: bool) -> Iterator["NamespaceServer | None"]:
+    """A namespace server (sshd and its own OVS, per-run keys) for the split runs, or None; removed afterwards."""
+    if not wanted:
+        yield None
+        return
+    from testbed import ledger
+
+    rid = ledger.new_run_id()
+    ns = harness.start(ledger.Ledger(rid), ovs=True)
+    try:
+        yield ns
+    finally:
+        ns.stop()
+        left = ns.leftovers() + leftovers(rid)
+        if left:
+            print(f"namespace server left: {left}", file=sys.stderr)
+        ledger.forget(rid)
 
 
 if __name__ == "__main__":
