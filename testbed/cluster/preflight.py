@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 TOOLS = ("ip", "python3", "mnexec", "ovs-vsctl")
 #: Prints each named command that is missing, one a line (run as `sh -c MISSING sh TOOL...`).
 MISSING = 'for t; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done'
+#: Prints each named image the server's Docker engine does not have, one a line.
+MISSING_IMAGES = 'for i; do docker image inspect "$i" >/dev/null 2>&1 || echo "$i"; done'
 
 
 def tools_needed(topo: TopologySpec, server: str) -> tuple[str, ...]:
@@ -27,14 +29,23 @@ def tools_needed(topo: TopologySpec, server: str) -> tuple[str, ...]:
     return TOOLS + (("docker",) if docker else ())
 
 
+def images_needed(topo: TopologySpec, server: str) -> tuple[str, ...]:
+    """The images server `server`'s engine must have: its Docker hosts' and the namespace holder's."""
+    from testbed.emulation.prelaunch import HOLDER_IMAGE
+
+    images = {h.image for s in topo.sites if s.server == server for h in s.hosts if h.is_docker and h.image}
+    return tuple(sorted(images | {HOLDER_IMAGE})) if images else ()
+
+
 def used_servers(topo: TopologySpec) -> list[str]:
     """The names of the servers (not localhost) that sites are placed on, in declaration order."""
     used = {s.server for s in topo.sites}
     return [s.name for s in topo.servers if s.name in used]
 
 
-def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",)) -> list[Check]:
-    """Connect, then look for `tools`, then ask kernel and versions; each a Check (later ones need ssh)."""
+def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",),
+                  images: tuple[str, ...] = ()) -> list[Check]:
+    """Connect, then look for `tools` (and `images` in its engine), then ask kernel and versions; each a Check."""
     try:
         res = server.run(["uname", "-r"], timeout=15)
     except CommandError as exc:
@@ -51,6 +62,15 @@ def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",)) 
         ovs = server.run(["ovs-vsctl", "--timeout=5", "show"], check=False, timeout=15)
         checks.append(Check("ovs running", ovs.ok, "answers" if ovs.ok else (ovs.stderr.strip() or "no answer"),
                             True, "start ovsdb-server and ovs-vswitchd on the server"))
+    if images and "docker" not in missing:
+        engine = server.run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=30)
+        checks.append(Check("docker engine", engine.ok, engine.stdout.strip() if engine.ok else
+                            (engine.stderr.strip().splitlines() or ["no answer"])[-1], True,
+                            "start dockerd on the server"))
+        if engine.ok:
+            gone = server.run(["sh", "-c", MISSING_IMAGES, "sh", *images], timeout=30).stdout.split()
+            checks.append(Check("images", not gone, "missing " + " ".join(gone) if gone else "present", True,
+                                f"docker save {' '.join(gone)} | ssh {server.destination} docker load"))
     return checks
 
 
@@ -59,7 +79,7 @@ def preflight(topo: TopologySpec, source: str | None = None) -> dict[str, list[C
     found: dict[str, list[Check]] = {}
     for name in used_servers(topo):
         server = Server.of(topo.server(name))
-        checks = server_checks(server, tools_needed(topo, name))
+        checks = server_checks(server, tools_needed(topo, name), images_needed(topo, name))
         bad = [c for c in checks if c.required and not c.ok]
         if bad:
             what = "; ".join(f"{c.name}: {c.value}" for c in bad)

@@ -95,3 +95,24 @@ def test_short_commands_use_the_runs_master_connection_long_sessions_do_not(monk
     assert "control_path" not in door.record() and Server.from_record(door.record()) == REMOTE
     REMOTE.run(["true"])
     assert not any("ControlPath" in o for o in seen[1])
+
+
+def test_preflight_names_images_missing_on_the_servers_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    topo = _topo(True)
+    assert preflight.images_needed(topo, "b") == ("testbed/base", "testbed/echo") and preflight.images_needed(_topo(False), "b") == ()
+
+    def fake(argv, **kw):
+        remote = shlex.split(argv[-1])
+        if remote[0] == "uname":
+            out = "6.1.0\n"
+        elif remote[0] == "docker":
+            out = "24.0.5\n"
+        elif remote[:2] == ["sh", "-c"] and remote[2] == preflight.MISSING_IMAGES:
+            out = "testbed/base\n"
+        else:
+            out = ""
+        return proc.Result(argv, 0, out, "")
+
+    monkeypatch.setattr(proc, "run", fake)
+    with pytest.raises(SpecError, match=r"servers.b: server not usable: images: missing testbed/base$"):
+        preflight.preflight(topo, "t.yaml")
