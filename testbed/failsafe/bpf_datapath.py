@@ -379,6 +379,9 @@ class BpfDatapath(PortSender):
         self._copy_due = time.monotonic() + COPY_PERIOD_S
         if self.copy is not None:
             self._drain(self.copy, 1 << 16)
+        carry = self.nic.pipeline.carry
+        if carry is not None and len(carry.bulk) != len(self._nocopy):
+            self._sync_nocopy()  # a bulk transfer's copies stop now, not at the next punted frame
 
     def _replay(self, frame: bytes, sid: str, now: float, carried: bool = False) -> None:
         """A request the kernel gave the host just as `sid` went fail-safe: re-sent to a backup, as a pending one.

@@ -124,6 +124,9 @@ class TcpCarry:
         """A client's segment forwarded to the host (untagged IPv4; `l4`: TCP header, `end`: datagram end)."""
         seq, flags = struct.unpack_from("!I", frame, l4 + 4)[0], frame[l4 + 13]
         s = self.streams.get(key)
+        if flags & (TCP_RST | TCP_FIN) and key in self.bulk:
+            del self.bulk[key]  # a bulk transfer that ends is no carry failure at a later failover
+            return
         if flags & TCP_SYN:
             if flags & TCP_ACK or (s is not None and s.una == (seq + 1) % MOD):
                 return
@@ -177,6 +180,8 @@ class TcpCarry:
         """A host's segment to the client of flow `key`: its acknowledgement and sequence numbers."""
         s = self.streams.get(key)
         if s is None:
+            if frame[l4 + 13] & (TCP_RST | TCP_FIN):
+                self.bulk.pop(key, None)
             return
         seq, ack = struct.unpack_from("!II", frame, l4 + 4)
         flags = frame[l4 + 13]

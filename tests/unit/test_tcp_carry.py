@@ -210,6 +210,15 @@ def test_stream_follows_acks_gaps_and_overflow() -> None:
     assert key not in carry.streams and key in carry.bulk
     client(seg("S", 0x200, options=CLIENT_OPTS))
     assert key in carry.streams and key not in carry.bulk
+    host(host_seg("SA", 60, 0x201))
+    host(host_seg("PA", 61, 0x201, b"x" * 11))
+    host(host_seg("FA", 72, 0x201))  # a bulk transfer that ended: forgotten, no carry failure at failover
+    assert key not in carry.bulk and carry.start("web") == ([], []) and carry.stats.carry_failed == 0
+    client(seg("S", 0x300, options=CLIENT_OPTS))
+    host(host_seg("SA", 80, 0x301))
+    host(host_seg("PA", 81, 0x301, b"x" * 11))
+    client(seg("FA", 0x301, 92))
+    assert key not in carry.bulk
     assert seq_diff(1, 0xFFFFFFFF) == 2 and seq_diff(0xFFFFFFFF, 1) == -2
 
 

@@ -9,7 +9,8 @@
 // pipeline handles it as it would have anyway. Maps are filled by testbed/failsafe/bpf_datapath.py.
 // With `carry` (the NIC's carry_tcp, testbed/failsafe/tcp_carry.py), the control plane follows every
 // critical TCP connection: the client's data, FIN and RST segments and the host's data and FIN segments
-// are forwarded with a copy (no shortcut), except for flows in `nocopy` (bulk transfers it gave up on);
+// are forwarded with a copy (no shortcut), except for the data of flows in `nocopy` (bulk transfers it
+// gave up on: only their FIN and RST are copied, so that it forgets them);
 // connections carried to a backup have an entry without MACs in `conns` (its reply side none, its
 // host side one), so all their frames punt.
 #include <linux/bpf.h>
@@ -387,7 +388,7 @@ int nic_ingress(struct __sk_buff *skb)
         count(C_CRITICAL, 1);
         if (udp || (flags & 0x12) == 0x02)
             return out_copy(skb, c, HOST, len, TAG_REQUEST); // the replay store keeps it
-        if (c->carry && tcp && (total > 20 + doff || (flags & 0x05)) && !bpf_map_lookup_elem(&nocopy, &k))
+        if (c->carry && tcp && ((flags & 0x05) || (total > 20 + doff && !bpf_map_lookup_elem(&nocopy, &k))))
             return out_copy(skb, c, HOST, len, TAG_REQUEST); // tcp_carry keeps the client's bytes
         return out(skb, c, HOST, len);
     }
@@ -451,7 +452,7 @@ int nic_ingress(struct __sk_buff *skb)
     count(C_RX_P(in), 1);
     count(C_RX_B(in), len);
     count(C_REPLY, 1);
-    if (proto == 6 && c->carry && !syn && bpf_map_lookup_elem(&nocopy, &hk))
+    if (proto == 6 && c->carry && !syn && !(f[47] & 0x05) && bpf_map_lookup_elem(&nocopy, &hk))
         return out(skb, c, NET, len);
     return out_copy(skb, c, NET, len, TAG_REPLY);
 forward:
