@@ -2,10 +2,12 @@
 
 Run as root: `.venv/bin/python bench/nic_bench.py [--seconds 3]`. Prints a table and writes
 bench/results/nic_bench-<time>.json. Measures TCP throughput (iperf3) and 64-byte UDP packet rate
-through the NIC (each data path: python, bpf) in normal and fail-safe mode, each as a ratio to a Linux bridge in the NIC's
-namespace; added UDP ping-pong latency (median, p99); failover time (fault -> first reply from the
-backup) for heartbeat intervals of 10, 100 and 500 ms; requests lost across a host-down failover
-at 100 requests/s.
+through the NIC (each data path: python, bpf) in normal and fail-safe mode, carry_tcp on (the
+default) and, for BPF, off, each as a ratio to a Linux bridge in the NIC's namespace (fail-safe
+rows also against the bridge lab's client -> backup path); added UDP ping-pong latency (median,
+p99) to the critical echo port (its requests copied to the replay store) and to a plain one;
+failover time (fault -> first reply from the backup) for heartbeat intervals of 10, 100 and 500 ms;
+requests lost across a host-down failover at 100 requests/s.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ THROUGHPUT_MIN_RTT = 0.05  # s
 
 
 def nic_config(rid: str, tmp: Path, interval: float, threshold: float, min_rtt: float,
-               datapath: str = "python") -> NicConfig:
-    """The benchmark NIC: echo (udp 5000) and iperf (tcp+udp 5201) are critical, backed by the backup host."""
+               datapath: str = "python", carry_tcp: bool = True) -> NicConfig:
+    """The benchmark NIC: echo (udp 5000) and iperf (tcp+udp 5201) are critical, backed by the backup host.
+
+    Echo's port 5001 is not critical (the latency of plain forwarding, without the replay store's copy).
+    """
     return NicConfig(
         node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
         services=(ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb"),
@@ -48,19 +53,20 @@ def nic_config(rid: str, tmp: Path, interval: float, threshold: float, min_rtt: 
                   ServiceConfig("iperf-udp", "udp", IPERF_PORT, message="icmp")),
         default_backups=((BACKUP_IP, 0),), interval_s=interval, threshold=threshold, learn=5, hysteresis=3,
         min_rtt_s=min_rtt, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
-        events_path=str(tmp / f"events-{interval}.jsonl"), datapath=datapath)
+        events_path=str(tmp / f"events-{interval}.jsonl"), datapath=datapath,
+        carry_tcp=carry_tcp)
 
 
 RETRIES: list[str] = []  # iperf3 runs that failed and were repeated (reported with the results)
 
 
-def iperf(lab: Lab, seconds: float, udp: bool, attempts: int = 3) -> float:
-    """TCP Mbit/s, or received 64-byte UDP packets/s, from client to MAIN_IP:5201.
+def iperf(lab: Lab, seconds: float, udp: bool, attempts: int = 3, dst: str = MAIN_IP) -> float:
+    """TCP Mbit/s, or received 64-byte UDP packets/s, from client to `dst`:5201.
 
     A run that fails (on a loaded shared machine a late heartbeat can reset iperf3's control
     connection) is repeated, up to `attempts` times; each failure is noted in RETRIES.
     """
-    args = ["iperf3", "-c", MAIN_IP, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
+    args = ["iperf3", "-c", dst, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
     if udp:
         args += ["-u", "-b", "400M", "-l", "22"]
     for attempt in range(attempts):
@@ -82,15 +88,15 @@ def iperf(lab: Lab, seconds: float, udp: bool, attempts: int = 3) -> float:
     return end["sum_received"]["bits_per_second"] / 1e6
 
 
-def pingpong(lab: Lab, port: int, count: int) -> list[float]:
-    """RTTs (s) of `count` sequential UDP requests from the client to MAIN_IP:`port`."""
+def pingpong(lab: Lab, port: int, count: int, dst: str = MAIN_IP) -> list[float]:
+    """RTTs (s) of `count` sequential UDP requests from the client to `dst`:`port`."""
     sock = in_netns(lab.ns["c"], lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     sock.settimeout(1.0)
     rtts = []
     try:
         for i in range(count):
             t0 = time.perf_counter()
-            sock.sendto(b"%d" % i, (MAIN_IP, port))
+            sock.sendto(b"%d" % i, (dst, port))
             try:
                 sock.recv(2048)
             except socket.timeout:
@@ -172,15 +178,27 @@ def with_lab(tmp: Path, rid: str, nic: bool):  # noqa: ANN201
     return lab, ledger
 
 
-def measure_path(lab: Lab, seconds: float) -> dict:
-    """Throughput, packet rate and latency from the client to the main host."""
-    out = {"tcp_mbit": iperf(lab, seconds, udp=False)}
+PINGS = 3000
+
+
+def measure_path(lab: Lab, seconds: float, nic: NicProcess | None = None, dst: str = MAIN_IP) -> dict:
+    """Throughput, packet rate and latency from the client to `dst`; with `nic`, the frames it punted meanwhile."""
+    punted = call(nic.socket, "counters")["punted"] if nic else 0  # type: ignore[index]
+    out = {"tcp_mbit": iperf(lab, seconds, udp=False, dst=dst)}
     time.sleep(0.3)
-    out["udp64_pps"] = iperf(lab, seconds, udp=True)
-    rtts = pingpong(lab, 5000, 2000)
-    out["rtt_median_us"] = statistics.median(rtts) * 1e6
-    out["rtt_p99_us"] = pct(rtts, 0.99) * 1e6
+    out["udp64_pps"] = iperf(lab, seconds, udp=True, dst=dst)
+    # the critical port (5000: each request copied for the replay store) and the plain one (5001), interleaved
+    crit: list[float] = []
+    plain: list[float] = []
+    for _ in range(3):
+        crit += pingpong(lab, 5000, PINGS // 3, dst)
+        plain += pingpong(lab, 5001, PINGS // 3, dst)
+    out["rtt_median_us"] = statistics.median(crit) * 1e6
+    out["rtt_p99_us"] = pct(crit, 0.99) * 1e6
+    out["rtt_plain_median_us"] = statistics.median(plain) * 1e6
     out["loadavg_1m"] = os.getloadavg()[0]
+    if nic is not None:
+        out["punted"] = call(nic.socket, "counters")["punted"] - punted  # type: ignore[index,operator]
     return out
 
 
@@ -237,6 +255,7 @@ def main() -> int:
     parser.add_argument("--no-failover", action="store_true", help="skip the failover-time runs")
     parser.add_argument("--datapaths", default="python,bpf", help="NIC data paths to measure (comma-separated)")
     parser.add_argument("--no-vlan-run", action="store_true", help="skip the Python run without VLAN pass-through")
+    parser.add_argument("--python-nocarry", action="store_true", help="also measure Python with carry_tcp off")
     parser.add_argument("--micro", action="store_true",
                         help="only the per-frame CPU cost of the pipeline (no root, no sockets)")
     args = parser.parse_args()
@@ -250,11 +269,13 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="nic_bench-"))
     rid = secrets.token_hex(2)
-    results: dict = {"rid": rid, "seconds": args.seconds, "started": time.time()}
-    # 1. the baseline: a Linux bridge where the NIC would be
+    results: dict = {"rid": rid, "seconds": args.seconds, "started": time.time(), "loadavg_start": os.getloadavg()}
+    # 1. the baselines: a Linux bridge where the NIC would be; and the bridge lab's client -> backup path
+    #    (where fail-safe traffic ends up, without the detour through the NIC's namespace: a shorter path)
     lab, _ = with_lab(tmp, rid, nic=False)
     try:
         results["bridge"] = measure_path(lab, args.seconds)
+        results["bridge_backup"] = measure_path(lab, args.seconds, dst=BACKUP_IP)
     finally:
         lab.destroy()
     # 2. the NIC on each data path, normal mode then forced fail-safe; then failover times
@@ -266,19 +287,23 @@ def main() -> int:
             sfx = "" if dp == "python" else f"_{dp}"
             # throughput runs: heartbeats every 100 ms as always, but a floor of THROUGHPUT_MIN_RTT on the
             # timeout so that a loaded shared machine does not flip the NIC into fail-safe mid-run
-            nic = start_nic(lab.holder(), nic_config(rid, tmp, 0.1, 4.0, THROUGHPUT_MIN_RTT, dp), ledger, tmp)
-            wait_learned(nic, 10)
-            assert call(nic.socket, "show")["datapath"] == dp  # type: ignore[index]
-            results[f"nic_normal{sfx}"] = measure_path(lab, args.seconds)
-            results[f"nic_normal{sfx}_events"] = len(call(nic.socket, "events"))  # false fail-safe under load
-            for svc in ("echo", "iperf-tcp", "iperf-udp"):
-                call(nic.socket, "mode", service=svc, mode="on")
-            results[f"nic_failsafe{sfx}"] = measure_path(lab, args.seconds)
-            results[f"nic_failsafe{sfx}_counters"] = call(nic.socket, "counters")
-            for svc in ("echo", "iperf-tcp", "iperf-udp"):
-                call(nic.socket, "mode", service=svc, mode="auto")
-            nic.stop()
-            nic = None
+            for carry in (True, False) if dp != "python" or args.python_nocarry else (True,):
+                csfx = sfx if carry else f"{sfx}_nocarry"
+                nic = start_nic(lab.holder(), nic_config(rid, tmp, 0.1, 4.0, THROUGHPUT_MIN_RTT, dp, carry),
+                                ledger, tmp)
+                wait_learned(nic, 10)
+                shown = call(nic.socket, "show")
+                assert shown["datapath"] == dp, shown  # type: ignore[index]
+                results[f"nic_normal{csfx}"] = measure_path(lab, args.seconds, nic)
+                results[f"nic_normal{csfx}_events"] = len(call(nic.socket, "events"))  # false fail-safe under load
+                for svc in ("echo", "iperf-tcp", "iperf-udp"):
+                    call(nic.socket, "mode", service=svc, mode="on")
+                results[f"nic_failsafe{csfx}"] = measure_path(lab, args.seconds, nic)
+                results[f"nic_failsafe{csfx}_counters"] = call(nic.socket, "counters")
+                for svc in ("echo", "iperf-tcp", "iperf-udp"):
+                    call(nic.socket, "mode", service=svc, mode="auto")
+                nic.stop()
+                nic = None
             if dp == "python" and not args.no_vlan_run:
                 fast = dataclasses.replace(nic_config(rid, tmp, 0.1, 4.0, THROUGHPUT_MIN_RTT), vlan_passthrough=False)
                 nic = start_nic(lab.holder(), fast, ledger, tmp)
@@ -298,7 +323,9 @@ def main() -> int:
         lab.destroy()
         shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
     results["iperf_retries"] = RETRIES
-    b = results["bridge"]
+    b, bb = results["bridge"], results["bridge_backup"]
+    bb["tcp_ratio"] = bb["tcp_mbit"] / b["tcp_mbit"]
+    bb["udp64_ratio"] = bb["udp64_pps"] / b["udp64_pps"]
     paths = [k for k in results if k.startswith("nic_") and isinstance(results[k], dict) and "tcp_mbit" in results[k]]
     for mode in paths:
         m = results[mode]
@@ -306,17 +333,25 @@ def main() -> int:
         m["udp64_ratio"] = m["udp64_pps"] / b["udp64_pps"]
         m["added_median_us"] = m["rtt_median_us"] - b["rtt_median_us"]
         m["added_p99_us"] = m["rtt_p99_us"] - b["rtt_p99_us"]
+        m["added_plain_median_us"] = m["rtt_plain_median_us"] - b["rtt_plain_median_us"]
+        if "failsafe" in mode:  # against the direct client -> backup path too
+            m["tcp_ratio_backup"] = m["tcp_mbit"] / bb["tcp_mbit"]
+            m["udp64_ratio_backup"] = m["udp64_pps"] / bb["udp64_pps"]
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"nic_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"{'path':<18}{'TCP Mbit/s':>12}{'ratio':>8}{'UDP64 pps':>12}{'ratio':>8}{'RTT med us':>12}{'p99 us':>10}"
-          f"{'+med us':>9}{'+p99 us':>9}{'load':>6}")
-    for name in ["bridge", *paths]:
+    print(f"{'path':<24}{'TCP Mbit/s':>11}{'ratio':>7}{'/bkp':>6}{'UDP64 pps':>10}{'ratio':>7}{'/bkp':>6}"
+          f"{'RTT med':>8}{'p99':>6}{'+med':>6}{'+p99':>6}{'plain':>6}{'+pln':>6}{'punted':>8}{'load':>6}")
+    for name in ["bridge", "bridge_backup", *paths]:
         m = results[name]
-        print(f"{name:<18}{m['tcp_mbit']:>12.0f}{m.get('tcp_ratio', 1):>8.2f}{m['udp64_pps']:>12.0f}"
-              f"{m.get('udp64_ratio', 1):>8.2f}{m['rtt_median_us']:>12.0f}{m['rtt_p99_us']:>10.0f}"
-              f"{m.get('added_median_us', 0):>9.0f}{m.get('added_p99_us', 0):>9.0f}{m['loadavg_1m']:>6.2f}")
+        tb = f"{m['tcp_ratio_backup']:.2f}" if "tcp_ratio_backup" in m else "-"
+        ub = f"{m['udp64_ratio_backup']:.2f}" if "udp64_ratio_backup" in m else "-"
+        print(f"{name:<24}{m['tcp_mbit']:>11.0f}{m.get('tcp_ratio', 1):>7.2f}{tb:>6}{m['udp64_pps']:>10.0f}"
+              f"{m.get('udp64_ratio', 1):>7.2f}{ub:>6}{m['rtt_median_us']:>8.0f}{m['rtt_p99_us']:>6.0f}"
+              f"{m.get('added_median_us', 0):>6.0f}{m.get('added_p99_us', 0):>6.0f}{m['rtt_plain_median_us']:>6.0f}"
+              f"{m.get('added_plain_median_us', 0):>6.0f}{m.get('punted', 0):>8}{m['loadavg_1m']:>6.2f}")
+    print("RTTs in us; /bkp: ratio to bridge_backup (fail-safe rows); plain: RTT to the non-critical echo port")
     events = {k: v for k, v in results.items() if k.endswith("_events")}
     print(f"fail-safe transitions during the normal-mode runs (should be 0): {events}")
     print(f"iperf3 runs repeated after a failure: {len(RETRIES)}")
