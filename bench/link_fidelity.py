@@ -287,7 +287,8 @@ def measure_paths(count: int, interval: float, tmp: Path) -> dict[str, Any]:
             for k in (1, 2, 3):
                 rows.append(row_path(k, delays[:k], got[f"h{k + 1}"], base.get("rtt_median_ms")))
         log_path = tb.run_dir / "linkemu.log"
-        timing = [line.split(": ", 1)[1] for line in log_path.read_text().splitlines() if "timing" in line or "hop" in line]
+        timing = [line.split(": ", 1)[1] for line in log_path.read_text().splitlines()
+                  if "timing" in line or "hop" in line or "scheduling" in line]
     return {"rows": rows, "emulator_timing": timing, "left_over": leftovers(tb.rid)}
 
 
