@@ -215,7 +215,9 @@ class Testbed:
             extra = self.cluster.switch_params(site.name, self.net.switch) if self.cluster else {}
             self.ledger.record("ovs_bridge", name, site=site.name, **({"server": extra["door"].name} if extra else {}))
             dpid = f"{(int(self.rid, 16) << 16) | i:016x}"
-            self.net.addSwitch(name, dpid=dpid, **extra)
+            switch = self.net.addSwitch(name, dpid=dpid, **extra)
+            if extra:  # its shell on the other server, and the ssh carrying it here: cleanup ends both
+                self.cluster.record_node(switch, f"shell of switch {name}")
             self.switch_of[site.name] = name
 
     def _host_node(self, spec: HostSpec) -> Node:

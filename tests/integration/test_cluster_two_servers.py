@@ -112,4 +112,17 @@ def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: 
     assert live_processes(tmp_path / "run") == []
     alive = nsserver.server.run(["sh", "-c", 'for p; do [ -d /proc/$p ] && echo $p; done; true', "sh", *remote_pids])
     assert alive.stdout.split() == []
+    assert _unrecorded(nsserver, rid) == []  # nor anything the ledger missed: shells of the run, ssh to the server
     assert rid not in ledger.known_runs()
+
+
+def _unrecorded(ns: harness.NamespaceServer, rid: str, timeout: float = 10.0) -> list[str]:
+    """Processes still naming run `rid`'s nodes or ns's client key (an ssh to it), once those being ended are gone."""
+    marks = (f"mininet:{ledger.prefix(rid)}", f"{ledger.prefix(rid)}-", str(ns.server.key))
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = proc.run(["ps", "-eo", "pid=,args="]).stdout.splitlines()
+        left = [r.strip() for r in rows if any(m in r for m in marks) and "ps -eo" not in r]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
