@@ -256,6 +256,7 @@ def line_topology() -> TopologySpec:
 
 def measure_paths(count: int, interval: float, tmp: Path) -> dict[str, Any]:
     """RTT from h1 to h1b (no WAN link) and to h2, h3, h4 (1, 2, 3 links) for each delay set, in one Testbed."""
+    from testbed.emulation.selfcheck import measure_wan
     from testbed.emulation.testbed import Testbed
     from testbed.testing import leftovers
 
@@ -286,10 +287,16 @@ def measure_paths(count: int, interval: float, tmp: Path) -> dict[str, Any]:
             rows.append(base)
             for k in (1, 2, 3):
                 rows.append(row_path(k, delays[:k], got[f"h{k + 1}"], base.get("rtt_median_ms")))
+        for link in links:  # back to the topology's own (unshaped) links, which the self-check expects
+            tb.links.shape(link, forward=Shape(), reverse=Shape())
+        check = measure_wan(tb, count=3, hosts=True)
         log_path = tb.run_dir / "linkemu.log"
         timing = [line.split(": ", 1)[1] for line in log_path.read_text().splitlines()
                   if "timing" in line or "hop" in line or "scheduling" in line]
-    return {"rows": rows, "emulator_timing": timing, "left_over": leftovers(tb.rid)}
+    selfcheck = {"rows": len(check), "answered": sum(1 for r in check if r["measured"]),
+                 "pairs": [f"{r['src']}-{r['dst']}" for r in check],
+                 "max_abs_error_ms": max((abs(r["error_ms"]) for r in check if r["measured"]), default=None)}
+    return {"rows": rows, "emulator_timing": timing, "selfcheck": selfcheck, "left_over": leftovers(tb.rid)}
 
 
 def row_path(links: int, delays: tuple[float, ...], rtts: list[float], base: float | None = None) -> dict[str, Any]:
@@ -326,6 +333,9 @@ def print_paths(res: dict[str, Any]) -> None:
         print(f"{r['wan_links']:>5} {d:>12} {r['configured_rtt_ms']:>8g} {r['samples']:>4} {r['rtt_median_ms']:>9.3f} "
               f"{r['rtt_p10_ms']:>8.3f} {r['rtt_p90_ms']:>8.3f} {r['error_ms']:>8.3f} {r['tolerance_ms']:>7.3f} "
               f"{r.get('links_add_ms', ''):>7}  {ok}")
+    sc = res["selfcheck"]
+    print(f"   self-check (every site pair and every host, unshaped): {sc['answered']} of {sc['rows']} answered "
+          f"({', '.join(sc['pairs'])}), largest |error| {sc['max_abs_error_ms']} ms")
     for line in res["emulator_timing"]:
         print(f"   emulator: {line}")
     if res["left_over"]:
