@@ -7,7 +7,9 @@ and recorded in the ledger, as the controller's `ssh -R` is. Not the SDK's own `
 known_hosts, one unrecorded process per pooled connection); without it, it uses paramiko, a second
 ssh implementation with its own host-key policy. Over the forward the SDK works as on this
 machine, so `DockerHost` is the same class for both; commands (the hosts' shells, links taken
-down and up by the holder's PID there, readiness from that server's /proc, cleanup) go through the door.
+down and up by the holder's PID there, readiness (ports from that server's /proc, probes started
+there in the host's namespace), the main command's PID and its signals, files in the containers,
+cleanup) go through the door: `Namespaces`, the one seam for all of them (on this machine: netns).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,27 @@ while True:
     time.sleep(0.02)
 print(json.dumps(list(todo)))
 """
+
+#: Tries a readiness probe (argv[1]: JSON of kind, port, send, expect, path) against 127.0.0.1 of the
+#: namespace it runs in, until it passes or argv[2] seconds have passed (at least once); prints 1 or 0.
+PROBE = "from __future__ import annotations\nimport socket\nfrom typing import Any\n" + inspect.getsource(netns.probe_once) + r"""
+import json, sys, time, types
+check = types.SimpleNamespace(**json.loads(sys.argv[1]))
+deadline = time.monotonic() + float(sys.argv[2])
+while not (ok := probe_once(check)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(1 if ok else 0)
+"""
+
+#: Prints the PID (in the server's /proc) of process argv[2] of the PID namespace of argv[1], or nothing.
+FIND_PID = "from __future__ import annotations\nimport os\nfrom pathlib import Path\n" + inspect.getsource(netns.find_pid) + r"""
+import sys
+pid = find_pid(int(sys.argv[1]), int(sys.argv[2]))
+print("" if pid is None else pid)
+"""
+
+#: Writes stdin to argv[1] (its directory made first).
+WRITE = "import os, sys; os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True); open(sys.argv[1], 'w').write(sys.stdin.read())"
 
 
 @dataclass
@@ -139,6 +164,64 @@ class Namespaces:
         for route in (state.routes if state else []):
             self._run(pid, ["ip", "route", "replace", *netns.route_args(route)])
 
+    def probe(self, pid: int, check: Any, timeout: float) -> bool:
+        """True once a udp/tcp/http readiness probe (`check`, a spec.Readiness) passes in the namespace of `pid`,
+        tried until `timeout`; on another server from a process started there in that namespace (one ssh)."""
+        if self.door.local:
+            deadline = time.monotonic() + timeout
+            while not netns.in_netns(pid, lambda: netns.probe_once(check)):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+            return True
+        wire = {k: getattr(check, k) for k in ("kind", "port", "send", "expect", "path")}
+        res = self.door.run(netns.nsenter(pid, ["python3", "-c", PROBE, json.dumps(wire), str(timeout)]),
+                            timeout=timeout + 20)
+        return res.stdout.strip().endswith("1")
+
+    def read_text(self, pid: int, path: str) -> str | None:
+        """File `path` of the container whose init is `pid` (None when it cannot be read); TestbedError when that init is gone."""
+        if self.door.local:
+            try:
+                return netns.container_path(pid, path).read_text()
+            except OSError:
+                return None
+        res = self.door.run(["cat", f"/proc/{pid}/root/{path.lstrip('/')}"], check=False, timeout=10)
+        if res.ok:
+            return res.stdout
+        if not self.door.run(["test", "-e", f"/proc/{pid}/root"], check=False, timeout=10).ok:
+            raise TestbedError(f"container init {pid} on {self.door.name} is gone (was the host killed?)")
+        return None
+
+    def write_text(self, pid: int, path: str, text: str) -> None:
+        """Write `text` to `path` of the container whose init is `pid` (its directory made); OSError when it cannot."""
+        if self.door.local:
+            target = netns.container_path(pid, path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            return
+        res = self.door.run(["python3", "-c", WRITE, f"/proc/{pid}/root/{path.lstrip('/')}"], input=text,
+                            check=False, timeout=10)
+        if not res.ok:
+            raise OSError(f"on {self.door.name}: {res.stderr.strip()[-200:]}")
+
+    def host_pid(self, container_pid: int, inner_pid: int) -> int | None:
+        """The server's PID of process `inner_pid` of the container whose init is `container_pid`; None if none."""
+        if self.door.local:
+            return netns.find_pid(container_pid, inner_pid)
+        out = self.door.run(["python3", "-c", FIND_PID, str(container_pid), str(inner_pid)], timeout=20).stdout.strip()
+        return int(out) if out.isdigit() else None
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL process `pid` of the server (one already gone is fine)."""
+        if self.door.local:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        self.door.run(["kill", "-KILL", str(pid)], check=False, timeout=10)
+
     def wait_ports(self, wanted: Mapping[Hashable, tuple[int, Sequence[tuple[str, int]]]],
                    timeout: float) -> list[Hashable]:
         """As netns.wait_ports, polled on the server (one ssh for all its hosts); the keys not listening."""
@@ -150,3 +233,8 @@ class Namespaces:
         res = self.door.run(["python3", "-c", WAIT_PORTS, json.dumps(todo), str(timeout)], timeout=timeout + 20)
         late = set(json.loads(res.stdout.strip().splitlines()[-1]))
         return [k for k in wanted if str(k) in late]
+
+
+def namespaces_of(node: Any) -> Namespaces:
+    """The namespaces of the server `node` runs on (a Docker host's own; a door's; this machine's)."""
+    return getattr(node, "namespaces", None) or Namespaces(getattr(node, "door", None) or Server())

@@ -7,15 +7,21 @@ cannot answer a shell, but its namespace can still be reached through the holder
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Hashable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from testbed import proc
+from testbed.errors import TestbedError
 
 PORT_POLL_S = 0.02
+_CLONE_NEWNET = 0x40000000
 
 
 def nsenter(pid: int, argv: list[str]) -> list[str]:
@@ -36,6 +42,83 @@ def listening(pid: int, proto: str, port: int) -> bool:
             if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] in states:
                 return True
     return False
+
+
+def probe_once(check: Any) -> bool:
+    """One readiness probe (`check`: kind udp/tcp/http, port, send, expect, path) against 127.0.0.1 of the calling thread's namespace."""
+    addr = ("127.0.0.1", check.port or 0)
+    try:
+        if check.kind == "udp":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(0.2)
+                s.sendto((check.send or "").encode(), addr)
+                reply = s.recv(65536)
+        else:
+            with socket.create_connection(addr, timeout=0.5) as s:
+                if check.kind == "http":
+                    s.sendall(f"GET {check.path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+                    head = s.recv(64).decode(errors="replace")
+                    return head.startswith("HTTP/") and head[9:10] in ("2", "3")
+                if check.send is None:
+                    return True
+                s.sendall((check.send + "\n").encode())
+                reply = s.recv(65536)
+    except OSError:
+        return False
+    return check.expect is None or check.expect.encode() in reply
+
+
+def in_netns(pid: int, probe: Callable[[], Any]) -> Any:
+    """Run `probe()` in a thread that has joined the network namespace of `pid`; its result or exception."""
+    result: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            finally:
+                os.close(fd)
+            result["value"] = probe()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            result["error"] = exc
+
+    worker = threading.Thread(target=body, name="netns-probe")
+    worker.start()
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def container_path(pid: int, path: str) -> Path:
+    """`path` inside the file system of the container whose init is host PID `pid`."""
+    root = Path(f"/proc/{pid}/root")
+    if not root.exists():
+        raise TestbedError(f"container init {pid} is gone (was the host killed?)")
+    return root / path.lstrip("/")
+
+
+def find_pid(container_pid: int, inner_pid: int) -> int | None:
+    """The PID (in this /proc) of the process numbered `inner_pid` in the PID namespace of `container_pid`; None if none."""
+    try:
+        ns = os.readlink(f"/proc/{container_pid}/ns/pid")
+    except OSError:
+        return None
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/ns/pid") != ns:
+                continue
+            status = Path(f"/proc/{entry.name}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspid and nspid[-1] == str(inner_pid):
+            return int(entry.name)
+    return None
 
 
 def parse_port(text: str) -> tuple[str, int]:

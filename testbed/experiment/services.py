@@ -3,27 +3,26 @@
 A service whose image is the host's runs as the host container's main command (PID in
 /run/testbed/main.pid); one with another image runs in a container of its own (a sidecar) in the
 host's network namespace. Readiness is checked from inside the host's network namespace (a thread
-that joins it with setns(2)) or by a command in the service's container; never by sleeping.
+that joins it with setns(2); on another server a probe started there in it) or by a command in the
+service's container; never by sleeping. Everything that reads the host's /proc by PID (ports, the
+main command's PID, signals, the delay control file) goes through the host's server's
+`Namespaces` (testbed/cluster/engine.py): this machine's netns, or that server through its door.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from testbed.emulation.netns import listening
+from testbed.cluster.engine import namespaces_of
+from testbed.emulation.netns import container_path, find_pid, in_netns
 from testbed.errors import TestbedError
 from testbed.experiment.service_defaults import resolve
 from testbed.experiment.spec import Readiness, ServiceRun
 
 MAIN_PID = "/run/testbed/main.pid"
-_CLONE_NEWNET = 0x40000000
+__all__ = ["container_path", "in_netns"]  # re-exported for the services' other users
 _POLL_S = 0.05
 
 
@@ -43,47 +42,21 @@ def _docker_host(tb: Any, host: str) -> Any:
     return tb.node(host)
 
 
-def container_path(pid: int, path: str) -> Path:
-    """`path` inside the file system of the container whose init is host PID `pid`."""
-    root = Path(f"/proc/{pid}/root")
-    if not root.exists():
-        raise TestbedError(f"container init {pid} is gone (was the host killed?)")
-    return root / path.lstrip("/")
-
-
 def host_pid(container_pid: int, inner_pid: int) -> int:
     """The host PID of the process numbered `inner_pid` in the PID namespace of `container_pid`."""
-    try:
-        ns = os.readlink(f"/proc/{container_pid}/ns/pid")
-    except OSError:
-        raise TestbedError(f"container init {container_pid} is gone (was the host killed?)") from None
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{entry.name}/ns/pid") != ns:
-                continue
-            status = Path(f"/proc/{entry.name}/status").read_text()
-        except OSError:
-            continue
-        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
-        if nspid and nspid[-1] == str(inner_pid):
-            return int(entry.name)
-    raise TestbedError(f"no process {inner_pid} in the container of PID {container_pid}")
+    if not Path(f"/proc/{container_pid}").exists():
+        raise TestbedError(f"container init {container_pid} is gone (was the host killed?)")
+    pid = find_pid(container_pid, inner_pid)
+    if pid is None:
+        raise TestbedError(f"no process {inner_pid} in the container of PID {container_pid}")
+    return pid
 
 
 def main_pid(node: Any) -> int | None:
-    """Host PID of the host container's main command, None when it is not running."""
-    try:
-        text = container_path(node.cpid, MAIN_PID).read_text().strip()
-    except OSError:
-        return None
-    if not text.isdigit():
-        return None
-    try:
-        return host_pid(node.cpid, int(text))
-    except TestbedError:
-        return None
+    """PID of the host container's main command on the host's server, None when it is not running."""
+    ns = namespaces_of(node)
+    text = (ns.read_text(node.cpid, MAIN_PID) or "").strip()
+    return ns.host_pid(node.cpid, int(text)) if text.isdigit() else None
 
 
 def service_pid(tb: Any, svc: ServiceRun) -> int:
@@ -123,10 +96,7 @@ def stop(tb: Any, svc: ServiceRun) -> None:
         return
     pid = main_pid(node)
     if pid is not None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        namespaces_of(node).kill(pid)
 
 
 def kill(tb: Any, svc: ServiceRun) -> str:
@@ -139,7 +109,7 @@ def kill(tb: Any, svc: ServiceRun) -> str:
     pid = main_pid(node)
     if pid is None:
         raise TestbedError(f"{svc.host}: service {svc.name} is not running")
-    os.kill(pid, signal.SIGKILL)
+    namespaces_of(node).kill(pid)
     return f"kill -9 {svc.name} (pid {pid})"
 
 
@@ -159,83 +129,44 @@ def set_delay(tb: Any, svc: ServiceRun, delay_ms: float) -> None:
     svc = resolved(tb, svc)
     if svc.delay_control is None:
         raise TestbedError(f"{svc.host}: service {svc.name} declares no delay_control")
-    path = container_path(service_pid(tb, svc), svc.delay_control)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{delay_ms:g}\n")
+        namespaces_of(tb.node(svc.host)).write_text(service_pid(tb, svc), svc.delay_control, f"{delay_ms:g}\n")
     except OSError as exc:
-        raise TestbedError(f"{svc.host}: cannot write {svc.delay_control}: {exc.strerror}") from None
+        raise TestbedError(f"{svc.host}: cannot write {svc.delay_control}: {exc.strerror or exc}") from None
 
 
 # -- readiness -----------------------------------------------------------------------------------
-def in_netns(pid: int, probe: Any) -> Any:
-    """Run `probe()` in a thread that has joined the network namespace of `pid`; its result or exception."""
-    result: dict[str, Any] = {}
+def _ready(tb: Any, svc: ServiceRun, timeout: float) -> bool:
+    """True once `svc` (resolved) passes its readiness check, tried until `timeout` (0: once).
 
-    def body() -> None:
-        try:
-            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-            try:
-                if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            finally:
-                os.close(fd)
-            result["value"] = probe()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            result["error"] = exc
-
-    worker = threading.Thread(target=body, name="netns-probe")
-    worker.start()
-    worker.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _probe(check: Readiness) -> bool:
-    """One readiness probe against 127.0.0.1 (in whatever namespace the calling thread is)."""
-    addr = ("127.0.0.1", check.port or 0)
-    try:
-        if check.kind == "udp":
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(0.2)
-                s.sendto((check.send or "").encode(), addr)
-                reply = s.recv(65536)
-        else:
-            with socket.create_connection(addr, timeout=0.5) as s:
-                if check.kind == "http":
-                    s.sendall(f"GET {check.path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-                    head = s.recv(64).decode(errors="replace")
-                    return head.startswith("HTTP/") and head[9:10] in ("2", "3")
-                if check.send is None:
-                    return True
-                s.sendall((check.send + "\n").encode())
-                reply = s.recv(65536)
-    except OSError:
-        return False
-    return check.expect is None or check.expect.encode() in reply
+    `listen` and the probes are checked where the host runs (netns here, its server's /proc and
+    namespace through its door, testbed/cluster/engine.Namespaces); a `command` in its container.
+    """
+    node = tb.node(svc.host)
+    check = svc.ready or Readiness("listen")
+    ns = namespaces_of(node)
+    if check.kind == "listen":
+        return not ns.wait_ports({svc.name: (node.pid, [(p.proto, p.port) for p in svc.ports])}, timeout)
+    if check.kind == "command":
+        box = node.sidecars[svc.name] if is_sidecar(tb, svc) else node.container
+        deadline = time.monotonic() + timeout
+        while box.exec_run(list(check.command))[0] != 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_S)
+        return True
+    return ns.probe(node.pid, check, timeout)
 
 
 def ready_once(tb: Any, svc: ServiceRun) -> bool:
     """True when `svc` (resolved) passes its readiness check right now."""
-    node = tb.node(svc.host)
-    check = svc.ready or Readiness("listen")
-    if check.kind == "listen":
-        return all(listening(node.pid, p.proto, p.port) for p in svc.ports)
-    if check.kind == "command":
-        box = node.sidecars[svc.name] if is_sidecar(tb, svc) else node.container
-        code, _ = box.exec_run(list(check.command))
-        return code == 0
-    return bool(in_netns(node.pid, lambda: _probe(check)))
+    return _ready(tb, svc, 0.0)
 
 
 def wait_ready(tb: Any, svc: ServiceRun) -> None:
     """Wait until `svc` passes its readiness check; TestbedError after its timeout."""
     svc = resolved(tb, svc)
     timeout = (svc.ready or Readiness()).timeout_s
-    deadline = time.monotonic() + timeout
-    while not ready_once(tb, svc):
-        if time.monotonic() > deadline:
-            raise TestbedError(f"{svc.host}: service {svc.name} not ready within {timeout:g} s "
-                               f"({(svc.ready or Readiness()).kind} check)")
-        time.sleep(_POLL_S)
+    if not _ready(tb, svc, timeout):
+        raise TestbedError(f"{svc.host}: service {svc.name} not ready within {timeout:g} s "
+                           f"({(svc.ready or Readiness()).kind} check)")

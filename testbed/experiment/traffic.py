@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import proc
-from testbed.emulation import netns
+from testbed.cluster.engine import namespaces_of
 from testbed.experiment.spec import BulkFlow, ProbeFlow
 
 log = logging.getLogger(__name__)
@@ -133,5 +133,5 @@ def start_on(node: Any, name: str, argv: list[str], log_path: Path) -> Running:
 
 
 def wait_listening(node: Any, port: int, proto: str = "tcp", timeout: float = 10.0) -> bool:
-    """Poll, from outside the node (its namespace's /proc tables), until something listens on `port`; False after `timeout`."""
-    return not netns.wait_ports({node.name: (node.pid, [(proto, port)])}, timeout)
+    """Poll, from outside the node (its namespace's /proc tables, on the node's server), until something listens on `port`; False after `timeout`."""
+    return not namespaces_of(node).wait_ports({node.name: (node.pid, [(proto, port)])}, timeout)

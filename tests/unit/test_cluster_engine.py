@@ -97,3 +97,113 @@ def test_wait_ports_script_reads_proc_of_the_pid_it_is_given() -> None:
         wanted = {"up": [os.getpid(), [["tcp", port]]], "down": [os.getpid(), [["udp", port]]]}
         res = proc.run([sys.executable, "-c", engine.WAIT_PORTS, json.dumps(wanted), "0.1"], timeout=10)
     assert json.loads(res.stdout) == ["down"]
+
+
+def test_probe_script_answers_for_a_udp_echo_and_not_for_a_silent_port() -> None:
+    import threading
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as echo, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
+        echo.bind(("127.0.0.1", 0))
+        mute.bind(("127.0.0.1", 0))
+
+        def answer() -> None:
+            data, peer = echo.recvfrom(256)
+            echo.sendto(data, peer)
+
+        threading.Thread(target=answer, daemon=True).start()
+        check = {"kind": "udp", "port": echo.getsockname()[1], "send": "ping", "expect": "ping", "path": "/"}
+        ok = proc.run([sys.executable, "-c", engine.PROBE, json.dumps(check), "2"], timeout=10)
+        check["port"] = mute.getsockname()[1]
+        silent = proc.run([sys.executable, "-c", engine.PROBE, json.dumps(check), "0.3"], timeout=10)
+    assert ok.stdout.strip() == "1"
+    assert silent.stdout.strip() == "0"
+
+
+def test_find_pid_and_write_scripts_run_standalone(tmp_path: Path) -> None:
+    me = str(os.getpid())
+    assert proc.run([sys.executable, "-c", engine.FIND_PID, me, me], timeout=20).stdout.strip() == me
+    assert proc.run([sys.executable, "-c", engine.FIND_PID, str(2**22 + 12345), "1"], timeout=20).stdout.strip() == ""
+    target = tmp_path / "a" / "delay_ms"
+    proc.run([sys.executable, "-c", engine.WRITE, str(target)], input="12.5\n", timeout=10)
+    assert target.read_text() == "12.5\n"
+
+
+def test_remote_readiness_pids_signals_and_files_go_through_the_door(monkeypatch: pytest.MonkeyPatch) -> None:
+    from testbed.experiment.spec import Readiness
+
+    seen: list[tuple[list[str], str | None]] = []
+
+    def run(self, args, check=True, input=None, **kw):
+        args = list(args)
+        seen.append((args, input))
+        out = {"cat": "7\n", "python3": "4242\n"}.get(args[0], "1\n" if "nsenter" == args[0] else "")
+        return proc.Result(args, 0, out, "")
+
+    monkeypatch.setattr(Server, "run", run)
+    monkeypatch.setattr(engine.netns, "listening", lambda *a: pytest.fail("read this machine's /proc"))
+    monkeypatch.setattr(engine.netns, "in_netns", lambda *a: pytest.fail("entered a namespace here"))
+    monkeypatch.setattr(engine.os, "kill", lambda *a: pytest.fail("signalled a process here"))
+    ns = engine.namespaces_of(type("Node", (), {"door": REMOTE})())
+    assert ns.door is REMOTE
+    assert ns.probe(42, Readiness("udp", 7000, send="ping", expect="ping"), 3.0)
+    argv, _ = seen[-1]
+    assert argv[:6] == ["nsenter", "-t", "42", "-n", "python3", "-c"] and argv[6] == engine.PROBE
+    assert json.loads(argv[7]) == {"kind": "udp", "port": 7000, "send": "ping", "expect": "ping", "path": "/"}
+    assert ns.read_text(40, "/run/testbed/main.pid") == "7\n"
+    assert seen[-1][0] == ["cat", "/proc/40/root/run/testbed/main.pid"]
+    assert ns.host_pid(40, 7) == 4242
+    assert seen[-1][0][-2:] == ["40", "7"]
+    ns.write_text(40, "/run/echo/delay_ms", "5\n")
+    assert seen[-1] == (["python3", "-c", engine.WRITE, "/proc/40/root/run/echo/delay_ms"], "5\n")
+    ns.kill(4242)
+    assert seen[-1][0] == ["kill", "-KILL", "4242"]
+
+
+def test_services_and_traffic_use_the_hosts_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from testbed.experiment import services, traffic
+    from testbed.experiment.spec import Readiness, ServicePort, ServiceRun
+
+    calls: list[tuple] = []
+
+    class FakeNs:
+        def wait_ports(self, wanted, timeout):
+            calls.append(("wait_ports", dict(wanted), timeout))
+            return []
+
+        def probe(self, pid, check, timeout):
+            calls.append(("probe", pid, check.kind, timeout))
+            return True
+
+        def read_text(self, pid, path):
+            calls.append(("read", pid, path))
+            return "9\n"
+
+        def host_pid(self, cpid, inner):
+            return 900 + inner
+
+        def kill(self, pid):
+            calls.append(("kill", pid))
+
+        def write_text(self, pid, path, text):
+            calls.append(("write", pid, path, text))
+
+    node = SimpleNamespace(name="mec2", pid=77, cpid=78, namespaces=FakeNs(), sidecars={})
+    host = SimpleNamespace(image="testbed/echo", is_docker=True)
+    tb = SimpleNamespace(node=lambda name: node, topo=SimpleNamespace(host=lambda name: host))
+    monkeypatch.setattr(services, "resolved", lambda tb, svc: svc)
+    listen = ServiceRun(host="mec2", name="echo", ports=(ServicePort("udp", 7000),))
+    services.wait_ready(tb, listen)
+    assert calls[-1] == ("wait_ports", {"echo": (77, [("udp", 7000)])}, 15.0)
+    services.wait_ready(tb, ServiceRun(host="mec2", name="echo", ready=Readiness("udp", 7000, timeout_s=4)))
+    assert calls[-1] == ("probe", 77, "udp", 4)
+    assert services.ready_once(tb, ServiceRun(host="mec2", name="echo", ready=Readiness("tcp", 7001)))
+    assert calls[-1] == ("probe", 77, "tcp", 0.0)
+    assert services.main_pid(node) == 909
+    assert services.kill(tb, listen) == "kill -9 echo (pid 909)"
+    assert calls[-1] == ("kill", 909)
+    services.set_delay(tb, ServiceRun(host="mec2", name="echo", delay_control="/run/echo/delay_ms"), 20)
+    assert calls[-1] == ("write", 78, "/run/echo/delay_ms", "20\n")
+    assert traffic.wait_listening(node, 5201)
+    assert calls[-1] == ("wait_ports", {"mec2": (77, [("tcp", 5201)])}, 10.0)
