@@ -44,6 +44,7 @@ class Cluster:
         self.site_server = {s.name: s.server for s in topo.sites}
         self.forwards: list[Any] = []
         self.engines: dict[str, Engine] = {}  # server -> its Docker engine, for servers with Docker hosts
+        self._emulator: Any = None  # a userspace link emulator of our own, when the run's links are netem
 
     def remote(self, site: str) -> Server | None:
         """The door of `site`'s server, or None when the site is on this machine."""
@@ -63,8 +64,9 @@ class Cluster:
                     raise TestbedError(f"sites.{site.name}.hosts.{h.name}.access: shaping on another server "
                                        "is not supported yet")
         for i, w in enumerate(self.topo.wan):
-            if (self.remote(w.a) or self.remote(w.b)) and (w.forward.shaped or w.reverse.shaped):
-                raise TestbedError(f"wan[{i}]: shaping a link to another server is not supported yet")
+            if self.remote(w.a) and self.remote(w.b) and (w.forward.shaped or w.reverse.shaped):
+                raise TestbedError(f"wan[{i}]: shaping a link whose two ends are on other servers is not "
+                                   "supported yet (one end must be on this machine, whose link emulator shapes it)")
 
     def start(self, controller_port: int) -> None:
         """Record each server, open a master connection to each, forward the controller's port to each
@@ -169,14 +171,29 @@ class Cluster:
         """The link class between two nodes: `default` here, ClusterLink on one server, else an SSH tunnel link."""
         d1, d2 = door_of(node1), door_of(node2)
         if d1.name != d2.name:
-            return ClusterSSHLink
+            return partial(ClusterSSHLink, emulator=self.emulator)
         return default if d1.local else ClusterLink
+
+    def emulator(self, backend: Any) -> Any:
+        """The userspace link emulator that shapes tunnel links' ends here: the run's `backend` when it is
+        one, else one of the cluster's own (started on first use, closed by `stop`)."""
+        from testbed.links.userspace import UserspaceBackend
+
+        if isinstance(backend, UserspaceBackend):
+            return backend
+        if self._emulator is None:
+            self._emulator = UserspaceBackend(self.ledger, self.ledger.run_dir or RUN_ROOT / self.ledger.rid,
+                                              seed=getattr(backend, "seed", None))
+        return self._emulator
 
     def door(self, node: Node) -> Server:
         return door_of(node)
 
     def stop(self) -> None:
         """Close the engines, end their forwards and the controller's (by handle)."""
+        if self._emulator is not None:
+            self._emulator.close()
+            self._emulator = None
         for engine in self.engines.values():
             engine.close()
         self.engines.clear()

@@ -16,7 +16,7 @@ import os
 import shlex
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mininet.examples.cluster import RemoteHost, RemoteMixin, RemoteOVSSwitch, RemoteSSHLink
 from mininet.node import Node
@@ -156,17 +156,25 @@ def tunnel_number(rid: str, index: int) -> int:
 
 class ClusterSSHLink(RemoteSSHLink):
     """A WAN link between switches on two servers: Cluster Edition's SSH tunnel link (an Ethernet
-    tunnel, `ssh -o Tunnel=ethernet -w N:N`), its taps and its ssh made through the doors and recorded."""
+    tunnel, `ssh -o Tunnel=ethernet -w N:N`), its taps and its ssh made through the doors and recorded.
+    Shaped, its end on this machine goes through this machine's userspace link emulator
+    (`emulator(backend)`, testbed/cluster/links.py)."""
 
     __test__ = False
     made = 0
 
-    def __init__(self, node1: Node, node2: Node, *, ledger: Ledger, link_id: str = "", **params: Any) -> None:
+    def __init__(self, node1: Node, node2: Node, *, ledger: Ledger, link_id: str = "",
+                 emulator: Callable[[Any], Any] | None = None, **params: Any) -> None:
         self.ledger = ledger
         self.link_id = link_id or f"{node1.name}-{node2.name}"
-        params.pop("backend", None)
-        if any(params.pop(key, Shape()).shaped for key in ("forward", "reverse")):
-            raise TestbedError(f"WAN link {self.link_id} joins two servers: shaping it is not supported yet")
+        backend = params.pop("backend", None)
+        self.shapes = (params.pop("forward", Shape()), params.pop("reverse", Shape()))
+        self.shaping: Any = None  # testbed/cluster/links.TunnelShaping of a shaped link
+        self.emulator = None
+        if any(shape.shaped for shape in self.shapes):
+            if emulator is None:
+                raise TestbedError(f"WAN link {self.link_id} joins two servers: no link emulator to shape it")
+            self.emulator = emulator(backend)
         super().__init__(node1, node2, **params)
 
     def makeTunnel(self, node1: Node, node2: Node, intfname1: str, intfname2: str,  # noqa: N802
@@ -197,14 +205,25 @@ class ClusterSSHLink(RemoteSSHLink):
             raise TestbedError(f"WAN link {self.link_id}: ssh tunnel to {door2} failed (is PermitTunnel "
                                f"yes in its sshd_config?): {why or shlex.join(argv)}")
         self.cmd = argv
-        for door, tapname, name, addr in ((door1, tap, intfname1, addr1), (door2, tap, intfname2, addr2)):
-            door.run(["ip", "link", "set", tapname, "name", name, *(["address", addr] if addr else []), "up"])
+        ends = ((door2, intfname2, addr2),) if self.emulator is not None else ((door1, intfname1, addr1),
+                                                                                (door2, intfname2, addr2))
+        for door, name, addr in ends:
+            door.run(["ip", "link", "set", tap, "name", name, *(["address", addr] if addr else []), "up"])
+        if self.emulator is not None:  # this machine's end through the emulator: tap -> emulator <- veth on the switch
+            from testbed.cluster.links import shape_tunnel
+
+            forward, reverse = self.shapes
+            self.shaping = shape_tunnel(self.emulator, self.ledger, self.link_id, tap, unit, intfname1, addr1,
+                                        forward, reverse, switch_is_a=node1 is self.node1)
         return tunnel
 
     def stop(self) -> None:
         """End the tunnel (its ssh, by handle) and remove both taps."""
         if self.tunnel is not None:
             proc.stop(self.tunnel, timeout=5)
+            if self.shaping is not None:
+                self.shaping.stop()
+                self.shaping = None
             for intf in (self.intf1, self.intf2):
                 door_of(intf.node).run(["ip", "link", "del", intf.name], check=False)
         self.tunnel = None

@@ -1,0 +1,95 @@
+"""A shaped WAN link to another server (a namespace server over ssh): its end on this machine goes
+through this machine's userspace link emulator (testbed/cluster/links.py), so the self-check RTT
+across is near the configured 2 x 15 ms and an asymmetric shape shows per direction; after teardown
+nothing of the run is left on either server, and a shaped link with both ends on other servers is refused."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed import ledger, proc
+from testbed.cluster import harness
+from testbed.emulation.testbed import Testbed
+from testbed.errors import TestbedError
+from testbed.testing import leftovers
+from testbed.topology.loader import load_topology
+
+pytestmark = pytest.mark.integration
+DELAY_MS = 15.0
+
+
+@pytest.fixture
+def nsserver():
+    rid = ledger.new_run_id()
+    ns = harness.start(ledger.Ledger(rid), ovs=True)
+    yield ns
+    ns.stop()
+    assert ns.leftovers() == [] and leftovers(rid) == []
+    ledger.forget(rid)
+
+
+def _topology(tmp: Path, ns: harness.NamespaceServer, wan: str, far_a: bool = False) -> Path:
+    s = ns.server
+    path = tmp / "cluster-shaped.yaml"
+    path.write_text(f"""name: cluster-shaped
+servers:
+  far: {{address: {s.address}, key: {s.key}, known_hosts: {s.known_hosts}}}
+sites:
+  a: {{{'server: far, ' if far_a else ''}hosts: {{h1: {{ip: 10.0.0.1}}}}}}
+  b: {{server: far, hosts: {{h2: {{ip: 10.0.0.2}}}}}}
+wan:
+  - {wan}
+""")
+    return path
+
+
+def test_shaped_wan_link_across_servers_rtt_near_configured(nsserver, tmp_path: Path) -> None:
+    # forward a -> b 15 ms, reverse b -> a 15 ms; the WAN's first end (a) on this machine
+    topo = load_topology(_topology(tmp_path, nsserver, f"{{between: [a, b], delay: {DELAY_MS:g}ms}}"))
+    tb = Testbed(topo, tmp_path / "run", link_backend="userspace")
+    with tb:
+        assert tb.door("h2").name == "far" and tb.door("h1").local
+        (row,) = tb.selfcheck(count=10)
+        assert row["configured_rtt_ms"] == 2 * DELAY_MS
+        assert row["measured"] is not None, row
+        avg = row["measured"]["avg"]
+        assert 2 * DELAY_MS - 0.5 <= avg <= 2 * DELAY_MS + 3.0, row  # the tunnel's own ~0.8 ms on top
+        link = tb.wan_link_id("a", "b")
+        stats = tb.links.stats(link)
+        assert stats[link]["a"].endswith("s") and stats[link]["b"].endswith("t"), stats  # the switch's side is a
+        # from the far side as well: the same RTT (both directions shaped here)
+        ping = proc.run_in(tb.node("h2"), ["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.1"],
+                           timeout=20)
+        assert " 0% packet loss" in ping.stdout, ping.stdout
+        print(f"shaped WAN across servers: configured RTT {row['configured_rtt_ms']} ms, measured "
+              f"{row['measured']} ms; link stats {stats}")
+    assert leftovers(tb.rid) == [] and nsserver.run_leftovers(tb.rid) == []
+    assert tb.rid not in ledger.known_runs()
+
+
+def test_shaped_wan_link_with_the_far_end_first_asymmetric(nsserver, tmp_path: Path) -> None:
+    # the WAN's first end on the far server: forward (far -> here) 20 ms, reverse 5 ms
+    topo = load_topology(_topology(tmp_path, nsserver, "{between: [b, a], forward: {delay: 20ms}, "
+                                   "reverse: {delay: 5ms}}"))
+    tb = Testbed(topo, tmp_path / "run", link_backend="userspace")
+    with tb:
+        (row,) = tb.selfcheck(count=10)
+        assert row["configured_rtt_ms"] == 25.0 and row["measured"] is not None, row
+        assert 24.5 <= row["measured"]["avg"] <= 28.0, row
+        stats = tb.links.stats(tb.wan_link_id("b", "a"))["wan-b-a"]
+        # forward (b -> a) enters the emulator from the tunnel's tap, reverse from the local switch's veth
+        assert stats["a"].endswith("t") and stats["b"].endswith("s"), stats
+        assert stats["forward"]["shape"]["delay_ms"] == 20.0 and stats["reverse"]["shape"]["delay_ms"] == 5.0
+        print(f"far end first: configured RTT 25.0 ms, measured {row['measured']} ms")
+    assert leftovers(tb.rid) == [] and nsserver.run_leftovers(tb.rid) == []
+
+
+def test_shaped_wan_with_both_ends_on_other_servers_is_refused(nsserver, tmp_path: Path) -> None:
+    topo = load_topology(_topology(tmp_path, nsserver, "{between: [a, b], delay: 5ms}", far_a=True))
+    t0 = time.monotonic()
+    with pytest.raises(TestbedError, match=r"wan\[0\]: shaping a link whose two ends are on other servers"):
+        Testbed(topo, tmp_path / "run", link_backend="userspace")
+    assert time.monotonic() - t0 < 30
