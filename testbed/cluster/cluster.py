@@ -45,6 +45,7 @@ class Cluster:
         self.forwards: list[Any] = []
         self.engines: dict[str, Engine] = {}  # server -> its Docker engine, for servers with Docker hosts
         self._emulator: Any = None  # a userspace link emulator of our own, when the run's links are netem
+        self.tunnels: dict[str, Any] = {}  # WAN links to other servers, by link id: their ends here
 
     def remote(self, site: str) -> Server | None:
         """The door of `site`'s server, or None when the site is on this machine."""
@@ -171,20 +172,29 @@ class Cluster:
         """The link class between two nodes: `default` here, ClusterLink on one server, else an SSH tunnel link."""
         d1, d2 = door_of(node1), door_of(node2)
         if d1.name != d2.name:
-            return partial(ClusterSSHLink, emulator=self.emulator)
+            return partial(ClusterSSHLink, emulator=self.emulator, tunnels=self.tunnels)
         return default if d1.local else ClusterLink
 
     def emulator(self, backend: Any) -> Any:
         """The userspace link emulator that shapes tunnel links' ends here: the run's `backend` when it is
         one, else one of the cluster's own (started on first use, closed by `stop`)."""
+        from testbed.cluster.links import ClusterLinks
         from testbed.links.userspace import UserspaceBackend
 
+        if isinstance(backend, ClusterLinks):
+            backend = backend.backend
         if isinstance(backend, UserspaceBackend):
             return backend
         if self._emulator is None:
             self._emulator = UserspaceBackend(self.ledger, self.ledger.run_dir or RUN_ROOT / self.ledger.rid,
                                               seed=getattr(backend, "seed", None))
         return self._emulator
+
+    def links(self, backend: Any) -> Any:
+        """The run's link backend as the Testbed uses it: `backend`, with the WAN links to other servers in front."""
+        from testbed.cluster.links import ClusterLinks
+
+        return ClusterLinks(backend, self.tunnels)
 
     def door(self, node: Node) -> Server:
         return door_of(node)

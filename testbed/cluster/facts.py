@@ -48,7 +48,7 @@ def server_backends(topo: TopologySpec, name: str, run_backends: dict[str, Any])
     if name == LOCAL_SERVER:
         out["links"] = str(run_backends.get("link", ""))
     else:
-        out["links"] = "veth, unshaped (shaping on another server is refused)"
+        out["links"] = "veth, unshaped (shaping a link with both ends there is refused)"
         if "docker" in kinds:
             out["docker_engine"] = "the server's own, through a recorded ssh forward of its socket"
         out["controller"] = "this machine's, through a recorded ssh -R forward"
@@ -56,6 +56,8 @@ def server_backends(topo: TopologySpec, name: str, run_backends: dict[str, Any])
               if (topo.site(w.a).server == name) != (topo.site(w.b).server == name)}
     if across:
         out["wan_to_other_servers"] = "ssh tunnel (Tunnel=ethernet) to sites " + ", ".join(sorted(across))
+        if name == LOCAL_SERVER:
+            out["wan_to_other_servers"] += ", its end here through the userspace link emulator"
     return out
 
 

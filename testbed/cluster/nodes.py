@@ -157,24 +157,24 @@ def tunnel_number(rid: str, index: int) -> int:
 class ClusterSSHLink(RemoteSSHLink):
     """A WAN link between switches on two servers: Cluster Edition's SSH tunnel link (an Ethernet
     tunnel, `ssh -o Tunnel=ethernet -w N:N`), its taps and its ssh made through the doors and recorded.
-    Shaped, its end on this machine goes through this machine's userspace link emulator
-    (`emulator(backend)`, testbed/cluster/links.py)."""
+    With an `emulator(backend)`, its end on this machine goes through this machine's userspace link
+    emulator, shaped or not, and is listed in `tunnels` (testbed/cluster/links.py)."""
 
     __test__ = False
     made = 0
 
     def __init__(self, node1: Node, node2: Node, *, ledger: Ledger, link_id: str = "",
-                 emulator: Callable[[Any], Any] | None = None, **params: Any) -> None:
+                 emulator: Callable[[Any], Any] | None = None, tunnels: dict[str, Any] | None = None,
+                 **params: Any) -> None:
         self.ledger = ledger
         self.link_id = link_id or f"{node1.name}-{node2.name}"
         backend = params.pop("backend", None)
         self.shapes = (params.pop("forward", Shape()), params.pop("reverse", Shape()))
-        self.shaping: Any = None  # testbed/cluster/links.TunnelShaping of a shaped link
-        self.emulator = None
-        if any(shape.shaped for shape in self.shapes):
-            if emulator is None:
-                raise TestbedError(f"WAN link {self.link_id} joins two servers: no link emulator to shape it")
-            self.emulator = emulator(backend)
+        self.shaping: Any = None  # testbed/cluster/links.TunnelShaping: its end here, through the emulator
+        self.tunnels = tunnels if tunnels is not None else {}
+        self.emulator = None if emulator is None else emulator(backend)
+        if self.emulator is None and any(shape.shaped for shape in self.shapes):
+            raise TestbedError(f"WAN link {self.link_id} joins two servers: no link emulator to shape it")
         super().__init__(node1, node2, **params)
 
     def makeTunnel(self, node1: Node, node2: Node, intfname1: str, intfname2: str,  # noqa: N802
@@ -215,6 +215,7 @@ class ClusterSSHLink(RemoteSSHLink):
             forward, reverse = self.shapes
             self.shaping = shape_tunnel(self.emulator, self.ledger, self.link_id, tap, unit, intfname1, addr1,
                                         forward, reverse, switch_is_a=node1 is self.node1)
+            self.tunnels[self.link_id] = self.shaping
         return tunnel
 
     def stop(self) -> None:
@@ -222,6 +223,7 @@ class ClusterSSHLink(RemoteSSHLink):
         if self.tunnel is not None:
             proc.stop(self.tunnel, timeout=5)
             if self.shaping is not None:
+                self.tunnels.pop(self.link_id, None)
                 self.shaping.stop()
                 self.shaping = None
             for intf in (self.intf1, self.intf2):

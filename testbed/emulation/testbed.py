@@ -143,6 +143,8 @@ class Testbed:
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o700)
         self.links = make_backend(self._link_backend_name, self.ledger, self.run_dir, self.seed)
+        if self.cluster is not None:  # WAN links to other servers: emulated at their end here
+            self.links = self.cluster.links(self.links)
         port = self.controller.start(self.run_dir, self.ledger, app=self.topo.controller.app,
                                      config=self.topo.controller.config)
         if self.cluster is not None:

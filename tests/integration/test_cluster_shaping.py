@@ -1,6 +1,7 @@
 """A shaped WAN link to another server (a namespace server over ssh): its end on this machine goes
 through this machine's userspace link emulator (testbed/cluster/links.py), so the self-check RTT
-across is near the configured 2 x 15 ms and an asymmetric shape shows per direction; after teardown
+across is near the configured 2 x 15 ms, the link goes down and up and is reshaped at run time as a
+local one, and an asymmetric shape shows per direction; after teardown
 nothing of the run is left on either server, and a shaped link with both ends on other servers is refused."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from testbed.emulation.testbed import Testbed
 from testbed.errors import TestbedError
 from testbed.testing import leftovers
 from testbed.topology.loader import load_topology
+from testbed.topology.model import Shape
 
 pytestmark = pytest.mark.integration
 DELAY_MS = 15.0
@@ -64,8 +66,20 @@ def test_shaped_wan_link_across_servers_rtt_near_configured(nsserver, tmp_path: 
         ping = proc.run_in(tb.node("h2"), ["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.1"],
                            timeout=20)
         assert " 0% packet loss" in ping.stdout, ping.stdout
+        # WAN faults as on a local link: down (nothing crosses), up, reshaped at run time
+        tb.links.set_up(link, False)
+        cut = proc.run_in(tb.node("h1"), ["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "10.0.0.2"],
+                          timeout=20, check=False)
+        assert " 100% packet loss" in cut.stdout, cut.stdout
+        tb.links.set_up(link, True)
+        tb.links.shape(link, forward=Shape(delay_ms=40.0))
+        again = proc.run_in(tb.node("h1"), ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.2"],
+                            timeout=20, check=False)
+        rtts = [float(x.split("time=")[1].split()[0]) for x in again.stdout.splitlines() if "time=" in x]
+        assert len(rtts) >= 4 and 55.0 - 0.5 <= min(rtts) <= 55.0 + 4.0, again.stdout  # 40 + 15 ms (30 unchanged)
         print(f"shaped WAN across servers: configured RTT {row['configured_rtt_ms']} ms, measured "
-              f"{row['measured']} ms; link stats {stats}")
+              f"{row['measured']} ms; down: 100% loss; reshaped to 40+15 ms: {min(rtts)}..{max(rtts)} ms; "
+              f"link stats {stats}")
     assert leftovers(tb.rid) == [] and nsserver.run_leftovers(tb.rid) == []
     assert tb.rid not in ledger.known_runs()
 

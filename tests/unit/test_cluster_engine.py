@@ -207,3 +207,34 @@ def test_services_and_traffic_use_the_hosts_server(monkeypatch: pytest.MonkeyPat
     assert calls[-1] == ("write", 78, "/run/echo/delay_ms", "20\n")
     assert traffic.wait_listening(node, 5201)
     assert calls[-1] == ("wait_ports", {"mec2": (77, [("tcp", 5201)])}, 10.0)
+
+
+def test_cluster_links_answer_tunnel_links_and_hand_the_rest_to_the_runs_backend() -> None:
+    from testbed.cluster.links import ClusterLinks, TunnelShaping
+    from testbed.topology.model import Shape
+
+    sent: list[tuple] = []
+
+    class Backend:
+        name = "userspace"
+        netns = "tbab-le"
+
+        def request(self, cmd, **args):
+            sent.append(("emulator", cmd, args))
+
+        def set_up(self, link_id, up):
+            sent.append(("backend set_up", link_id, up))
+
+        def shape(self, link_id, forward=None, reverse=None):
+            sent.append(("backend shape", link_id, forward, reverse))
+
+    backend = Backend()
+    links = ClusterLinks(backend, {"wan-a-b": TunnelShaping(backend, "wan-a-b", "s1-eth2", "wt1s", "wt1t")})
+    assert links.name == "userspace" and links.netns == "tbab-le"
+    links.set_up("wan-a-b", False)
+    links.shape("wan-a-b", forward=Shape(delay_ms=40.0))
+    links.set_up("wan-a-c", True)
+    assert sent[0] == ("emulator", "down", {"link_id": "wan-a-b"})
+    assert sent[1][:2] == ("emulator", "set") and sent[1][2]["forward"]["delay_ms"] == 40.0
+    assert "reverse" not in sent[1][2]
+    assert sent[2] == ("backend set_up", "wan-a-c", True)
