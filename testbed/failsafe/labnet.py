@@ -9,12 +9,17 @@ start with the ledger's prefix. `python -m testbed.failsafe.labnet echo NAME ...
 UDP and TCP, it answers each request with b"NAME:" + request, after the delay (seconds) written in
 an optional delay file. `... http NAME --port P` is an HTTP/1.1 keep-alive server: every GET
 answers b"NAME " + the request's path (for curl reusing one connection across a failover).
+`lab_run` is the tests' lab: built, with the NICs it starts (`LabRun.start_nic`), and afterwards
+everything stopped and checked gone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import secrets
+import shutil
 import logging
 import os
 import selectors
@@ -24,10 +29,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from testbed import daemon, proc
-from testbed.ledger import Ledger
+from testbed.ledger import RUN_ROOT, Ledger
+
+if TYPE_CHECKING:
+    from testbed.failsafe.launcher import NicProcess
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +198,51 @@ class PeerLab(Lab):
     def nic_holder(self, key: str) -> int:
         """A process sitting in the namespace of host `key`'s NIC, whose PID `start_nic` enters."""
         return self.spawn(f"n{key}", ["sleep", "3600"], f"NIC netns holder {key}").pid
+
+
+@dataclass
+class LabRun:
+    """A lab with a run id and ledger, and the NICs started in it (see `lab_run`)."""
+
+    rid: str
+    ledger: Ledger
+    lab: Lab
+    tmp: Path
+    nics: list["NicProcess"] = field(default_factory=list)
+
+    def start_nic(self, **options: Any) -> "NicProcess":
+        """The NIC in front of the main host, backed by the backup host; `options` override NicConfig's fields."""
+        from testbed.failsafe.config import NicConfig
+        from testbed.failsafe.launcher import start_nic
+
+        base: dict[str, Any] = dict(node="main", rid=self.rid, host_ip=MAIN_IP, nic_ip=NIC_IP,
+                                    nic_mac="02:09:00:00:01:11", default_backups=((BACKUP_IP, 0),),
+                                    control_socket=str(RUN_ROOT / self.rid / "nic-main.sock"),
+                                    events_path=str(self.tmp / "events.jsonl"))
+        nic = start_nic(self.lab.holder(), NicConfig(**{**base, **options}), self.ledger, self.tmp)
+        self.nics.append(nic)
+        return nic
+
+
+@contextlib.contextmanager
+def lab_run(tmp: Path) -> Iterator[LabRun]:
+    """A built lab for a test; afterwards its NICs stopped (no traceback in their logs), lab gone, nothing left."""
+    rid = secrets.token_hex(2)
+    ledger = Ledger(rid, run_dir=tmp, state_dir=tmp / "state")
+    run = LabRun(rid, ledger, Lab(ledger.prefix, ledger, tmp), tmp)
+    try:
+        run.lab.build()
+        yield run
+    finally:
+        logs = []
+        for nic in run.nics:
+            nic.stop()
+            logs.append((tmp / f"nic-{nic.config.node}.log").read_text(errors="replace"))
+        run.lab.destroy()
+        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
+        for log_text in logs:
+            assert "Traceback" not in log_text, log_text[-3000:]
+        assert run.lab.leftovers() == []
 
 
 def in_netns(ns: str, make: Callable[[], T]) -> T:

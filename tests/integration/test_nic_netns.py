@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -15,11 +14,10 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
-from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig
+from testbed.failsafe.config import ServiceConfig
 from testbed.failsafe.control import call
-from testbed.failsafe.labnet import BACKUP_IP, MAIN_IP, NIC_IP, Lab, in_netns
-from testbed.failsafe.launcher import NicProcess, start_nic
-from testbed.ledger import Ledger
+from testbed.failsafe.labnet import MAIN_IP, Lab, in_netns, lab_run
+from testbed.failsafe.launcher import NicProcess
 
 pytestmark = pytest.mark.integration
 
@@ -78,24 +76,16 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     if os.geteuid() != 0:
         pytest.skip("needs root")
     tmp = tmp_path_factory.mktemp("nic")
-    rid = secrets.token_hex(2)
-    ledger = Ledger(rid, run_dir=tmp, state_dir=tmp / "state")
-    lab = Lab(ledger.prefix, ledger, tmp)
-    nic: NicProcess | None = None
-    try:
-        lab.build()
+    with lab_run(tmp) as run:
+        lab = run.lab
         delay = tmp / "delay-main"
         delay.write_text("0")
         lab.echo("m", "main", [5000, 5001], [7000], delay)
         lab.echo("b", "backup", [5000, 5001], [7000], tmp / "delay-backup")
-        cfg = NicConfig(
-            node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
-            services=(ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb"),
-                      ServiceConfig("web", "tcp", 7000, message="tcp")),
-            default_backups=((BACKUP_IP, 0),), interval_s=INTERVAL, threshold=THRESHOLD, learn=5,
-            hysteresis=3, min_rtt_s=MIN_RTT, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
-            events_path=str(tmp / "events.jsonl"), datapath=request.param)
-        nic = start_nic(lab.holder(), cfg, ledger, tmp)
+        nic = run.start_nic(services=(ServiceConfig("echo", "udp", 5000, message="udp", payload=b"hb"),
+                                      ServiceConfig("web", "tcp", 7000, message="tcp")),
+                            interval_s=INTERVAL, threshold=THRESHOLD, learn=5, hysteresis=3, min_rtt_s=MIN_RTT,
+                            datapath=request.param)
         e = Env(lab, nic, delay)
         e.wait_modes({"echo": "normal", "web": "normal"})
         assert call(nic.socket, "show")["datapath"] == request.param  # type: ignore[index]
@@ -105,14 +95,6 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             time.sleep(0.02)
         yield e
         e.udp.close()
-    finally:
-        if nic is not None:
-            nic.stop()
-            log = (tmp / "nic-main.log").read_text(errors="replace")
-            assert "Traceback" not in log, log[-3000:]
-        lab.destroy()
-        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
-        assert lab.leftovers() == []
 
 
 def test_normal_mode_replies_from_main(env: Env) -> None:

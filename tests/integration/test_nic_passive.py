@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -21,11 +19,10 @@ from typing import Iterator
 
 import pytest
 
-from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig
+from testbed.failsafe.config import ServiceConfig
 from testbed.failsafe.control import call
-from testbed.failsafe.labnet import BACKUP_IP, MAIN_IP, NIC_IP, Lab, in_netns
-from testbed.failsafe.launcher import NicProcess, start_nic
-from testbed.ledger import Ledger
+from testbed.failsafe.labnet import MAIN_IP, Lab, in_netns, lab_run
+from testbed.failsafe.launcher import NicProcess
 
 pytestmark = pytest.mark.integration
 
@@ -73,34 +70,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     tmp = tmp_path_factory.mktemp("nicpassive")
-    rid = secrets.token_hex(2)
-    ledger = Ledger(rid, run_dir=tmp, state_dir=tmp / "state")
-    lab = Lab(ledger.prefix, ledger, tmp)
-    nic: NicProcess | None = None
-    try:
-        lab.build()
+    with lab_run(tmp) as run:
         (tmp / "delay-main").write_text("0")
-        lab.echo("b", "backup", [5000], [PORT], tmp / "delay-backup")
-        cfg = NicConfig(
-            node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
-            services=(ServiceConfig("web", "tcp", PORT, message="tcp"),),
-            default_backups=((BACKUP_IP, 0),), interval_s=INTERVAL, threshold=THRESHOLD, learn=5,
-            hysteresis=3, min_rtt_s=MIN_RTT, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
-            events_path=str(tmp / "events.jsonl"))
-        e = Env(lab, None, tmp)  # type: ignore[arg-type]
+        run.lab.echo("b", "backup", [5000], [PORT], tmp / "delay-backup")
+        e = Env(run.lab, None, tmp)  # type: ignore[arg-type]
         e.start_main()
-        nic = start_nic(lab.holder(), cfg, ledger, tmp)
-        e.nic = nic
+        e.nic = run.start_nic(services=(ServiceConfig("web", "tcp", PORT, message="tcp"),), interval_s=INTERVAL,
+                              threshold=THRESHOLD, learn=5, hysteresis=3, min_rtt_s=MIN_RTT)
         e.wait_normal()
         yield e
-    finally:
-        if nic is not None:
-            nic.stop()
-            log = (tmp / "nic-main.log").read_text(errors="replace")
-            assert "Traceback" not in log, log[-3000:]
-        lab.destroy()
-        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
-        assert lab.leftovers() == []
 
 
 def crash_under_load(env: Env, passive: bool) -> dict:

@@ -10,20 +10,17 @@ connection while the main host's link goes down: 0 resets, 0 lost, one connect. 
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from testbed.failsafe.config import RUN_ROOT, NicConfig, ServiceConfig
-from testbed.failsafe.control import call
-from testbed.failsafe.labnet import BACKUP_IP, MAIN_IP, NIC_IP, Lab, in_netns
-from testbed.failsafe.launcher import NicProcess, start_nic
 from testbed import proc
-from testbed.ledger import Ledger
+from testbed.failsafe.config import ServiceConfig
+from testbed.failsafe.control import call
+from testbed.failsafe.labnet import MAIN_IP, LabRun, in_netns, lab_run
+from testbed.failsafe.launcher import NicProcess
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +69,13 @@ class Client:
         return n
 
 
-def web_nic(tmp_path: Path, rid: str, datapath: str, carry: bool, port: int) -> NicConfig:
-    """The NIC in front of the main host: TCP `port` critical, backed by the backup host."""
-    return NicConfig(node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
-                     services=(ServiceConfig("web", "tcp", port, message="tcp"),),
-                     default_backups=((BACKUP_IP, 0),), interval_s=INTERVAL, threshold=THRESHOLD, learn=5,
-                     hysteresis=3, min_rtt_s=MIN_RTT, control_socket=str(RUN_ROOT / rid / "nic-main.sock"),
-                     events_path=str(tmp_path / "events.jsonl"), datapath=datapath, carry_tcp=carry)
+def web_nic(run: LabRun, datapath: str, carry: bool, port: int) -> NicProcess:
+    """The NIC in front of the main host, TCP `port` critical, started; once it learned its heartbeats."""
+    nic = run.start_nic(services=(ServiceConfig("web", "tcp", port, message="tcp"),), interval_s=INTERVAL,
+                        threshold=THRESHOLD, learn=5, hysteresis=3, min_rtt_s=MIN_RTT, datapath=datapath,
+                        carry_tcp=carry)
+    wait_learned(nic, datapath)
+    return nic
 
 
 def wait_learned(nic: NicProcess, datapath: str) -> None:
@@ -95,47 +92,34 @@ def wait_learned(nic: NicProcess, datapath: str) -> None:
 def test_one_connection_across_a_host_failure(tmp_path: Path, datapath: str, carry: bool) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    rid = secrets.token_hex(2)
-    ledger = Ledger(rid, run_dir=tmp_path, state_dir=tmp_path / "state")
-    lab = Lab(ledger.prefix, ledger, tmp_path)
-    nic = None
-    client = None
-    try:
-        lab.build()
+    with lab_run(tmp_path) as run:
+        lab = run.lab
         lab.echo("m", "main", [], [7000], tmp_path / "delay-main")
         lab.echo("b", "backup", [], [7000], tmp_path / "delay-backup")
-        nic = start_nic(lab.holder(), web_nic(tmp_path, rid, datapath, carry, 7000), ledger, tmp_path)
-        wait_learned(nic, datapath)
+        nic = web_nic(run, datapath, carry, 7000)
         client = Client(lab.ns["c"])
-        n = client.run(time.monotonic() + 0.3, 0)
-        assert n > 5 and not client.error and {who for _, who, _ in client.replies} == {"main"}
-        t_fault = time.monotonic()
-        lab.ns_cmd("m", "ip", "link", "set", "eth0", "down")  # the main host is gone, mid-conversation
-        n = client.run(time.monotonic() + 1.0, n)
-        handler = call(nic.socket, "counters")["failsafe_handler"]  # type: ignore[index]
-        modes = call(nic.socket, "show")["modes"]  # type: ignore[index]
-        assert modes == {"web": "failsafe"}, modes
-        after = [(k, who, t) for k, who, t in client.replies if t > t_fault]
-        print(f"{datapath} carry={carry}: {n} requests, error {client.error!r}, {len(after)} answered after the "
-              f"fault, first after {(after[0][2] - t_fault) * 1e3 if after else -1:.0f} ms, {handler}")
-        if carry:
-            assert client.error == "", client.error  # no reset, no timeout
-            assert [k for k, _, _ in client.replies] == list(range(n))  # every request answered, in order
-            assert after and after[-1][1] == "backup" and len(after) >= 10
-            assert handler["carried"] == 1 and handler["carry_failed"] == 0, handler
-        else:
-            assert client.error.startswith(("ConnectionResetError", "closed by peer")), client.error
-            assert handler["carried"] == 0
-    finally:
-        if client is not None:
+        try:
+            n = client.run(time.monotonic() + 0.3, 0)
+            assert n > 5 and not client.error and {who for _, who, _ in client.replies} == {"main"}
+            t_fault = time.monotonic()
+            lab.ns_cmd("m", "ip", "link", "set", "eth0", "down")  # the main host is gone, mid-conversation
+            n = client.run(time.monotonic() + 1.0, n)
+            handler = call(nic.socket, "counters")["failsafe_handler"]  # type: ignore[index]
+            modes = call(nic.socket, "show")["modes"]  # type: ignore[index]
+            assert modes == {"web": "failsafe"}, modes
+            after = [(k, who, t) for k, who, t in client.replies if t > t_fault]
+            print(f"{datapath} carry={carry}: {n} requests, error {client.error!r}, {len(after)} answered after the "
+                  f"fault, first after {(after[0][2] - t_fault) * 1e3 if after else -1:.0f} ms, {handler}")
+            if carry:
+                assert client.error == "", client.error  # no reset, no timeout
+                assert [k for k, _, _ in client.replies] == list(range(n))  # every request answered, in order
+                assert after and after[-1][1] == "backup" and len(after) >= 10
+                assert handler["carried"] == 1 and handler["carry_failed"] == 0, handler
+            else:
+                assert client.error.startswith(("ConnectionResetError", "closed by peer")), client.error
+                assert handler["carried"] == 0
+        finally:
             client.sock.close()
-        if nic is not None:
-            nic.stop()
-            log = (tmp_path / "nic-main.log").read_text(errors="replace")
-            assert "Traceback" not in log, log[-3000:]
-        lab.destroy()
-        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
-        assert lab.leftovers() == []
 
 
 CURL_URLS = 120
@@ -152,16 +136,11 @@ def curl_lines(log: Path) -> list[str]:
 def test_curl_keepalive_across_a_host_failure(tmp_path: Path, datapath: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    rid = secrets.token_hex(2)
-    ledger = Ledger(rid, run_dir=tmp_path, state_dir=tmp_path / "state")
-    lab = Lab(ledger.prefix, ledger, tmp_path)
-    nic = None
-    try:
-        lab.build()
+    with lab_run(tmp_path) as run:
+        lab = run.lab
         lab.http("m", "main", 8080)
         lab.http("b", "backup", 8080)
-        nic = start_nic(lab.holder(), web_nic(tmp_path, rid, datapath, True, 8080), ledger, tmp_path)
-        wait_learned(nic, datapath)
+        nic = web_nic(run, datapath, True, 8080)
         # one curl: 120 URLs over one keep-alive connection, 20 a second, each transfer's outcome a line
         curl = lab.spawn("c", ["curl", "-sN", "--rate", CURL_RATE, "-m", "3", "-w", CURL_FORMAT,
                                f"http://{MAIN_IP}:8080/n[1-{CURL_URLS}]"], "curl keep-alive client", "curl.log")
@@ -185,11 +164,3 @@ def test_curl_keepalive_across_a_host_failure(tmp_path: Path, datapath: str) -> 
         who = [body[0] for body in got]
         assert who[:40] == ["main"] * 40 and who[-40:] == ["backup"] * 40, who
         assert handler["carried"] == 1 and handler["carry_failed"] == 0, handler
-    finally:
-        if nic is not None:
-            nic.stop()
-            nic_log = (tmp_path / "nic-main.log").read_text(errors="replace")
-            assert "Traceback" not in nic_log, nic_log[-3000:]
-        lab.destroy()
-        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
-        assert lab.leftovers() == []
