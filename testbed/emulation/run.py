@@ -58,8 +58,8 @@ def show(tb: Testbed, console: Console) -> None:
 
 
 def show_selfcheck(rows: list[dict], console: Console) -> None:
-    """Print configured vs measured RTT per WAN link."""
-    table = Table(title="self-check: ping RTT across each WAN link")
+    """Print configured vs measured RTT per path (site pairs, then hosts inside a site)."""
+    table = Table(title="self-check: ping RTT of every site pair's path and every host's access path")
     for col in ("link", "from → to", "configured ms", "measured avg ms", "mdev ms", "error ms"):
         table.add_column(col)
     for r in rows:

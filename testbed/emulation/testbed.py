@@ -453,11 +453,11 @@ class Testbed:
                 "hosts": "docker (holder netns + service container)",
                 "nic": datapaths(self.nics) if self.nics else "none"}
 
-    def selfcheck(self, count: int = 5) -> list[dict]:
-        """Ping across each WAN link once; configured vs measured RTT, saved to selfcheck.json."""
+    def selfcheck(self, count: int = 5, hosts: bool = True) -> list[dict]:
+        """Ping every site pair's path and (with `hosts`) every host's access path; configured vs measured RTT, saved to selfcheck.json."""
         from testbed.emulation.selfcheck import measure_wan
 
-        results = measure_wan(self, count)
+        results = measure_wan(self, count, hosts=hosts)
         (self.run_dir / "selfcheck.json").write_text(json.dumps(results, indent=2))
         return results
 

@@ -56,7 +56,10 @@ def test_shipped_topology_all_hosts_reach_each_other(tmp_path, name):
         assert tb.net.ping(hosts, timeout="2") == 0.0
         rows = tb.selfcheck(count=3)
         with_hosts = sum(1 for s in topo.sites if s.hosts)
-        assert len(rows) == with_hosts * (with_hosts - 1) // 2  # every pair of sites with hosts
+        pairs = [r for r in rows if r["path"][0] != r["path"][1]]
+        assert len(pairs) == with_hosts * (with_hosts - 1) // 2  # every pair of sites with hosts
+        inside = sorted(r["dst"] for r in rows if r["path"][0] == r["path"][1])
+        assert inside == sorted(h.name for s in topo.sites for h in s.hosts[1:])  # and every other host of a site
         for row in rows:
             assert row["measured"] is not None, row
             assert abs(row["error_ms"]) < 3.0 + 0.05 * row["configured_rtt_ms"], row
