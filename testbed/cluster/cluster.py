@@ -45,7 +45,8 @@ class Cluster:
         self.forwards: list[Any] = []
         self.engines: dict[str, Engine] = {}  # server -> its Docker engine, for servers with Docker hosts
         self._emulator: Any = None  # a userspace link emulator of our own, when the run's links are netem
-        self.tunnels: dict[str, Any] = {}  # WAN links to other servers, by link id: their ends here
+        self.tunnels: dict[str, Any] = {}  # emulated links with an end on another server, by link id
+        self.remote_emulators: dict[str, Any] = {}  # server -> its link emulator (links with both ends there)
 
     def remote(self, site: str) -> Server | None:
         """The door of `site`'s server, or None when the site is on this machine."""
@@ -61,13 +62,10 @@ class Cluster:
                 if h.nic is not None and nics:
                     raise TestbedError(f"sites.{site.name}.hosts.{h.name}.nic: fail-safe NICs on another "
                                        "server are not supported yet")
-                if h.access.shaped:
-                    raise TestbedError(f"sites.{site.name}.hosts.{h.name}.access: shaping on another server "
-                                       "is not supported yet")
         for i, w in enumerate(self.topo.wan):
-            if self.remote(w.a) and self.remote(w.b) and (w.forward.shaped or w.reverse.shaped):
-                raise TestbedError(f"wan[{i}]: shaping a link whose two ends are on other servers is not "
-                                   "supported yet (one end must be on this machine, whose link emulator shapes it)")
+            if self.remote(w.a) and self.remote(w.b) and self.server_of(w.a) != self.server_of(w.b):
+                raise TestbedError(f"wan[{i}]: a link between two other servers is not supported yet "
+                                   "(one end must be on this machine)")
 
     def start(self, controller_port: int) -> None:
         """Record each server, open a master connection to each, forward the controller's port to each
@@ -173,7 +171,9 @@ class Cluster:
         d1, d2 = door_of(node1), door_of(node2)
         if d1.name != d2.name:
             return partial(ClusterSSHLink, emulator=self.emulator, tunnels=self.tunnels)
-        return default if d1.local else ClusterLink
+        if d1.local:
+            return default
+        return partial(ClusterLink, emulator=partial(self.remote_emulator, d1), tunnels=self.tunnels)
 
     def emulator(self, backend: Any) -> Any:
         """The userspace link emulator that shapes tunnel links' ends here: the run's `backend` when it is
@@ -190,6 +190,15 @@ class Cluster:
                                               seed=getattr(backend, "seed", None))
         return self._emulator
 
+    def remote_emulator(self, door: Server) -> Any:
+        """The link emulator of `door`'s server (made on first use, started there on first link, closed by `stop`)."""
+        from testbed.cluster.links import RemoteEmulator
+
+        if door.name not in self.remote_emulators:
+            tag = f"r{len(self.remote_emulators)}"
+            self.remote_emulators[door.name] = RemoteEmulator(door, self.ledger, RUN_ROOT / self.ledger.rid, tag)
+        return self.remote_emulators[door.name]
+
     def links(self, backend: Any) -> Any:
         """The run's link backend as the Testbed uses it: `backend`, with the WAN links to other servers in front."""
         from testbed.cluster.links import ClusterLinks
@@ -201,9 +210,14 @@ class Cluster:
 
     def stop(self) -> None:
         """Close the engines, end their forwards and the controller's (by handle)."""
-        if self._emulator is not None:
-            self._emulator.close()
-            self._emulator = None
+        for emulator in [self._emulator, *self.remote_emulators.values()]:
+            if emulator is not None:
+                try:
+                    emulator.close()
+                except Exception as exc:  # noqa: BLE001 - the rest is still to be stopped
+                    log.warning("closing a link emulator: %s", exc)
+        self._emulator = None
+        self.remote_emulators.clear()
         for engine in self.engines.values():
             engine.close()
         self.engines.clear()

@@ -96,10 +96,10 @@ class Engine:
             self.forward = None
 
 
-def forward_argv(door: Server, local_socket: Path) -> list[str]:
-    """The ssh that forwards `local_socket` here to the engine's socket on `door`'s server."""
+def forward_argv(door: Server, local_socket: Path, remote_socket: str = REMOTE_SOCKET) -> list[str]:
+    """The ssh that forwards `local_socket` here to a unix socket on `door`'s server (default: the engine's)."""
     return ["ssh", *door.ssh_options(), "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
-            "-o", "StreamLocalBindUnlink=yes", "-L", f"{local_socket}:{REMOTE_SOCKET}", door.destination]
+            "-o", "StreamLocalBindUnlink=yes", "-L", f"{local_socket}:{remote_socket}", door.destination]
 
 
 def open_engine(door: Server, ledger: Ledger, directory: Path, timeout: float = 20.0) -> Engine:

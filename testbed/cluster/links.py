@@ -13,11 +13,20 @@ adds to the configured one.
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from testbed import proc
-from testbed.ledger import Ledger
+from testbed import control, proc
+from testbed.cluster.engine import forward_argv
+from testbed.cluster.server import Server
+from testbed.emulation import netns
+from testbed.errors import TestbedError
+from testbed.ledger import RUN_ROOT, Ledger
+from testbed.linkemu.engine import offload_args
+from testbed.links.base import LinkEnds
 from testbed.links.userspace import UserspaceBackend, check_shape, disable_offloads
 from testbed.topology.model import Shape
 
@@ -114,3 +123,143 @@ class ClusterLinks:
         if link_id in self.tunnels:
             return self.tunnels[link_id].set_up(up)
         return self.backend.set_up(link_id, up)
+
+
+@dataclass
+class LinkControl:
+    """One link of an emulator (here or on another server), taken down and reshaped by its link id."""
+
+    emulator: Any  # anything with request(cmd, **args): UserspaceBackend, RemoteEmulator
+    link_id: str
+
+    set_up = TunnelShaping.set_up
+    shape = TunnelShaping.shape
+
+
+class RemoteEmulator:
+    """The userspace link emulator of another server, for links with both ends there (a remote site's
+    access links): started there through the door in a namespace of the run's (the testbed must be
+    installed there at the same path as here, checked by the preflight), its control socket
+    forwarded here by a recorded `ssh -L`, its veths made there; a LinkBackend for ClusterLink."""
+
+    name = "userspace"
+
+    def __init__(self, door: Server, ledger: Ledger, directory: Path, tag: str = "r0", seed: int | None = None,
+                 timeout: float = 20.0) -> None:
+        self.door = door
+        self.ledger = ledger
+        self.directory = Path(directory)
+        self.seed = seed
+        self.timeout = timeout
+        # on that server; not the run's own `-le` (a server may share this machine's /run, as the test
+        # harness's does); `-le` at the end all the same, the emulator's sign that it is the testbed's
+        self.netns = f"{ledger.prefix}{tag}-le"
+        self.remote_dir = f"{RUN_ROOT}/{ledger.rid}/linkemu-{door.name}"
+        self.remote_socket = f"{self.remote_dir}/ctl.sock"
+        self.local_socket = self.directory / f"linkemu-{door.name}.sock"
+        self.links: dict[str, tuple[LinkEnds, str, str]] = {}
+        self._made = 0
+        self._session: Any = None
+        self._forward: Any = None
+
+    def _run(self, args: list[str], **kw: Any) -> Any:
+        return self.door.run(args, timeout=kw.pop("timeout", 15), **kw)
+
+    def _ensure_started(self) -> None:
+        if self._session is not None:
+            return
+        self.ledger.record("file", self.remote_dir, server=self.door.name)
+        self._run(["mkdir", "-p", self.remote_dir])
+        self.ledger.record("netns", self.netns, server=self.door.name)
+        self._run(["ip", "netns", "add", self.netns])
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "testbed.linkemu",
+                "--ctl", self.remote_socket, "--log", f"{self.remote_dir}/linkemu.log",
+                *(["--seed", str(self.seed)] if self.seed is not None else [])]
+        out = (self.ledger.run_dir or self.directory) / f"linkemu-{self.door.name}.out"
+        self._session = proc.spawn(self.door.argv(argv), output=out, on_start=lambda pid: self.ledger.record_process(
+            pid, f"ssh for the link emulator on {self.door.name}"))
+        deadline = time.monotonic() + self.timeout
+        while not self._run(["test", "-S", self.remote_socket], check=False).ok:
+            if self._session.poll() is not None or time.monotonic() > deadline:
+                text = out.read_text(errors="replace")[-300:] if out.exists() else ""
+                raise TestbedError(f"the link emulator on {self.door} did not start: {text}")
+            time.sleep(0.1)
+        for pid in self._run(["ip", "netns", "pids", self.netns]).stdout.split():
+            stat = self._run(["cat", f"/proc/{pid}/stat"], check=False).stdout
+            start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
+            self.ledger.record("process", pid, start=start, what="link emulator", server=self.door.name)
+        self.ledger.record("file", str(self.local_socket))
+        self._forward = proc.spawn(forward_argv(self.door, self.local_socket, self.remote_socket),
+                                   output=(self.ledger.run_dir or self.directory) / f"linkemu-forward-{self.door.name}.log",
+                                   on_start=lambda pid: self.ledger.record_process(
+                                       pid, f"link emulator control forward to {self.door.name}"))
+        while True:
+            try:
+                control.call(self.local_socket, "ping", timeout=2)
+                break
+            except (TestbedError, OSError) as exc:
+                if self._forward.poll() is not None or time.monotonic() > deadline:
+                    raise TestbedError(f"the link emulator on {self.door} does not answer here: {exc}") from None
+                time.sleep(0.05)
+        log.info("link emulator on %s: netns %s, control %s (forwarded to %s)", self.door.name, self.netns,
+                 self.remote_socket, self.local_socket)
+
+    def request(self, cmd: str, **args: Any) -> Any:
+        """One control request to that server's emulator (started on first use); its result."""
+        self._ensure_started()
+        return control.call(self.local_socket, cmd, timeout=10.0, **args)
+
+    def create(self, ends: LinkEnds, forward: Shape, reverse: Shape) -> None:
+        """Veths from each end (on that server, by PID there) into the emulator's namespace there; forward between."""
+        fwd = check_shape(forward, f"links.{ends.link_id}.forward")
+        rev = check_shape(reverse, f"links.{ends.link_id}.reverse")
+        self._ensure_started()
+        n, self._made = self._made, self._made + 1
+        inner = (f"le{n}a", f"le{n}b")
+        for outer, pid, peer in ((ends.intf1, ends.ns1, inner[0]), (ends.intf2, ends.ns2, inner[1])):
+            self.ledger.record("interface", outer, netns_pid=pid, peer=peer, peer_netns=self.netns,
+                               server=self.door.name)
+            self._run(["ip", "link", "add", outer, *([] if pid is None else ["netns", str(pid)]), "type", "veth",
+                       "peer", "name", peer, "netns", self.netns])
+            inside = (lambda a: a) if pid is None else (lambda a, p=pid: netns.nsenter(p, a))
+            self._run(inside(offload_args(outer)))
+            self._run(inside(["ip", "link", "set", "dev", outer, "up"]))
+        self.request("add", link_id=ends.link_id, a=inner[0], b=inner[1], forward=fwd, reverse=rev)
+        self.links[ends.link_id] = (ends, *inner)
+
+    def shape(self, link_id: str, forward: Shape | None = None, reverse: Shape | None = None) -> None:
+        LinkControl(self, link_id).shape(forward, reverse)
+
+    def set_up(self, link_id: str, up: bool) -> None:
+        LinkControl(self, link_id).set_up(up)
+
+    def delete(self, link_id: str) -> None:
+        """Stop forwarding on a link and delete its veths there (the outer ends go with the inner ones)."""
+        item = self.links.pop(link_id, None)
+        if item is None:
+            return
+        try:
+            self.request("remove", link_id=link_id)
+        except TestbedError as exc:
+            log.warning("link %s on %s: emulator remove: %s", link_id, self.door.name, exc)
+        for inner in item[1:]:
+            self._run(["ip", "-n", self.netns, "link", "del", inner], check=False)
+
+    def close(self) -> None:
+        """Delete every link, stop the emulator there (shutdown, then its ssh), its namespace and files."""
+        if self._session is None:
+            return
+        for link_id in list(self.links):
+            self.delete(link_id)
+        try:
+            control.call(self.local_socket, "shutdown", timeout=5)
+        except (TestbedError, OSError) as exc:
+            log.warning("link emulator on %s: shutdown: %s", self.door.name, exc)
+        proc.wait(self._session, 5.0)
+        for p in (self._forward, self._session):
+            if p is not None:
+                proc.stop(p, timeout=5)
+        self._session = self._forward = None
+        self._run(["ip", "netns", "del", self.netns], check=False)
+        self._run(["rm", "-rf", "--", self.remote_dir], check=False)
+        self.local_socket.unlink(missing_ok=True)

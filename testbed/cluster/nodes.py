@@ -28,6 +28,7 @@ from testbed.emulation.plainhost import tolerant_decoder
 from testbed.emulation.switch import OVS_TIMEOUT_S, TestbedSwitch, delete_args, transactions
 from testbed.errors import TestbedError
 from testbed.ledger import Ledger
+from testbed.links.base import LinkEnds
 from testbed.links.veth import veth_cmd
 from testbed.topology.model import Shape
 
@@ -125,16 +126,24 @@ class ClusterSwitch(DoorMixin, RemoteOVSSwitch, TestbedSwitch):
 
 
 class ClusterLink(TestbedLink):
-    """An unshaped link whose two ends are on one server (not this machine): one veth made there."""
+    """A link whose two ends are on one server (not this machine): one veth made there, or, emulated
+    (a backend given), through that server's own link emulator (`emulator()`, testbed/cluster/links.py),
+    listed in `tunnels` so that it can be taken down and reshaped."""
 
     __test__ = False
 
-    def __init__(self, node1: Node, node2: Node, **params: Any) -> None:
-        if params.get("forward", Shape()).shaped or params.get("reverse", Shape()).shaped:
-            raise TestbedError(f"link {node1.name}-{node2.name} on server {door_of(node1).name}: shaping on "
-                               "another server is not supported yet (leave its access and WAN links unshaped)")
-        params["backend"] = None  # a plain veth on that server (no emulator there to take it down)
+    def __init__(self, node1: Node, node2: Node, *, emulator: Callable[[], Any] | None = None,
+                 tunnels: dict[str, Any] | None = None, **params: Any) -> None:
+        emulated = params.get("backend") is not None
+        if emulated and emulator is None:
+            raise TestbedError(f"link {node1.name}-{node2.name} on server {door_of(node1).name}: no link "
+                               "emulator there to shape it")
+        params["backend"] = emulator() if emulated and emulator is not None else None
         super().__init__(node1, node2, **params)
+        if self.backend is not None and tunnels is not None:
+            from testbed.cluster.links import LinkControl
+
+            tunnels[self.link_id] = LinkControl(self.backend, self.link_id)
 
     def makeIntfPair(self, intfname1: str, intfname2: str, addr1: str | None = None,  # noqa: N802
                      addr2: str | None = None, node1: Node | None = None, node2: Node | None = None,
@@ -146,7 +155,14 @@ class ClusterLink(TestbedLink):
                 self.ledger.record("interface", name, link=self.link_id, server=door.name)
         ns1 = node1.pid if node1.inNamespace else None
         ns2 = node2.pid if node2.inNamespace else None
-        door.run(veth_cmd(intfname1, ns1, intfname2, ns2, addr1, addr2, up1=True))
+        if self.backend is None:
+            door.run(veth_cmd(intfname1, ns1, intfname2, ns2, addr1, addr2, up1=True))
+            return
+        self.backend.create(LinkEnds(self.link_id, intfname1, ns1, intfname2, ns2), self.forward, self.reverse)
+        for name, pid, addr in ((intfname1, ns1, addr1), (intfname2, ns2, addr2)):
+            if addr:  # the emulator's veths are made with kernel-chosen MACs
+                argv = ["ip", "link", "set", "dev", name, "address", addr]
+                door.run(argv if pid is None else ["nsenter", "-t", str(pid), "-n", *argv])
 
 
 def tunnel_number(rid: str, index: int) -> int:

@@ -7,11 +7,15 @@ A failure is one SpecError naming the server's place in the topology (`servers.b
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 from testbed.cluster.server import Server
 from testbed.doctor import Check
 from testbed.errors import CommandError, SpecError
 from testbed.topology.model import LOCAL_SERVER, TopologySpec
+
+ROOT = Path(__file__).resolve().parents[2]  # where the testbed is installed here (and must be on a server that emulates links)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,14 @@ def images_needed(topo: TopologySpec, server: str) -> tuple[str, ...]:
     return tuple(sorted(images | {HOLDER_IMAGE})) if images else ()
 
 
+def emulates_links(topo: TopologySpec, server: str) -> bool:
+    """True when server `server` runs a link emulator: a link with both ends there is emulated
+    (a shaped access link of a site there, or a WAN link between two sites there)."""
+    here = {s.name for s in topo.sites if s.server == server}
+    return any(h.access.shaped for s in topo.sites if s.name in here for h in s.hosts) or \
+        any(w.a in here and w.b in here for w in topo.wan)
+
+
 def used_servers(topo: TopologySpec) -> list[str]:
     """The names of the servers (not localhost) that sites are placed on, in declaration order."""
     used = {s.server for s in topo.sites}
@@ -44,7 +56,7 @@ def used_servers(topo: TopologySpec) -> list[str]:
 
 
 def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",),
-                  images: tuple[str, ...] = ()) -> list[Check]:
+                  images: tuple[str, ...] = (), emulator: bool = False) -> list[Check]:
     """Connect, then look for `tools` (and `images` in its engine), then ask kernel and versions; each a Check."""
     try:
         res = server.run(["uname", "-r"], timeout=15)
@@ -62,6 +74,11 @@ def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",),
         ovs = server.run(["ovs-vsctl", "--timeout=5", "show"], check=False, timeout=15)
         checks.append(Check("ovs running", ovs.ok, "answers" if ovs.ok else (ovs.stderr.strip() or "no answer"),
                             True, "start ovsdb-server and ovs-vswitchd on the server"))
+    if emulator:  # the testbed's link emulator, run there as here: the same Python, the same path
+        found = server.run([sys.executable, "-c", "import testbed.linkemu"], check=False, timeout=30)
+        checks.append(Check("link emulator", found.ok, f"{sys.executable} -m testbed.linkemu runs" if found.ok else
+                            f"{sys.executable} cannot import testbed.linkemu there", True,
+                            f"install the testbed on the server at {ROOT} (scripts/setup.sh), as here"))
     if images and "docker" not in missing:
         engine = server.run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=30)
         checks.append(Check("docker engine", engine.ok, engine.stdout.strip() if engine.ok else
@@ -79,7 +96,8 @@ def preflight(topo: TopologySpec, source: str | None = None) -> dict[str, list[C
     found: dict[str, list[Check]] = {}
     for name in used_servers(topo):
         server = Server.of(topo.server(name))
-        checks = server_checks(server, tools_needed(topo, name), images_needed(topo, name))
+        checks = server_checks(server, tools_needed(topo, name), images_needed(topo, name),
+                               emulates_links(topo, name))
         bad = [c for c in checks if c.required and not c.ok]
         if bad:
             what = "; ".join(f"{c.name}: {c.value}" for c in bad)

@@ -116,3 +116,24 @@ def test_preflight_names_images_missing_on_the_servers_engine(monkeypatch: pytes
     monkeypatch.setattr(proc, "run", fake)
     with pytest.raises(SpecError, match=r"servers.b: server not usable: images: missing testbed/base$"):
         preflight.preflight(topo, "t.yaml")
+
+
+def test_links_with_both_ends_on_one_server_need_its_emulator_two_servers_are_refused() -> None:
+    from testbed.cluster.cluster import Cluster
+    from testbed.errors import TestbedError
+    from testbed.ledger import Ledger
+
+    def topo(wan: dict, access: dict | None = None):
+        return parse_topology({"name": "t", "servers": {"b": {"address": "10.255.0.2"}, "c": {"address": "10.255.0.3"}},
+                               "sites": {"a": {"hosts": {"h1": {"ip": "10.0.0.1"}}},
+                                         "b": {"server": "b", "hosts": {"h2": {"ip": "10.0.0.2", **(access or {})}}},
+                                         "c": {"server": "c", "hosts": {"h3": {"ip": "10.0.0.3"}}}},
+                               "wan": [{"between": ["a", "b"]}, wan]}, "t.yaml")
+
+    plain = topo({"between": ["a", "c"]})
+    assert not preflight.emulates_links(plain, "b") and not preflight.emulates_links(plain, "c")
+    shaped = topo({"between": ["a", "c"], "delay": "5ms"}, {"access": {"delay": "2ms"}})
+    assert preflight.emulates_links(shaped, "b") and not preflight.emulates_links(shaped, "c")
+    Cluster(shaped, Ledger("ab12")).check(nics=True)  # an access link there, a WAN link to here: fine
+    with pytest.raises(TestbedError, match=r"wan\[1\]: a link between two other servers"):
+        Cluster(topo({"between": ["b", "c"]}), Ledger("ab12")).check(nics=True)
