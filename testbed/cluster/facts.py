@@ -48,7 +48,10 @@ def server_backends(topo: TopologySpec, name: str, run_backends: dict[str, Any])
     if name == LOCAL_SERVER:
         out["links"] = str(run_backends.get("link", ""))
     else:
-        out["links"] = "veth, unshaped (shaping a link with both ends there is refused)"
+        from testbed.cluster.preflight import emulates_links
+
+        out["links"] = ("veth; links with both ends there through the server's own userspace link emulator"
+                        if emulates_links(topo, name) else "veth, unshaped")
         if "docker" in kinds:
             out["docker_engine"] = "the server's own, through a recorded ssh forward of its socket"
         out["controller"] = "this machine's, through a recorded ssh -R forward"

@@ -1,5 +1,6 @@
 """Two servers (this machine and a namespace server over ssh), one site each, built with Cluster Edition's
-remote classes and an SSH tunnel WAN link, a Docker host on the other server made by its engine: it
+remote classes and an SSH tunnel WAN link, a Docker host on the other server made by its engine and a
+shaped access link there (that server's own link emulator): it
 comes up, the WAN self-check passes across, the remote Docker host crashes and recovers, and after a
 SIGKILL of the owner `testbed clean --run` leaves nothing on either server (containers removed there)."""
 
@@ -51,7 +52,8 @@ servers:
   far: {{address: {s.address}, key: {s.key}, known_hosts: {s.known_hosts}}}
 sites:
   a: {{hosts: {{h1: {{ip: 10.0.0.1}}, h3: {{ip: 10.0.0.3}}}}}}
-  b: {{server: far, hosts: {{h2: {{ip: 10.0.0.2}}, h4: {{ip: 10.0.0.4}}, d2: {{ip: 10.0.0.12, image: testbed/echo}}}}}}
+  b: {{server: far, hosts: {{h2: {{ip: 10.0.0.2}}, h4: {{ip: 10.0.0.4, access: {{delay: 1ms}}}},
+                            d2: {{ip: 10.0.0.12, image: testbed/echo}}}}}}
 wan:
   - between: [a, b]
 """)
@@ -69,7 +71,9 @@ def test_two_servers_up_selfcheck_across_and_nothing_left(nsserver, tmp_path: Pa
     with tb:
         up_s = time.monotonic() - t0
         assert tb.door("h2").name == "far" and tb.door("h1").local
-        assert nsserver.server.run(["ovs-vsctl", "list-br"]).stdout.split() == [tb.switch_of["b"]]
+        bridges = nsserver.server.run(["ovs-vsctl", "list-br"]).stdout.split()
+        # the site's, and maybe the throwaway bridge on which far's link emulator measures a switch hop
+        assert tb.switch_of["b"] in bridges and set(bridges) <= {tb.switch_of["b"], f"{tb.ledger.prefix}r0hc"}, bridges
         rows = [r for r in tb.selfcheck(count=5) if r["wan_links"]]  # the site pair's row (host rows beside it)
         assert len(rows) == 1 and rows[0]["measured"] is not None, rows
         ping = proc.run_in(tb.node("h4"), ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.3"], timeout=20)
@@ -101,6 +105,8 @@ def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: 
     remote_pids = [json.loads(x)["name"] for x in (tmp_path / "run" / "resources.jsonl").read_text().splitlines()
                    if '"server": "far"' in x and '"kind": "process"' in x]
     assert remote_pids
+    book = (tmp_path / "run" / "resources.jsonl").read_text()
+    assert '"what": "link emulator"' in book  # far's own emulator, for h4's shaped access link
     owner.send_signal(signal.SIGKILL)
     owner.wait(10)
     res = proc.run([*TESTBED, "clean", "--run", rid, "--json"], timeout=120, check=False)
