@@ -5,7 +5,10 @@ The Testbed asks this object, for a site on another server, for Cluster Edition'
 this machine's loopback; every other server reaches it at its own 127.0.0.1 and the same port,
 through an ssh remote forward (`ssh -R`) that this run starts and records, so no firewall needs to
 open for OpenFlow and the same controller target works on every server. A server with Docker hosts
-gets its engine reached through a recorded socket forward (testbed/cluster/engine.py).
+gets its engine reached through a recorded socket forward (testbed/cluster/engine.py). Emulated
+links run where they end (testbed/cluster/links.py): a WAN link to another server through the
+emulator here, a link with both ends on another server through that server's own emulator; the
+Testbed's `links` (`ClusterLinks`) takes each down and reshapes it where it runs.
 """
 
 from __future__ import annotations

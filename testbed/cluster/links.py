@@ -1,13 +1,15 @@
-"""A WAN link to another server is emulated on this machine, which holds one of its ends, as a local one is.
+"""Emulated links that end on another server: each runs where it ends, by the same emulator as a local one.
 
-An SSH tunnel link (testbed/cluster/nodes.ClusterSSHLink) has a tap at each end. The tap on this
-machine is not renamed onto the local switch: it is moved into the userspace emulator's namespace and becomes one inner end of an emulated link whose other inner end
-is the peer of a veth on the local switch's port. Both directions are then shaped by the same
-emulator, control protocol and shapes as a local link (testbed/links/userspace.py, used through
-its public API), on the machine that holds one end of the link; and it can be taken down and reshaped at run time
-(`ClusterLinks`, in front of the run's link backend), so WAN faults work as on local links. Frames
-cross the ssh tunnel after (forward) or before (reverse) the emulator, so the tunnel's own latency
-adds to the configured one.
+A WAN link to another server (testbed/cluster/nodes.ClusterSSHLink, a tap at each end) is emulated
+on this machine, which holds one of its ends: the tap here is not renamed onto the local switch but
+moved into this machine's userspace emulator's namespace, one inner end of an emulated link whose
+other is the peer of a veth on the local switch's port (`shape_tunnel`; the emulator and its
+protocol are testbed/links/userspace.py's, used through its public API). Frames cross the ssh
+tunnel after (forward) or before (reverse) the emulator, so the tunnel's latency adds to the
+configured one. A link with both ends on another server (ClusterLink, emulated) goes through that
+server's own emulator (`RemoteEmulator`, started there through the door). `ClusterLinks`, in
+front of the run's link backend, takes either kind down and reshapes it where it runs, so WAN and
+access faults work as on local links.
 """
 
 from __future__ import annotations
