@@ -65,10 +65,6 @@ class Cluster:
                 if h.nic is not None and nics:
                     raise TestbedError(f"sites.{site.name}.hosts.{h.name}.nic: fail-safe NICs on another "
                                        "server are not supported yet")
-        for i, w in enumerate(self.topo.wan):
-            if self.remote(w.a) and self.remote(w.b) and self.server_of(w.a) != self.server_of(w.b):
-                raise TestbedError(f"wan[{i}]: a link between two other servers is not supported yet "
-                                   "(one end must be on this machine)")
 
     def start(self, controller_port: int) -> None:
         """Record each server, open a master connection to each, forward the controller's port to each
@@ -172,6 +168,8 @@ class Cluster:
     def link_cls(self, node1: Node, node2: Node, default: Any) -> Any:
         """The link class between two nodes: `default` here, ClusterLink on one server, else an SSH tunnel link."""
         d1, d2 = door_of(node1), door_of(node2)
+        if d1.name != d2.name and not (d1.local or d2.local):  # emulated on the first server, where its ssh starts
+            return partial(ClusterSSHLink, emulator=lambda _backend: self.remote_emulator(d1), tunnels=self.tunnels)
         if d1.name != d2.name:
             return partial(ClusterSSHLink, emulator=self.emulator, tunnels=self.tunnels)
         if d1.local:

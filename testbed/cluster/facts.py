@@ -61,6 +61,12 @@ def server_backends(topo: TopologySpec, name: str, run_backends: dict[str, Any])
         out["wan_to_other_servers"] = "ssh tunnel (Tunnel=ethernet) to sites " + ", ".join(sorted(across))
         if name == LOCAL_SERVER:
             out["wan_to_other_servers"] += ", its end here through the userspace link emulator"
+        from testbed.cluster.preflight import remote_pairs
+
+        started = sorted(w.b for w, first, _ in remote_pairs(topo) if first == name)
+        if started:  # between two other servers: its ssh starts on the first, its end there emulated there
+            out["wan_to_other_servers"] += (f"; the tunnels to sites {', '.join(started)} start here, their ends "
+                                            "here through the server's own userspace link emulator")
     return out
 
 

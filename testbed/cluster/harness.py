@@ -31,9 +31,15 @@ OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without its privilege separation directory
 
 
-def addresses(rid: str) -> tuple[str, str]:
-    """The root-side and server-side addresses of run `rid`'s veth pair: a /30 inside 10.255.0.0/16."""
-    n = int(rid, 16) % 16384
+#: Namespace servers one run can have (`start(index=...)`): each gets its own /30.
+MAX_SERVERS = 4
+
+
+def addresses(rid: str, index: int = 0) -> tuple[str, str]:
+    """The root-side and server-side addresses of run `rid`'s `index`-th server's veth pair: a /30 inside 10.255.0.0/16."""
+    if not 0 <= index < MAX_SERVERS:
+        raise TestbedError(f"namespace server index {index}: 0..{MAX_SERVERS - 1}")
+    n = (int(rid, 16) * MAX_SERVERS + index) % 16384
     third, fourth = n // 64, (n % 64) * 4
     return f"10.255.{third}.{fourth + 1}", f"10.255.{third}.{fourth + 2}"
 
@@ -144,12 +150,14 @@ def _start_ovs(ns: NamespaceServer) -> None:
     _wait_for(run / "ovs-vswitchd.log", "bridge|INFO|ovs-vswitchd (Open vSwitch)", vswitchd, 15, "ovs-vswitchd")
 
 
-def start(book: Ledger, name: str = "nsb", *, ovs: bool = False) -> NamespaceServer:
-    """Start server `name` in namespace `tb<id>sv` of `book`'s run; ready (ssh answers) when this returns."""
+def start(book: Ledger, name: str = "nsb", *, ovs: bool = False, index: int = 0) -> NamespaceServer:
+    """Start server `name` in namespace `tb<id>sv` (`tb<id>sv<index>` for a further one) of `book`'s run;
+    ready (ssh answers) when this returns."""
     if not os.path.exists(SSHD):
         raise TestbedError(f"{SSHD} is missing: apt-get install openssh-server (its service need not run)")
-    root_ip, server_ip = addresses(book.rid)
-    netns, veth, peer = f"{book.prefix}sv", f"{book.prefix}sv0", f"{book.prefix}sv1"
+    root_ip, server_ip = addresses(book.rid, index)
+    tag = "sv" if index == 0 else f"s{index}"
+    netns, veth, peer = f"{book.prefix}{tag}", f"{book.prefix}{tag}0", f"{book.prefix}{tag}1"
     tmp = Path(tempfile.mkdtemp(prefix=f"{book.prefix}srv-"))
     book.record("file", str(tmp))
     made = not PRIVSEP_DIR.exists()
@@ -182,3 +190,17 @@ def start(book: Ledger, name: str = "nsb", *, ovs: bool = False) -> NamespaceSer
         raise
     log.info("namespace server %s up at %s (netns %s)", name, server_ip, netns)
     return ns
+
+
+def join(a: NamespaceServer, b: NamespaceServer) -> None:
+    """Let two namespace servers reach each other at their own addresses (as two machines on one network):
+    a veth between their namespaces, a /32 route each way, no address of its own; removed with the namespaces."""
+    ends = (f"{a.netns}x", f"{b.netns}x")
+    proc.run(["ip", "link", "add", ends[0], "netns", a.netns, "type", "veth", "peer", "name", ends[1],
+              "netns", b.netns])
+    for ns, end, me, other in ((a, ends[0], a, b), (b, ends[1], b, a)):
+        proc.run(["ip", "link", "set", end, "up"], netns=ns.netns)
+        proc.run(["ip", "route", "add", f"{other.server.address}/32", "dev", end, "src", str(me.server.address)],
+                 netns=ns.netns)
+    a.server.run(["python3", "-c", "import socket, sys; socket.create_connection((sys.argv[1], 22), 5).close()",
+                  str(b.server.address)], timeout=15)  # the evidence: a's namespace reaches b's sshd

@@ -23,7 +23,7 @@ from typing import Any
 
 from testbed import control, proc
 from testbed.cluster.engine import forward_argv
-from testbed.cluster.server import Server
+from testbed.cluster.server import LOCAL, Server
 from testbed.emulation import netns
 from testbed.errors import TestbedError
 from testbed.ledger import RUN_ROOT, Ledger
@@ -37,13 +37,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TunnelShaping:
-    """A tunnel link's end on this machine, through the emulator: the switch's veth and the two inner ends."""
+    """A tunnel link's emulated end (on this machine, or on the server the tunnel starts from when neither
+    end is here): the switch's veth and the two inner ends in that emulator's namespace."""
 
-    emulator: UserspaceBackend
+    emulator: Any  # UserspaceBackend here, RemoteEmulator on `door`'s server
     link_id: str
-    outer: str  # on the local switch, this machine's root namespace
+    outer: str  # on the switch, in its server's root namespace
     inner: str  # the outer's peer, in the emulator's namespace
     tap: str  # the tunnel's tap, moved into the emulator's namespace
+    door: Server = LOCAL  # where the emulator, the veth and the tap are
 
     def set_up(self, up: bool) -> None:
         """Take the link down (no frame crosses) or bring it back up, in the emulator."""
@@ -65,8 +67,8 @@ class TunnelShaping:
                 self.emulator.request("remove", link_id=self.link_id)
             except Exception as exc:  # noqa: BLE001 - the emulator may be going down with the run
                 log.warning("link %s: emulator remove: %s", self.link_id, exc)
-        proc.run(["ip", "link", "del", self.outer], timeout=10, check=False)
-        proc.run(["ip", "-n", self.emulator.netns, "link", "del", self.tap], timeout=10, check=False)
+        self.door.run(["ip", "link", "del", self.outer], timeout=10, check=False)
+        self.door.run(["ip", "-n", self.emulator.netns, "link", "del", self.tap], timeout=10, check=False)
 
 
 def inner_names(unit: int) -> tuple[str, str]:
@@ -74,33 +76,39 @@ def inner_names(unit: int) -> tuple[str, str]:
     return f"wt{unit}s", f"wt{unit}t"
 
 
-def shape_tunnel(emulator: UserspaceBackend, ledger: Ledger, link_id: str, tap: str, unit: int, outer: str,
-                 addr: str | None, forward: Shape, reverse: Shape, switch_is_a: bool) -> TunnelShaping:
-    """Put this machine's end of a tunnel link (tap `tap`) through the emulator; `outer` is the local switch's port.
+def shape_tunnel(emulator: Any, ledger: Ledger, link_id: str, tap: str, unit: int, outer: str,
+                 addr: str | None, forward: Shape, reverse: Shape, switch_is_a: bool,
+                 door: Server = LOCAL) -> TunnelShaping:
+    """Put one end of a tunnel link (tap `tap`) through an emulator; `outer` is the switch's port there.
 
-    `switch_is_a`: the local switch is the link's first end (`forward` is from it towards the tap).
+    `door`: the server of that end and of `emulator` (this machine: the run's UserspaceBackend; another
+    server: its RemoteEmulator). `switch_is_a`: the switch is the link's first end (`forward` is from
+    it towards the tap).
     """
     fwd = check_shape(forward, f"links.{link_id}.forward")
     rev = check_shape(reverse, f"links.{link_id}.reverse")
     emulator.request("ping")  # started (its namespace made) on first use
     ns = emulator.netns
     inner, tap_inner = inner_names(unit)
-    ledger.record("interface", outer, peer=inner, peer_netns=ns, link=link_id)
-    shaping = TunnelShaping(emulator, link_id, outer, inner, tap_inner)
+    ledger.record("interface", outer, peer=inner, peer_netns=ns, link=link_id,
+                  **({} if door.local else {"server": door.name}))
+    shaping = TunnelShaping(emulator, link_id, outer, inner, tap_inner, door)
     try:
-        proc.run(["ip", "link", "add", outer, *(["address", addr] if addr else []), "type", "veth",
+        door.run(["ip", "link", "add", outer, *(["address", addr] if addr else []), "type", "veth",
                   "peer", "name", inner, "netns", ns], timeout=10)
-        if emulator.outer_offloads:
+        if not door.local:
+            door.run(offload_args(outer), timeout=10)
+        elif emulator.outer_offloads:
             disable_offloads(outer)
-        proc.run(["ip", "link", "set", "dev", outer, "up"], timeout=10)
-        proc.run(["ip", "link", "set", "dev", tap, "netns", ns, "name", tap_inner], timeout=10)
-        proc.run(["ip", "-n", ns, "link", "set", "dev", tap_inner, "up"], timeout=10)
+        door.run(["ip", "link", "set", "dev", outer, "up"], timeout=10)
+        door.run(["ip", "link", "set", "dev", tap, "netns", ns, "name", tap_inner], timeout=10)
+        door.run(["ip", "-n", ns, "link", "set", "dev", tap_inner, "up"], timeout=10)
         a, b = (inner, tap_inner) if switch_is_a else (tap_inner, inner)
         emulator.request("add", link_id=link_id, a=a, b=b, forward=fwd, reverse=rev)
     except Exception:
         shaping.stop()
         raise
-    log.info("link %s: %s <-> tunnel %s through %s", link_id, outer, tap, ns)
+    log.info("link %s: %s <-> tunnel %s through %s on %s", link_id, outer, tap, ns, door.name)
     return shaping
 
 
@@ -163,6 +171,11 @@ class RemoteEmulator:
         self._made = 0
         self._session: Any = None
         self._forward: Any = None
+
+    @property
+    def pid(self) -> int | None:
+        """The PID here of the ssh session that runs the emulator there (None before it starts or after `close`)."""
+        return None if self._session is None else self._session.pid
 
     def _run(self, args: list[str], **kw: Any) -> Any:
         return self.door.run(args, timeout=kw.pop("timeout", 15), **kw)

@@ -173,8 +173,11 @@ def tunnel_number(rid: str, index: int) -> int:
 class ClusterSSHLink(RemoteSSHLink):
     """A WAN link between switches on two servers: Cluster Edition's SSH tunnel link (an Ethernet
     tunnel, `ssh -o Tunnel=ethernet -w N:N`), its taps and its ssh made through the doors and recorded.
-    With an `emulator(backend)`, its end on this machine goes through this machine's userspace link
-    emulator, shaped or not, and is listed in `tunnels` (testbed/cluster/links.py)."""
+    Between two other servers the tunnel's ssh runs on the first one (the second's key and known_hosts
+    paths as given in `servers:`, valid there too), its PID there recorded. With an
+    `emulator(backend)`, the first end (this machine's, or the first server's when neither is here)
+    goes through that machine's link emulator, shaped or not, and is listed in `tunnels`
+    (testbed/cluster/links.py)."""
 
     __test__ = False
     made = 0
@@ -189,6 +192,7 @@ class ClusterSSHLink(RemoteSSHLink):
         self.shaping: Any = None  # testbed/cluster/links.TunnelShaping: its end here, through the emulator
         self.tunnels = tunnels if tunnels is not None else {}
         self.emulator = None if emulator is None else emulator(backend)
+        self.remote_pid: tuple[Server, int] | None = None  # the tunnel's ssh on the first server, when not here
         if self.emulator is None and any(shape.shaped for shape in self.shapes):
             raise TestbedError(f"WAN link {self.link_id} joins two servers: no link emulator to shape it")
         super().__init__(node1, node2, **params)
@@ -199,8 +203,6 @@ class ClusterSSHLink(RemoteSSHLink):
         door1, door2 = door_of(node1), door_of(node2)
         if door2.local:  # ssh goes from this machine out
             return self.makeTunnel(node2, node1, intfname2, intfname1, addr2, addr1)
-        if not door1.local:
-            raise TestbedError(f"WAN link {self.link_id}: a tunnel between two other servers is not supported yet")
         type(self).made += 1
         unit = tunnel_number(self.ledger.rid, type(self).made)
         tap = f"tap{unit}"
@@ -210,10 +212,15 @@ class ClusterSSHLink(RemoteSSHLink):
             door.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
         argv = ["ssh", *door2.ssh_options(), "-n", "-o", "Tunnel=ethernet", "-w", f"{unit}:{unit}",
                 door2.destination, "--", "echo @"]
+        if not door1.local:  # started on the first server; its shell says the PID there first
+            argv = door1.argv(["sh", "-c", 'echo "$$"; exec "$@"', "sh", *argv])
         log_path = (self.ledger.run_dir or Path("/tmp")) / f"tunnel-{self.link_id}.log"
         tunnel = proc.spawn_piped(argv, stderr=log_path)
-        self.ledger.record_process(tunnel.pid, f"ssh tunnel of {self.link_id}")
+        self.ledger.record_process(tunnel.pid, f"ssh tunnel of {self.link_id}" +
+                                   ("" if door1.local else f" (the ssh to {door1.name} that starts it)"))
         assert tunnel.stdout is not None
+        if not door1.local:
+            self._record_remote(door1, tunnel.stdout.readline())
         first = tunnel.stdout.read(1)
         if first != b"@":
             proc.stop(tunnel, timeout=2)
@@ -225,19 +232,33 @@ class ClusterSSHLink(RemoteSSHLink):
                                                                                 (door2, intfname2, addr2))
         for door, name, addr in ends:
             door.run(["ip", "link", "set", tap, "name", name, *(["address", addr] if addr else []), "up"])
-        if self.emulator is not None:  # this machine's end through the emulator: tap -> emulator <- veth on the switch
+        if self.emulator is not None:  # the first end through the emulator there: tap -> emulator <- veth on the switch
             from testbed.cluster.links import shape_tunnel
 
             forward, reverse = self.shapes
             self.shaping = shape_tunnel(self.emulator, self.ledger, self.link_id, tap, unit, intfname1, addr1,
-                                        forward, reverse, switch_is_a=node1 is self.node1)
+                                        forward, reverse, switch_is_a=node1 is self.node1, door=door1)
             self.tunnels[self.link_id] = self.shaping
         return tunnel
+
+    def _record_remote(self, door: Server, line: bytes) -> None:
+        """Record the tunnel's ssh on `door`'s server (its PID, the first line it printed) so clean ends it there."""
+        text = line.decode(errors="replace").strip()
+        if not text.isdigit():
+            raise TestbedError(f"WAN link {self.link_id}: the tunnel's ssh on {door} did not start: {text!r}")
+        stat = door.run(["cat", f"/proc/{text}/stat"], check=False).stdout
+        start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
+        self.ledger.record("process", text, start=start, what=f"ssh tunnel of {self.link_id}", server=door.name)
+        self.remote_pid = (door, int(text))
 
     def stop(self) -> None:
         """End the tunnel (its ssh, by handle) and remove both taps."""
         if self.tunnel is not None:
             proc.stop(self.tunnel, timeout=5)
+            if self.remote_pid is not None:  # its ssh there outlives the session that started it
+                door, pid = self.remote_pid
+                door.run(["kill", str(pid)], check=False)
+                self.remote_pid = None
             if self.shaping is not None:
                 self.tunnels.pop(self.link_id, None)
                 self.shaping.stop()

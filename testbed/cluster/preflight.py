@@ -43,10 +43,20 @@ def images_needed(topo: TopologySpec, server: str) -> tuple[str, ...]:
 
 def emulates_links(topo: TopologySpec, server: str) -> bool:
     """True when server `server` runs a link emulator: a link with both ends there is emulated
-    (a shaped access link of a site there, or a WAN link between two sites there)."""
+    (a shaped access link of a site there, or a WAN link between two sites there), and so is the
+    first end of a WAN link from a site there to one on a third server (neither end here)."""
     here = {s.name for s in topo.sites if s.server == server}
     return any(h.access.shaped for s in topo.sites if s.name in here for h in s.hosts) or \
-        any(w.a in here and w.b in here for w in topo.wan)
+        any(w.a in here and w.b in here for w in topo.wan) or \
+        any(w.a in here for w, _, _ in remote_pairs(topo))
+
+
+def remote_pairs(topo: TopologySpec) -> list[tuple[object, str, str]]:
+    """The WAN links between two other servers (neither end here), with the servers of their ends:
+    the tunnel's ssh starts on the first, to the second."""
+    where = {s.name: s.server for s in topo.sites}
+    return [(w, where[w.a], where[w.b]) for w in topo.wan
+            if LOCAL_SERVER not in (where[w.a], where[w.b]) and where[w.a] != where[w.b]]
 
 
 def used_servers(topo: TopologySpec) -> list[str]:
@@ -104,6 +114,14 @@ def preflight(topo: TopologySpec, source: str | None = None) -> dict[str, list[C
             raise SpecError(f"servers.{name}", f"server not usable: {what}", source)
         log.info("server %s ready: %s", server, ", ".join(f"{c.name} {c.value}" for c in checks[1:2]))
         found[name] = checks
+    for w, first, second in remote_pairs(topo):
+        index = topo.wan.index(w)
+        door, other = Server.of(topo.server(first)), Server.of(topo.server(second))
+        res = door.run(["ssh", *other.ssh_options(), other.destination, "true"], check=False, timeout=30)
+        if not res.ok:
+            why = (res.stderr.strip().splitlines() or [f"ssh exited {res.returncode}"])[-1]
+            raise SpecError(f"wan[{index}]", f"server {first} cannot log in to server {second} (the tunnel's ssh "
+                            f"starts on {first} with {second}'s key and known_hosts as given): {why}", source)
     return found
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+from pathlib import Path
+
 import pytest
 
 from testbed import proc
@@ -118,7 +120,7 @@ def test_preflight_names_images_missing_on_the_servers_engine(monkeypatch: pytes
         preflight.preflight(topo, "t.yaml")
 
 
-def test_links_with_both_ends_on_one_server_need_its_emulator_two_servers_are_refused() -> None:
+def test_links_with_both_ends_on_one_server_need_its_emulator_a_link_between_two_others_its_first() -> None:
     from testbed.cluster.cluster import Cluster
     from testbed.errors import TestbedError
     from testbed.ledger import Ledger
@@ -135,5 +137,36 @@ def test_links_with_both_ends_on_one_server_need_its_emulator_two_servers_are_re
     shaped = topo({"between": ["a", "c"], "delay": "5ms"}, {"access": {"delay": "2ms"}})
     assert preflight.emulates_links(shaped, "b") and not preflight.emulates_links(shaped, "c")
     Cluster(shaped, Ledger("ab12")).check(nics=True)  # an access link there, a WAN link to here: fine
-    with pytest.raises(TestbedError, match=r"wan\[1\]: a link between two other servers"):
-        Cluster(topo({"between": ["b", "c"]}), Ledger("ab12")).check(nics=True)
+    across = topo({"between": ["b", "c"]})  # between two other servers: emulated on the first (b), not refused
+    Cluster(across, Ledger("ab12")).check(nics=True)
+    assert [(first, second) for _, first, second in preflight.remote_pairs(across)] == [("b", "c")]
+    assert preflight.emulates_links(across, "b") and not preflight.emulates_links(across, "c")
+    assert preflight.remote_pairs(plain) == []
+
+
+def test_preflight_a_wan_between_two_other_servers_needs_the_first_to_log_in_to_the_second(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("b", "c"):
+        (tmp_path / name).write_text("key\n")
+    topo = parse_topology({"name": "t", "servers": {"b": {"address": "10.255.0.2", "key": str(tmp_path / "b")},
+                                                    "c": {"address": "10.255.0.6", "key": str(tmp_path / "c")}},
+                           "sites": {"b": {"server": "b", "hosts": {"h2": {"ip": "10.0.0.2"}}},
+                                     "c": {"server": "c", "hosts": {"h3": {"ip": "10.0.0.3"}}}},
+                           "wan": [{"between": ["b", "c"]}]}, "t.yaml")
+    seen = []
+
+    def fake(argv, **kw):
+        remote = shlex.split(argv[-1]) if argv[0] == "ssh" else argv
+        seen.append((argv, remote))
+        if remote[0] == "uname":
+            return proc.Result(argv, 0, "6.1.0\n", "")
+        if remote[0] == "ssh":  # b logging in to c, with c's key
+            return proc.Result(argv, 255, "", "root@10.255.0.6: Permission denied (publickey).\n")
+        return proc.Result(argv, 0, "", "")
+
+    monkeypatch.setattr(proc, "run", fake)
+    with pytest.raises(SpecError, match=r"wan\[0\]: server b cannot log in to server c .*Permission denied"):
+        preflight.preflight(topo, "t.yaml")
+    (argv, remote), = [(a, r) for a, r in seen if r[0] == "ssh"]
+    assert "root@10.255.0.2" in argv and str(tmp_path / "b") in argv  # run on b through b's door
+    assert remote[-2:] == ["root@10.255.0.6", "true"] and str(tmp_path / "c") in remote  # with c's key
