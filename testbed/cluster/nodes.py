@@ -220,7 +220,11 @@ class ClusterSSHLink(RemoteSSHLink):
                                    ("" if door1.local else f" (the ssh to {door1.name} that starts it)"))
         assert tunnel.stdout is not None
         if not door1.local:
-            self._record_remote(door1, tunnel.stdout.readline())
+            try:
+                self._record_remote(door1, tunnel.stdout.readline())
+            except BaseException:
+                proc.stop(tunnel, timeout=2)
+                raise
         first = tunnel.stdout.read(1)
         if first != b"@":
             proc.stop(tunnel, timeout=2)
