@@ -285,6 +285,13 @@ def run_in(node: Any, args: Sequence[str], *, timeout: float = 30.0, check: bool
     return result
 
 
+def readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` has input within `timeout` seconds (poll, not select: a long-lived process may hold fds above 1023)."""
+    waiter = select.poll()
+    waiter.register(fd, select.POLLIN)
+    return bool(waiter.poll(max(0.0, timeout) * 1000))
+
+
 def _read_until_done(node: Any, argv: list[str], deadline: float) -> tuple[str, bool]:
     """Output of the node's shell until Mininet's sentinel (True) or `deadline` (False).
 
@@ -303,8 +310,7 @@ def _read_until_done(node: Any, argv: list[str], deadline: float) -> tuple[str, 
             left = deadline - time.monotonic()
             if left <= 0:
                 return "".join(out), False
-            ready, _, _ = select.select([stdout.fileno()], [], [], min(left, 0.2))
-            if not ready:
+            if not readable(stdout.fileno(), min(left, 0.2)):
                 continue
         data = node.read(1024)
         if _SENTINEL in data:

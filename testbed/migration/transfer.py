@@ -14,7 +14,6 @@ import ipaddress
 import json
 import logging
 import os
-import select
 import signal
 import sys
 import time
@@ -115,7 +114,7 @@ class Spawned:
         fd = self.popen.stdout.fileno()
         while not new:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not proc.readable(fd, left):
                 break
             chunk = os.read(fd, 65536)
             if not chunk:
