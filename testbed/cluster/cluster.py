@@ -7,8 +7,10 @@ through an ssh remote forward (`ssh -R`) that this run starts and records, so no
 open for OpenFlow and the same controller target works on every server. A server with Docker hosts
 gets its engine reached through a recorded socket forward (testbed/cluster/engine.py). Emulated
 links run where they end (testbed/cluster/links.py): a WAN link to another server through the
-emulator here, a link with both ends on another server through that server's own emulator; the
-Testbed's `links` (`ClusterLinks`) takes each down and reshapes it where it runs.
+emulator here, a link with both ends on another server through that server's own emulator (and a
+WAN link between two other servers through the first's); the Testbed's `links` (`ClusterLinks`)
+takes each down and reshapes it where it runs. A fail-safe NIC of a host there runs there,
+controlled from here (testbed/cluster/nics.py).
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ class Cluster:
         for site in self.topo.sites:
             if self.remote(site.name) is None:
                 continue
-            for h in site.hosts:
-                if h.nic is not None and nics:
-                    raise TestbedError(f"sites.{site.name}.hosts.{h.name}.nic: fail-safe NICs on another "
-                                       "server are not supported yet")
+            for h in site.hosts:  # a NIC there runs there (testbed/cluster/nics.py), python data path only
+                if h.nic is not None and nics and h.nic.datapath == "bpf":
+                    raise TestbedError(f"sites.{site.name}.hosts.{h.name}.nic.datapath: bpf is not checked on "
+                                       f"server {site.server} (the BPF self-test does not run through the door "
+                                       "yet): use auto (python there) or python")
 
     def start(self, controller_port: int) -> None:
         """Record each server, open a master connection to each, forward the controller's port to each

@@ -59,6 +59,11 @@ def remote_pairs(topo: TopologySpec) -> list[tuple[object, str, str]]:
             if LOCAL_SERVER not in (where[w.a], where[w.b]) and where[w.a] != where[w.b]]
 
 
+def has_nics(topo: TopologySpec, server: str) -> bool:
+    """True when a host of a site on server `server` has a fail-safe NIC (it runs there)."""
+    return any(h.nic is not None for s in topo.sites if s.server == server for h in s.hosts)
+
+
 def used_servers(topo: TopologySpec) -> list[str]:
     """The names of the servers (not localhost) that sites are placed on, in declaration order."""
     used = {s.server for s in topo.sites}
@@ -66,7 +71,7 @@ def used_servers(topo: TopologySpec) -> list[str]:
 
 
 def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",),
-                  images: tuple[str, ...] = (), emulator: bool = False) -> list[Check]:
+                  images: tuple[str, ...] = (), emulator: bool = False, nics: bool = False) -> list[Check]:
     """Connect, then look for `tools` (and `images` in its engine), then ask kernel and versions; each a Check."""
     try:
         res = server.run(["uname", "-r"], timeout=15)
@@ -84,11 +89,13 @@ def server_checks(server: Server, tools: tuple[str, ...] = TOOLS + ("docker",),
         ovs = server.run(["ovs-vsctl", "--timeout=5", "show"], check=False, timeout=15)
         checks.append(Check("ovs running", ovs.ok, "answers" if ovs.ok else (ovs.stderr.strip() or "no answer"),
                             True, "start ovsdb-server and ovs-vswitchd on the server"))
-    if emulator:  # the testbed's link emulator, run there as here: the same Python, the same path
-        found = server.run([sys.executable, "-c", "import testbed.linkemu"], check=False, timeout=30)
-        checks.append(Check("link emulator", found.ok, f"{sys.executable} -m testbed.linkemu runs" if found.ok else
-                            f"{sys.executable} cannot import testbed.linkemu there", True,
-                            f"install the testbed on the server at {ROOT} (scripts/setup.sh), as here"))
+    for needed, what, module in ((emulator, "link emulator", "testbed.linkemu"),
+                                 (nics, "fail-safe NIC", "testbed.failsafe.nic")):
+        if needed:  # the testbed's own program, run there as here: the same Python, the same path
+            found = server.run([sys.executable, "-c", f"import {module}"], check=False, timeout=30)
+            checks.append(Check(what, found.ok, f"{sys.executable} -m {module} runs" if found.ok else
+                                f"{sys.executable} cannot import {module} there", True,
+                                f"install the testbed on the server at {ROOT} (scripts/setup.sh), as here"))
     if images and "docker" not in missing:
         engine = server.run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=30)
         checks.append(Check("docker engine", engine.ok, engine.stdout.strip() if engine.ok else
@@ -107,7 +114,7 @@ def preflight(topo: TopologySpec, source: str | None = None) -> dict[str, list[C
     for name in used_servers(topo):
         server = Server.of(topo.server(name))
         checks = server_checks(server, tools_needed(topo, name), images_needed(topo, name),
-                               emulates_links(topo, name))
+                               emulates_links(topo, name), has_nics(topo, name))
         bad = [c for c in checks if c.required and not c.ok]
         if bad:
             what = "; ".join(f"{c.name}: {c.value}" for c in bad)

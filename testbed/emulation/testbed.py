@@ -286,12 +286,18 @@ class Testbed:
                 link_id = f"acc-{spec.name}"
                 shaped = {"backend": self.links if emulated else None, "forward": shape, "reverse": shape}
                 if spec.nic is not None and self.want_nics:
-                    nic = self.net.addHost(f"{spec.name}-nic", cls=PlainHost, ip=None)
-                    self.ledger.record_process(nic.pid, f"shell of {spec.name}-nic")
+                    if self.cluster is not None and self.cluster.remote(spec.site):  # the NIC's node there
+                        nic = self.net.addHost(f"{spec.name}-nic", **self.cluster.host_params(spec), ip=None)
+                        self.cluster.record_node(nic, f"shell of {spec.name}-nic")
+                    else:
+                        nic = self.net.addHost(f"{spec.name}-nic", cls=PlainHost, ip=None)
+                        self.ledger.record_process(nic.pid, f"shell of {spec.name}-nic")
                     self.nic_nodes[spec.name] = nic
-                    self.net.addLink(host, nic, cls=TestbedLink, link_id=link_id, ledger=self.ledger,
+                    link = (lambda a, b: self.cluster.link_cls(a, b, TestbedLink)) if self.cluster else \
+                        (lambda a, b: TestbedLink)
+                    self.net.addLink(host, nic, cls=link(host, nic), link_id=link_id, ledger=self.ledger,
                                      intfName2="nic-h", addr1=spec.mac, **shaped)
-                    self.net.addLink(nic, switch, cls=TestbedLink, link_id=f"nic-{spec.name}",
+                    self.net.addLink(nic, switch, cls=link(nic, switch), link_id=f"nic-{spec.name}",
                                      ledger=self.ledger, intfName1="nic-n")
                 else:
                     cls = self.cluster.link_cls(host, switch, TestbedLink) if self.cluster else TestbedLink
@@ -352,6 +358,12 @@ class Testbed:
             if self.nic_overrides and spec.nic is not None:
                 spec = dataclasses.replace(spec, nic=dataclasses.replace(spec.nic, **self.nic_overrides))
             config = NicConfig.from_spec(spec, self.topo, self.rid, self.run_dir)
+            door = self.cluster.remote(spec.site) if self.cluster is not None else None
+            if door is not None:  # on its host's server, controlled from here (testbed/cluster/nics.py)
+                from testbed.cluster.nics import start_remote_nic
+
+                self.nics[name] = start_remote_nic(door, node.pid, config, self.ledger, self.run_dir)
+                continue
             self.nics[name] = start_nic(node.pid, config, self.ledger, self.run_dir)
 
     # -- what faults and experiments use -----------------------------------------------------
@@ -423,6 +435,8 @@ class Testbed:
     def nic_events(self) -> list[dict]:
         """NIC transitions so far, from every NIC's events log, in time order."""
         events: list[dict] = []
+        for nic in self.nics.values():  # a NIC on another server writes its log there
+            getattr(nic, "sync_events", lambda: None)()
         for path in self.run_dir.glob("events-*.jsonl"):
             for line in path.read_text().splitlines():
                 try:
