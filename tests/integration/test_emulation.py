@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import re
 import subprocess
 import time
@@ -48,6 +50,7 @@ def wan_bed(tmp_path):
 @pytest.mark.parametrize("name", shipped_topologies())
 def test_shipped_topology_all_hosts_reach_each_other(tmp_path, name):
     topo = load_topology(name)
+    fds = len(os.listdir("/proc/self/fd"))
     tb = Testbed(topo, tmp_path / "run")  # with the fail-safe NICs the topology declares
     with tb:
         hosts = [tb.node(h.name) for h in topo.hosts()]  # not the NICs: they have no kernel address
@@ -71,6 +74,7 @@ def test_shipped_topology_all_hosts_reach_each_other(tmp_path, name):
         assert "dl_dst=" in flows
     assert leftovers(tb.rid) == []
     assert live_processes(tb.run_dir) == []
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2  # no engine connections or shells kept (was ~25 a run)
 
 
 def test_wan_delay_change_and_link_down_up(wan_bed):
