@@ -5,7 +5,7 @@ bench/results/nic_bench-<time>.json. Measures TCP throughput (iperf3) and 64-byt
 through the NIC (each data path: python, bpf) in normal and fail-safe mode, carry_tcp on (the
 default) and, for BPF, off, each as a ratio to a Linux bridge in the NIC's namespace (fail-safe
 rows also against the bridge lab's client -> backup path); added UDP ping-pong latency (median,
-p99) to the critical echo port (its requests copied to the replay store) and to a plain one;
+p99) to the critical echo port (its requests kept in the replay store) and to a plain one;
 failover time (fault -> first reply from the backup) for heartbeat intervals of 10, 100 and 500 ms;
 requests lost across a host-down failover at 100 requests/s.
 """
@@ -44,7 +44,7 @@ def nic_config(rid: str, tmp: Path, interval: float, threshold: float, min_rtt: 
                datapath: str = "python", carry_tcp: bool = True) -> NicConfig:
     """The benchmark NIC: echo (udp 5000) and iperf (tcp+udp 5201) are critical, backed by the backup host.
 
-    Echo's port 5001 is not critical (the latency of plain forwarding, without the replay store's copy).
+    Echo's port 5001 is not critical (the latency of plain forwarding, without the replay store).
     """
     return NicConfig(
         node="main", rid=rid, host_ip=MAIN_IP, nic_ip=NIC_IP, nic_mac="02:09:00:00:01:11",
@@ -187,7 +187,7 @@ def measure_path(lab: Lab, seconds: float, nic: NicProcess | None = None, dst: s
     out = {"tcp_mbit": iperf(lab, seconds, udp=False, dst=dst)}
     time.sleep(0.3)
     out["udp64_pps"] = iperf(lab, seconds, udp=True, dst=dst)
-    # the critical port (5000: each request copied for the replay store) and the plain one (5001), interleaved
+    # the critical port (5000: each request kept in the replay store) and the plain one (5001), interleaved
     crit: list[float] = []
     plain: list[float] = []
     for _ in range(3):

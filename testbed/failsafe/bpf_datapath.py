@@ -18,6 +18,12 @@ segments to critical TCP ports and every segment the host sends on them, so `tcp
 client's unacknowledged bytes as it does on the Python data path; connections it carries to a backup
 get a `conns` entry without MACs (and none for replies), so every frame of theirs punts to the
 pipeline, which translates their sequence numbers exactly as the reference does.
+The replay store itself is in the kernel (testbed/failsafe/bpf_pending.py, the handler's `store`): a
+critical UDP request or TCP SYN the kernel forwards in normal mode is kept in its flow's ring there, and
+the host's reply answers it there, so in normal mode only tcp_carry's TCP segments are copied. When a
+service goes fail-safe the control plane takes the service's requests from the rings (`take_pending`),
+and again right after the mode reaches the kernel and one COPY_PERIOD_S later, for requests the kernel
+stored between the decision and the map update.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from testbed import proc
 from testbed.errors import TestbedError
 from testbed.failsafe.bpf import libbpf
 from testbed.failsafe.bpf.build import ensure_object
+from testbed.failsafe.bpf_pending import PQ, PSLOT_SIZE, KernelPending
 from testbed.failsafe.datapath import PortSender
 from testbed.failsafe.packet import PROTO_TCP, TCP_ACK, TCP_SYN
 from testbed.failsafe.pipeline import CPU, HOST, NET, ServiceCounters
@@ -51,7 +58,7 @@ SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 0x10
 AUX_SPACE = socket.CMSG_SPACE(20)
 MAX_SERVICES = 64
 MODE_FAILSAFE, MODE_COUNTED = 1, 2
-CFG = struct.Struct("<I2III4s4s6s6sIII")
+CFG = struct.Struct("<I2III4s4s6s6sIIIIQ")
 NAT = struct.Struct("<12s12sIIIIQQII")
 NEIGH = struct.Struct("<6sBx")
 PORT_BASE = {HOST: 0, NET: 4}
@@ -60,6 +67,7 @@ REASONS = {8: "vlan", 9: "non_ip", 10: "critical", 11: "to_backup", 12: "from_ba
            16: "reply"}
 PUNTED = (14, 15)
 MIRRORED = 17
+PENDING_STATS = {18: "mirrored", 19: "answered", 20: "pending_expired", 21: "pending_overflow", 22: "pending_evicted"}
 SVC_FIELDS = ("packets", "bytes", "to_host", "to_backup", "from_backup")
 BATCH = 256
 
@@ -105,6 +113,9 @@ class BpfDatapath(PortSender):
         self.m_neigh = o.map("neigh", 4, NEIGH.size)
         self.m_counters = o.map("counters", 4, 8, percpu=True)
         self.m_nocopy = o.map("nocopy", 16, 4)
+        self.m_pend = o.map("pend", 16, PQ.size)
+        self.m_pslots = o.map("pslots", 20, PSLOT_SIZE)
+        self._sweep_due = float("inf")  # when the rings of fail-safe services are read once more
         self._nocopy: set[bytes] = set()
         self.punt = self._veth(*PUNT)
         self.copy = self._veth(*COPY)
@@ -117,6 +128,7 @@ class BpfDatapath(PortSender):
         self._targets: dict[bytes, int] = {}
         self._watch: set[bytes] = set()
         self._sidx: dict[str, int] = {}
+        self.nic.handler.store = KernelPending(self.nic.handler, self.m_pend, self.m_pslots, self._sidx)
         self._modes: dict[int, int] = {}
         self._neigh: dict[bytes, tuple[bytes, int]] = {}
         self._cfg = b""
@@ -192,16 +204,22 @@ class BpfDatapath(PortSender):
         self._sync_conns(neigh_changed)
         self._sync_nocopy()
         host_mac = pipe.host_mac or b"\0" * 6
+        handler = nic.handler
+        store = handler.store
         cfg = CFG.pack(1 if enabled else 0, self._ifindex[HOST], self._ifindex[NET], self._punt_ifindex,
                        self._copy_ifindex, nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
-                       1 if pipe.host_mac else 0, len(nic.handler.conntrack), 1 if pipe.carry is not None else 0)
+                       1 if pipe.host_mac else 0, len(handler.conntrack), 1 if pipe.carry is not None else 0,
+                       store.cap() if isinstance(store, KernelPending) else 0, int(handler.pending_max_age_s * 1e9))
         if cfg != self._cfg:
             self.m_cfg.update(b"\0\0\0\0", cfg)
             self._cfg = cfg
         if went_failsafe and enabled:
             # requests the kernel forwarded to the host between the control plane's decision and this
-            # map update are in the copy queue: they go to a backup now (the pipeline would have sent them)
+            # map update are in its rings (and tcp_carry's in the copy queue): they go to a backup now (the
+            # pipeline would have sent them), and once more after programs that read the old mode are done
             self.drain_copies()
+            self.sweep()
+            self._sweep_due = time.monotonic() + COPY_PERIOD_S
 
     def _sync_neighbours(self) -> bool:
         pipe = self.nic.pipeline
@@ -343,6 +361,11 @@ class BpfDatapath(PortSender):
             d = delta(idx)
             if d:
                 pc.reasons[reason] = pc.reasons.get(reason, 0) + d
+        st = self.nic.handler.stats
+        for idx, name in PENDING_STATS.items():
+            d = delta(idx)
+            if d:
+                setattr(st, name, getattr(st, name) + d)
         self.punted = sum(self.counter(i) for i in PUNTED)
         self.mirrored = self.counter(MIRRORED)
         for sid, idx in self._sidx.items():
@@ -366,13 +389,30 @@ class BpfDatapath(PortSender):
         return {self.punt.fileno(): self.drain}
 
     def next_deadline(self) -> float:
-        """When the copies for the replay store are read next."""
-        return self._copy_due
+        """When tcp_carry's copies are read next (or the rings of services gone fail-safe once more)."""
+        return min(self._copy_due, self._sweep_due)
 
     def tick(self, now: float) -> None:
-        """Read the copies when due (before the control plane's timeouts act on the replay store)."""
+        """Read the copies when due (before the control plane's timeouts act on them); the late sweep."""
         if now >= self._copy_due:
             self.drain_copies()
+        if now >= self._sweep_due != float("inf"):
+            self._sweep_due = float("inf")
+            self.sweep(last=True)
+
+    def sweep(self, last: bool = False) -> None:
+        """Requests the kernel stored for services already in fail-safe mode: re-sent to a backup, as pending ones.
+
+        The `last` sweep no longer waits for slots the kernel has not finished writing.
+        """
+        pipe = self.nic.pipeline
+        store = self.nic.handler.store
+        if not isinstance(store, KernelPending):
+            return
+        now = time.monotonic()
+        for sid in [s for s, on in pipe.failsafe.items() if on]:
+            for frame in store.take_pending(sid, now, wait_unwritten=not last):
+                self._replay(frame, sid, now)
 
     def drain_copies(self) -> None:
         """Keep the kernel's copies of critical requests (`mirror_key`) and mark replies' requests answered, in order."""
@@ -409,7 +449,6 @@ class BpfDatapath(PortSender):
     def _drain(self, sock: socket.socket, limit: int) -> None:
         recvmsg = sock.recvmsg
         pipe = self.nic.pipeline
-        handler = self.nic.handler
         for _ in range(limit):
             try:
                 frame, anc, _, _ = recvmsg(65535, AUX_SPACE)
@@ -422,30 +461,22 @@ class BpfDatapath(PortSender):
                 if level == SOL_PACKET and kind == PACKET_AUXDATA and data[0] & TP_STATUS_VLAN_VALID:
                     tag = int.from_bytes(data[16:18], "little") & 0x0FFF
             now = time.monotonic()
-            if tag == TAG_REQUEST:
+            if tag == TAG_REQUEST:  # a client's TCP segment or SYN for tcp_carry (SYNs are in the kernel's rings)
+                carry = pipe.carry
                 sid = pipe._cls.get(frame[30:34] + frame[23:24] + frame[36:38])  # noqa: SLF001
-                if sid is None:
+                if sid is None or carry is None or frame[23] != PROTO_TCP:
                     continue
                 key = frame[23:24] + frame[26:38]
-                segment = frame[23] == PROTO_TCP and frame[47] & (TCP_SYN | TCP_ACK) != TCP_SYN  # for tcp_carry
-                carry = pipe.carry
+                segment = frame[47] & (TCP_SYN | TCP_ACK) != TCP_SYN
                 if pipe.failsafe.get(sid):
-                    if not segment:
-                        self._replay(frame, sid, now)
-                    elif carry is not None and key in carry.carried:
+                    if segment and key in carry.carried:
                         self._replay(frame, sid, now, carried=True)
-                    continue
-                if not segment:
-                    handler.mirror_key(key, frame, sid, now)
-                if carry is not None and frame[23] == PROTO_TCP:
-                    carry.client_segment(key, frame, 34, 14 + ((frame[16] << 8) | frame[17]), sid, now)
-            elif tag == TAG_REPLY:
+                    continue  # a SYN: the sweep re-sends it from the rings
+                carry.client_segment(key, frame, 34, 14 + ((frame[16] << 8) | frame[17]), sid, now)
+            elif tag == TAG_REPLY:  # the host's TCP segment for tcp_carry (the kernel answered a SYN in its rings)
                 rkey = frame[23:24] + frame[30:34] + frame[26:30] + frame[36:38] + frame[34:36]
                 if pipe.carry is not None and frame[23] == PROTO_TCP:
                     pipe.carry.host_segment(rkey, frame, 34, 14 + ((frame[16] << 8) | frame[17]), now)
-                    if not frame[47] & TCP_SYN:
-                        continue
-                handler.answered_key(rkey)
             elif tag in (TAG_PUNT_HOST, TAG_PUNT_NET):
                 self.send(pipe.process(frame, HOST if tag == TAG_PUNT_HOST else NET, now))
 
@@ -459,6 +490,8 @@ class BpfDatapath(PortSender):
             if sock is not None:
                 proc.run(["ip", "link", "del", a], check=False)
         self.punt, self.copy, self.sock = None, None, {}
+        if isinstance(self.nic.handler.store, KernelPending):
+            self.nic.handler.store = None  # its maps go with the object
         if self.obj is not None:
             self.obj.close()
             self.obj = None

@@ -13,6 +13,8 @@ dropped by the per-flow or total bounds are counted as overflows. When a service
 UDP requests and TCP SYNs (a connection the host never accepted is opened on the backup instead).
 Segments of TCP connections the host had already accepted are not replayed: once redirected, the
 backup answers them with RST, so the client learns at once that it must reconnect.
+The store is this object's own unless a data path keeps it elsewhere (`store`: the BPF data path's is in
+the kernel, testbed/failsafe/bpf_pending.py, with the same operations and counters).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Hashable, Protocol, Sequence
 
 from testbed.failsafe.conntrack import Conn, ConnTrack, flow_key
 from testbed.failsafe.packet import (ETH_LEN, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Parsed,
@@ -62,6 +64,18 @@ class HandlerStats:
     per_backup: dict[str, int] = field(default_factory=dict)
 
 
+class PendingStore(Protocol):
+    """The replay store kept outside the handler (same semantics and counters as the handler's own)."""
+
+    def mirror_key(self, key: bytes, frame: bytes, service: str, now: float) -> None: ...
+    def answered_key(self, key: bytes) -> None: ...
+    def has_pending(self, key: bytes) -> bool: ...
+    def clear_pending(self, key: bytes) -> int: ...
+    def take_pending(self, service: str, now: float) -> list[bytes]: ...
+    def prune(self, now: float) -> None: ...
+    def count(self) -> int: ...
+
+
 class FailsafeHandler:
     """Rewrites critical traffic to and from backups and keeps unanswered requests for failover."""
 
@@ -80,6 +94,7 @@ class FailsafeHandler:
         self.stats = HandlerStats()
         self._pending: dict[bytes, deque[tuple[float, str, bytes]]] = {}
         self._pending_count = 0
+        self.store: PendingStore | None = None  # the replay store kept by the data path (BPF: in the kernel)
         self.relay_sources: set[bytes] = set()  # raw IPs of other NICs (their redirected traffic is relayed)
         conntrack.on_drop = self._dropped
 
@@ -92,6 +107,9 @@ class FailsafeHandler:
 
     def mirror_key(self, key: bytes, frame: bytes, service: str, now: float) -> None:
         """`mirror` for a request whose `flow_key` the caller already has (the fast path's raw slices)."""
+        if self.store is not None:
+            self.store.mirror_key(key, frame, service, now)
+            return
         q = self._pending.get(key)
         if q is None:
             q = self._pending[key] = deque()
@@ -116,6 +134,9 @@ class FailsafeHandler:
 
     def answered_key(self, key: bytes) -> None:
         """`answered` for the reply of the request flow `key`."""
+        if self.store is not None:
+            self.store.answered_key(key)
+            return
         q = self._pending.get(key)
         if not q:
             return
@@ -127,10 +148,14 @@ class FailsafeHandler:
 
     def has_pending(self, key: bytes) -> bool:
         """True when flow `key` has a request the host has not answered."""
+        if self.store is not None:
+            return self.store.has_pending(key)
         return bool(self._pending.get(key))
 
     def clear_pending(self, key: bytes) -> int:
         """Forget flow `key`'s pending requests (the host refused them); how many there were."""
+        if self.store is not None:
+            return self.store.clear_pending(key)
         q = self._pending.pop(key, None)
         if not q:
             return 0
@@ -140,6 +165,8 @@ class FailsafeHandler:
 
     def take_pending(self, service: str, now: float) -> list[bytes]:
         """Remove and return the unanswered, still fresh requests of `service`, oldest first."""
+        if self.store is not None:
+            return self.store.take_pending(service, now)
         out: list[tuple[float, bytes]] = []
         for key in list(self._pending):
             q = self._pending[key]
@@ -161,6 +188,8 @@ class FailsafeHandler:
 
     def prune(self, now: float) -> None:
         """Forget pending requests older than the maximum age and expired connections."""
+        if self.store is not None:
+            self.store.prune(now)
         for key in list(self._pending):
             q = self._pending[key]
             while q and now - q[0][0] > self.pending_max_age_s:
@@ -175,7 +204,7 @@ class FailsafeHandler:
 
     @property
     def pending_count(self) -> int:
-        return self._pending_count
+        return self.store.count() if self.store is not None else self._pending_count
 
     # -- fail-safe mode: NAT ----------------------------------------------------------------
     def translate(self, frame: bytes, p: Parsed, service: str, now: float) -> tuple[bytearray, bytes] | None:

@@ -17,6 +17,7 @@ from testbed.errors import TestbedError
 BPF_TC_INGRESS = 1
 BPF_TC_EGRESS = 2
 BPF_ANY = 0
+BPF_F_LOCK = 4  # update/lookup a value holding a bpf_spin_lock under that lock
 
 
 class _TcHook(ctypes.Structure):
@@ -50,6 +51,8 @@ def lib() -> ctypes.CDLL:
                               ("bpf_object__find_map_fd_by_name", [vp, ctypes.c_char_p], ci),
                               ("bpf_map_update_elem", [ci, vp, vp, ctypes.c_uint64], ci),
                               ("bpf_map_lookup_elem", [ci, vp, vp], ci), ("bpf_map_delete_elem", [ci, vp], ci),
+                              ("bpf_map_lookup_elem_flags", [ci, vp, vp, ctypes.c_uint64], ci),
+                              ("bpf_map_get_next_key", [ci, vp, vp], ci),
                               ("bpf_tc_hook_create", [vp], ci), ("bpf_tc_hook_destroy", [vp], ci),
                               ("bpf_tc_attach", [vp, vp], ci), ("libbpf_num_possible_cpus", [], ci),
                               ("libbpf_set_print", [vp], vp)):
@@ -77,15 +80,29 @@ class Map:
         self.ncpus = lib().libbpf_num_possible_cpus() if percpu else 1
         self._vbuf = ctypes.create_string_buffer(((value_size + 7) // 8 * 8) * self.ncpus)
 
-    def update(self, key: bytes, value: bytes) -> None:
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
         """Set `key` to `value`."""
-        _check(lib().bpf_map_update_elem(self.fd, key, value, BPF_ANY), "map update")
+        _check(lib().bpf_map_update_elem(self.fd, key, value, flags), "map update")
 
-    def lookup(self, key: bytes) -> bytes | None:
+    def lookup(self, key: bytes, flags: int = 0) -> bytes | None:
         """The value of `key` (for a per-CPU map: every CPU's, concatenated, 8-byte aligned), or None."""
-        if lib().bpf_map_lookup_elem(self.fd, key, self._vbuf) < 0:
+        rc = (lib().bpf_map_lookup_elem_flags(self.fd, key, self._vbuf, flags) if flags
+              else lib().bpf_map_lookup_elem(self.fd, key, self._vbuf))
+        if rc < 0:
             return None
         return self._vbuf.raw
+
+    def keys(self) -> list[bytes]:
+        """Every key in the map (a snapshot)."""
+        out: list[bytes] = []
+        cur = ctypes.create_string_buffer(self.key_size)
+        nxt = ctypes.create_string_buffer(self.key_size)
+        prev = None
+        while lib().bpf_map_get_next_key(self.fd, prev, nxt) == 0:
+            out.append(nxt.raw)
+            ctypes.memmove(cur, nxt, self.key_size)
+            prev = cur
+        return out
 
     def delete(self, key: bytes) -> None:
         """Remove `key` (no error when it is not there)."""

@@ -13,6 +13,11 @@
 // gave up on: only their FIN and RST are copied, so that it forgets them);
 // connections carried to a backup have an entry without MACs in `conns` (its reply side none, its
 // host side one), so all their frames punt.
+// The replay store (FailsafeHandler's pending requests) is kept here, not in userspace: each critical UDP
+// request and TCP SYN forwarded to the host in normal mode is stored in its flow's ring in `pend` (the
+// last PEND_SLOTS unanswered ones; the frame in `pslots`), with the same age and per-flow bounds as the
+// reference, and each reply from the host on the flow (UDP, SYN-ACK) answers the oldest one; the control
+// plane reads the rings only at failover (testbed/failsafe/bpf_pending.py), so no request wakes it.
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
@@ -37,6 +42,11 @@
 #define C_PUNT_NET 15
 #define C_REPLY 16
 #define C_MIRRORED 17
+#define C_P_MIRRORED 18 // the replay store (FailsafeHandler.stats): requests kept
+#define C_P_ANSWERED 19
+#define C_P_EXPIRED 20
+#define C_P_OVERFLOW 21 // dropped by the per-flow bound (or longer than PEND_BYTES)
+#define C_P_EVICTED 22  // not kept: no room for another flow in `pend`
 // the tag (VLAN id, as metadata) that tells userspace why a frame reached the punt veth
 #define TAG_PUNT_HOST 1
 #define TAG_PUNT_NET 2
@@ -49,6 +59,12 @@
 #define S_TO_HOST 2
 #define S_TO_BACKUP 3
 #define S_FROM_BACKUP 4
+
+#define PEND_SLOTS 64 // requests kept per flow (a power of two): its last PEND_SLOTS unanswered ones
+#define PEND_MASK (PEND_SLOTS - 1)
+#define PEND_BYTES 1536 // longest request frame kept (an untagged frame of MTU 1500 is 1514)
+#define PEND_FLOWS 4096 // flows with a ring
+#define PEND_TOTAL 4096 // frames kept in all (least recently stored go first)
 
 #define MODE_FAILSAFE 1
 #define MODE_COUNTED 2 // the pipeline already has counters for this service
@@ -65,6 +81,8 @@ struct cfg {
     __u32 host_mac_known;
     __u32 nconns; // len(conntrack) in the reference
     __u32 carry;  // 1: copy critical TCP for tcp_carry (pipeline.carry is set)
+    __u32 pend_cap; // the per-flow bound (pending_per_flow, at most PEND_SLOTS)
+    __u64 pend_age_ns; // pending_max_age_s
 };
 
 struct target_key { __u8 ip[4]; __u8 proto; __u8 pad; __u8 port[2]; };
@@ -82,6 +100,11 @@ struct nat {
     __u32 assured;
 };
 struct neigh { __u8 mac[6]; __u8 any; __u8 pad; };
+// a flow's ring of pending requests: sequence numbers head..tail-1, each stored at `ts`, frame in pslots
+struct pq { struct bpf_spin_lock lock; __u32 head; __u32 tail; __u32 pad; __u64 ts[PEND_SLOTS]; };
+struct pq_init { __u32 pad[4]; __u64 ts[PEND_SLOTS]; }; // a new ring (struct pq's size, no lock: helpers may read it)
+struct pslot_key { struct flow f; __u32 slot; };
+struct pslot { __u64 ts; __u32 seq; __u32 sid; __u32 len; __u32 pad; __u8 data[PEND_BYTES]; };
 
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, struct cfg); } cfg SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1024); __type(key, __u32); __type(value, __u32); } watch SEC(".maps");
@@ -90,6 +113,10 @@ struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MAX_SERVICES); __
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 32768); __type(key, struct flow); __type(value, struct nat); } conns SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 2048); __type(key, __u32); __type(value, struct neigh); } neigh SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 16384); __type(key, struct flow); __type(value, __u32); } nocopy SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, PEND_FLOWS); __type(key, struct flow); __type(value, struct pq); } pend SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_LRU_HASH); __uint(max_entries, PEND_TOTAL); __type(key, struct pslot_key); __type(value, struct pslot); } pslots SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, struct pq_init); } pzero SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, struct pslot); } pscratch SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, NCOUNTERS); __type(key, __u32); __type(value, __u64); } counters SEC(".maps");
 
 static __always_inline void count(__u32 idx, __u64 n)
@@ -142,6 +169,92 @@ static __always_inline int out(struct __sk_buff *skb, struct cfg *c, int port, _
     count(C_TX_P(port), 1);
     count(C_TX_B(port), len);
     return bpf_redirect(c->ifindex[port], 0);
+}
+
+// Keep critical request `k` (the frame's first `len` bytes) in its flow's ring, as FailsafeHandler.mirror_key.
+static __always_inline void pend_push(struct __sk_buff *skb, struct cfg *c, struct flow *k, __u32 sid, __u32 len)
+{
+    __u32 zero = 0;
+    if (len == 0 || len > PEND_BYTES) {
+        count(C_P_OVERFLOW, 1);
+        return;
+    }
+    struct pq *q = bpf_map_lookup_elem(&pend, k);
+    if (!q) {
+        struct pq_init *z = bpf_map_lookup_elem(&pzero, &zero);
+        if (!z)
+            return;
+        bpf_map_update_elem(&pend, k, z, BPF_NOEXIST);
+        q = bpf_map_lookup_elem(&pend, k);
+        if (!q) {
+            count(C_P_EVICTED, 1);
+            return;
+        }
+    }
+    __u64 now = bpf_ktime_get_ns(), age = c->pend_age_ns;
+    __u32 cap = c->pend_cap, expired = 0, overflow = 0, idx;
+    if (cap == 0 || cap > PEND_SLOTS)
+        cap = PEND_SLOTS;
+    bpf_spin_lock(&q->lock);
+    for (int i = 0; i < PEND_SLOTS; i++) { // the flow's requests older than the window go first
+        if (q->head == q->tail || now - q->ts[q->head & PEND_MASK] <= age)
+            break;
+        q->head++;
+        expired++;
+    }
+    for (int i = 0; i < PEND_SLOTS; i++) { // then the oldest beyond the per-flow bound
+        if (q->tail - q->head < cap)
+            break;
+        q->head++;
+        overflow++;
+    }
+    idx = q->tail++;
+    q->ts[idx & PEND_MASK] = now;
+    bpf_spin_unlock(&q->lock);
+    if (expired)
+        count(C_P_EXPIRED, expired);
+    if (overflow)
+        count(C_P_OVERFLOW, overflow);
+    struct pslot_key sk = {};
+    __builtin_memcpy(&sk.f, k, sizeof(sk.f));
+    sk.slot = idx & PEND_MASK;
+    struct pslot *s = bpf_map_lookup_elem(&pslots, &sk);
+    int fresh = !s;
+    if (fresh) {
+        s = bpf_map_lookup_elem(&pscratch, &zero);
+        if (!s)
+            return;
+    }
+    __u32 n = len;
+    asm volatile("" : "+r"(n)); // the verifier sees the bound right where the copy needs it
+    if (n == 0 || n > PEND_BYTES)
+        return;
+    s->ts = now;
+    s->sid = sid;
+    s->len = n;
+    if (bpf_skb_load_bytes(skb, 0, s->data, n))
+        return;
+    s->seq = idx; // last: the control plane takes a slot only when its sequence number is the one expected
+    if (fresh)
+        bpf_map_update_elem(&pslots, &sk, s, BPF_ANY);
+    count(C_P_MIRRORED, 1);
+}
+
+// A reply from the host on request flow `k`: its oldest pending request is answered (FailsafeHandler.answered_key).
+static __always_inline void pend_pop(struct flow *k)
+{
+    struct pq *q = bpf_map_lookup_elem(&pend, k);
+    if (!q)
+        return;
+    int hit = 0;
+    bpf_spin_lock(&q->lock);
+    if (q->head != q->tail) {
+        q->head++;
+        hit = 1;
+    }
+    bpf_spin_unlock(&q->lock);
+    if (hit)
+        count(C_P_ANSWERED, 1);
 }
 
 static __always_inline __u32 *service_of(__u8 *ip, __u8 proto, __u8 *port)
@@ -386,8 +499,12 @@ int nic_ingress(struct __sk_buff *skb)
         count(C_SVC(sid, S_BYTES), len);
         count(C_SVC(sid, S_TO_HOST), 1);
         count(C_CRITICAL, 1);
-        if (udp || (flags & 0x12) == 0x02)
-            return out_copy(skb, c, HOST, len, TAG_REQUEST); // the replay store keeps it
+        if (udp || (flags & 0x12) == 0x02) {
+            pend_push(skb, c, &k, sid, len); // the replay store keeps it
+            if (udp || !c->carry)
+                return out(skb, c, HOST, len);
+            return out_copy(skb, c, HOST, len, TAG_REQUEST); // tcp_carry follows the SYN too
+        }
         if (c->carry && tcp && ((flags & 0x05) || (total > 20 + doff && !bpf_map_lookup_elem(&nocopy, &k))))
             return out_copy(skb, c, HOST, len, TAG_REQUEST); // tcp_carry keeps the client's bytes
         return out(skb, c, HOST, len);
@@ -452,9 +569,21 @@ int nic_ingress(struct __sk_buff *skb)
     count(C_RX_P(in), 1);
     count(C_RX_B(in), len);
     count(C_REPLY, 1);
-    if (proto == 6 && c->carry && !syn && !(f[47] & 0x05) && bpf_map_lookup_elem(&nocopy, &hk))
+    __u8 tflags = proto == 6 ? f[47] : 0;
+    if (proto == 17 || syn) { // a UDP reply or a SYN-ACK answers its flow's oldest pending request
+        struct flow rk = {};
+        rk.proto = proto;
+        __builtin_memcpy(rk.l3l4, f + 30, 4);
+        __builtin_memcpy(rk.l3l4 + 4, f + 26, 4);
+        __builtin_memcpy(rk.l3l4 + 8, f + 36, 2);
+        __builtin_memcpy(rk.l3l4 + 10, f + 34, 2);
+        pend_pop(&rk);
+    }
+    if (proto != 6 || !c->carry)
         return out(skb, c, NET, len);
-    return out_copy(skb, c, NET, len, TAG_REPLY);
+    if (!syn && !(tflags & 0x05) && bpf_map_lookup_elem(&nocopy, &hk))
+        return out(skb, c, NET, len);
+    return out_copy(skb, c, NET, len, TAG_REPLY); // tcp_carry follows the host's segments
 forward:
     count(C_RX_P(in), 1);
     count(C_RX_B(in), len);
