@@ -309,7 +309,10 @@ def echo_main(name: str, udp_ports: list[int], tcp_ports: list[int], delay_file:
                 data, peer = sock.recvfrom(65535)
                 if delay:
                     time.sleep(delay)
-                sock.sendto(tag + data, peer)
+                try:
+                    sock.sendto(tag + data, peer)
+                except OSError:  # e.g. its link just went down (a failover test): the request is lost, the server stays
+                    pass
             else:
                 try:
                     data = sock.recv(65535)
