@@ -11,23 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from testbed import ledger
 from testbed.cluster import harness
 from testbed.testing import leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
 EXP = ROOT / "experiments"
 pytestmark = [pytest.mark.integration, pytest.mark.experiment]
-
-
-@pytest.fixture
-def nsserver():
-    rid = ledger.new_run_id()
-    ns = harness.start(ledger.Ledger(rid), ovs=True)
-    yield ns
-    ns.stop()
-    assert ns.leftovers() == [] and leftovers(rid) == []
-    ledger.forget(rid)
 
 
 def _experiment(tmp: Path, ns: harness.NamespaceServer, name: str = "fatriot-cluster") -> Path:

@@ -7,27 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 
 from testbed import ledger, proc
 from testbed.cluster import harness
 from testbed.cluster.preflight import preflight
 from testbed.topology.loader import load_topology
-from testbed.testing import leftovers
 
 TESTBED = [sys.executable, "-m", "testbed.cli"]
-
-
-@pytest.fixture
-def nsserver():
-    """A namespace server with its own OVS, removed after the test; the test fails if any of it is left."""
-    rid = ledger.new_run_id()
-    book = ledger.Ledger(rid)
-    ns = harness.start(book, ovs=True)
-    yield ns
-    ns.stop()
-    assert ns.leftovers() == [] and leftovers(rid) == []
-    ledger.forget(rid)
 
 
 def _topology(tmp: Path, ns: harness.NamespaceServer, port: int = 22) -> Path:

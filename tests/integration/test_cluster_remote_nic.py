@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from testbed import ledger, proc
-from testbed.cluster import harness
 from testbed.testing import leftovers, live_processes
 
 pytestmark = pytest.mark.integration
@@ -29,16 +28,6 @@ tb.start()
 print("UP", tb.rid, flush=True)
 time.sleep(600)
 """
-
-
-@pytest.fixture
-def nsserver():
-    rid = ledger.new_run_id()
-    ns = harness.start(ledger.Ledger(rid), ovs=True)
-    yield ns
-    ns.stop()
-    assert ns.leftovers() == [] and leftovers(rid) == []
-    ledger.forget(rid)
 
 
 def test_nic_on_the_other_server_answers_here_and_clean_ends_it_there(nsserver, tmp_path: Path) -> None:

@@ -22,16 +22,6 @@ pytestmark = pytest.mark.integration
 DELAY_MS = 15.0
 
 
-@pytest.fixture
-def nsserver():
-    rid = ledger.new_run_id()
-    ns = harness.start(ledger.Ledger(rid), ovs=True)
-    yield ns
-    ns.stop()
-    assert ns.leftovers() == [] and leftovers(rid) == []
-    ledger.forget(rid)
-
-
 def _topology(tmp: Path, ns: harness.NamespaceServer, wan: str, far_a: bool = False) -> Path:
     s = ns.server
     path = tmp / "cluster-shaped.yaml"

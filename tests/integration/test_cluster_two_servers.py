@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from testbed import ledger, proc
 from testbed.cluster import harness
@@ -32,16 +31,6 @@ tb.start()
 print("UP", tb.rid, flush=True)
 time.sleep(600)
 """
-
-
-@pytest.fixture
-def nsserver():
-    rid = ledger.new_run_id()
-    ns = harness.start(ledger.Ledger(rid), ovs=True)
-    yield ns
-    ns.stop()
-    assert ns.leftovers() == [] and leftovers(rid) == []
-    ledger.forget(rid)
 
 
 def _topology(tmp: Path, ns: harness.NamespaceServer) -> Path:
