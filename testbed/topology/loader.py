@@ -58,7 +58,7 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
         forward: {delay: 20ms}     # optional overrides for a->b
         reverse: {bw: 50}          # optional overrides for b->a
     servers: {b: {address: 192.0.2.10, user: root}}   # optional, with key, port, known_hosts: topology/servers.py
-    placement: round-robin         # optional: block | round-robin over localhost then servers, for sites
+    placement: round-robin         # optional: block | round-robin | cpu over localhost then servers, for sites
                                    # without their own `server: NAME` (default: all on localhost)
 
 A service heartbeat's message is icmp, or the service's own protocol (the default): udp sends

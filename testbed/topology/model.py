@@ -105,6 +105,7 @@ class ServerSpec:
     key: str | None = None  # private key file (absolute path); None: ssh's own defaults
     port: int = 22
     known_hosts: str | None = None  # known_hosts file; None: ssh's own
+    cpus: float | None = None  # cores it gives the run's hosts (`placement: cpu`); None: not said
 
 
 @dataclass(frozen=True)

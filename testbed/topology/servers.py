@@ -9,7 +9,8 @@
         key: /root/.ssh/testbed    # optional private key file (must exist)
         port: 22                   # optional
         known_hosts: /root/.ssh/known_hosts   # optional
-    placement: block               # optional, for sites without `server:`: block | round-robin
+        cpus: 8                    # optional: cores it gives the hosts (needed by `placement: cpu`)
+    placement: block               # optional, for sites without `server:`: block | round-robin | cpu
     sites:
       edge1: {server: b, hosts: ...}
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -24,10 +26,10 @@ from pathlib import Path
 from testbed.errors import SpecError
 from testbed.topology.model import LOCAL_SERVER, ServerSpec, SiteSpec
 from testbed.topology.schema import join, mapping, node_name, port, string
-from testbed.topology.units import describe
+from testbed.topology.units import cpu_cores, describe
 
-_SERVER_KEYS = ("address", "user", "key", "port", "known_hosts")
-PLACEMENTS = ("block", "round-robin")
+_SERVER_KEYS = ("address", "user", "key", "port", "known_hosts", "cpus")
+PLACEMENTS = ("block", "round-robin", "cpu")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -74,6 +76,8 @@ def server(name: str, data: object, path: str) -> ServerSpec:
         spec = replace(spec, known_hosts=_file(d["known_hosts"], join(path, "known_hosts"), "a known_hosts file"))
     if "port" in d:
         spec = replace(spec, port=port(d["port"], join(path, "port")))
+    if "cpus" in d:
+        spec = replace(spec, cpus=cpu_cores(d["cpus"], join(path, "cpus")))
     return spec
 
 
@@ -108,7 +112,10 @@ def place(sites: tuple[SiteSpec, ...], policy: object, explicit: set[str], known
         raise SpecError(path, f"expected one of {', '.join(PLACEMENTS)}, got {describe(policy)}")
     names = [LOCAL_SERVER, *(s.name for s in known)]
     free = [s for s in sites if s.name not in explicit]
-    where: dict[str, str] = {}
+    if policy == "cpu":
+        where = by_cpu(sites, free, known, path)
+        return tuple(replace(s, server=where.get(s.name, s.server)) for s in sites)
+    where = {}
     for i, site in enumerate(free):
         if policy == "round-robin":
             where[site.name] = names[i % len(names)]
@@ -120,3 +127,42 @@ def place(sites: tuple[SiteSpec, ...], policy: object, explicit: set[str], known
                 bounds.append(start)
             where[site.name] = names[next(j for j, b in enumerate(bounds) if i < b)]
     return tuple(replace(s, server=where.get(s.name, s.server)) for s in sites)
+
+
+#: What a host without a `cpu:` limit counts for in `placement: cpu` (cores).
+UNLIMITED_HOST_CPUS = 1.0
+
+
+def site_cpus(site: SiteSpec) -> float:
+    """The cores a site's hosts need: each host's `cpu:` limit, UNLIMITED_HOST_CPUS for one without."""
+    return sum(UNLIMITED_HOST_CPUS if h.cpu is None else h.cpu for h in site.hosts)
+
+
+def by_cpu(sites: tuple[SiteSpec, ...], free: list[SiteSpec], known: tuple[ServerSpec, ...],
+           path: str) -> dict[str, str]:
+    """Sites in `free`, largest CPU demand first, each on the server with the most cores left (ties: listed first).
+
+    A server's budget is its `cpus:` (localhost: this machine's cores); sites placed with `server:`
+    use their server's first. SpecError where a server has no budget or a site fits on none.
+    """
+    left = {LOCAL_SERVER: float(os.cpu_count() or 1)}
+    for s in known:
+        if s.cpus is None:
+            raise SpecError(f"servers.{s.name}.cpus", "missing; `placement: cpu` needs every server's cores")
+        left[s.name] = s.cpus
+    free_names = {s.name for s in free}
+    for site in sites:
+        if site.name not in free_names:
+            left[site.server] -= site_cpus(site)
+    order = list(left)
+    where: dict[str, str] = {}
+    demand = {s.name: site_cpus(s) for s in free}
+    for site in sorted(free, key=lambda s: -demand[s.name]):  # stable: equal demands keep file order
+        best = max(order, key=lambda n: (left[n], -order.index(n)))
+        if demand[site.name] > left[best] + 1e-9:
+            budget = ", ".join(f"{n} {left[n]:g}" for n in order)
+            raise SpecError(path, f"site {site.name!r} needs {demand[site.name]:g} cores; the most left on "
+                                  f"any server is {left[best]:g} (cores left: {budget})")
+        where[site.name] = best
+        left[best] -= demand[site.name]
+    return where

@@ -1,4 +1,4 @@
-"""Unit tests for placement as data: the `servers:` section, a site's `server:`, block and round-robin placement."""
+"""Unit tests for placement as data: the `servers:` section, a site's `server:`, block, round-robin and cpu placement."""
 
 from __future__ import annotations
 
@@ -62,3 +62,43 @@ def test_bad_servers_name_their_path(servers: dict, path: str, message: str) -> 
     with pytest.raises(SpecError) as err:
         parse_topology(_topo(1, servers=servers), "x.yaml")
     assert err.value.path == path and message in err.value.message, str(err.value)
+
+
+def _cpu_topo(cpus: dict[str, object], sites: dict[str, list[float | None]]) -> dict:
+    """Docker-host sites with the given CPU limits (None: no limit) over servers with `cpus:`."""
+    servers = {name: {"address": f"10.255.0.{4 * i + 2}", **({} if c is None else {"cpus": c})}
+               for i, (name, c) in enumerate(cpus.items())}
+    body = {s: {"hosts": {f"{s}h{j}": {"image": "testbed/echo", **({} if c is None else {"cpu": c})}
+                          for j, c in enumerate(limits)}} for s, limits in sites.items()}
+    return {"name": "t", "servers": servers, "placement": "cpu", "sites": body}
+
+
+def test_cpu_placement_largest_site_first_on_the_server_with_most_cores_left(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    data = _cpu_topo({"b": 5, "c": 2.5}, {"s0": [0.5], "s1": [2, 2], "s2": [None, 1.5], "s3": [1]})
+    t = parse_topology(data, "x.yaml")
+    # s1 (4) -> b (5 left: 1); s2 (2.5, a host without a limit counts 1) -> localhost (3 left: 0.5)
+    # s3 (1) -> c (2.5 left: 1.5); s0 (0.5) -> c (1.5 is the most left)
+    assert {s.name: s.server for s in t.sites} == {"s0": "c", "s1": "b", "s2": "localhost", "s3": "c"}
+    assert t.server("c").cpus == 2.5
+
+
+def test_cpu_placement_counts_explicit_sites_first(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    data = _cpu_topo({"b": 4}, {"s0": [3], "s1": [1.5]})
+    data["sites"]["s0"]["server"] = "b"  # b keeps 1 core: s1 goes to localhost
+    t = parse_topology(data, "x.yaml")
+    assert [s.server for s in t.sites] == ["b", "localhost"]
+
+
+@pytest.mark.parametrize("cpus,sites,path,message", [
+    ({"b": None}, {"s0": [1]}, "servers.b.cpus", "needs every server's cores"),
+    ({"b": 0}, {"s0": [1]}, "servers.b.cpus", "number of cores > 0"),
+    ({"b": "many"}, {"s0": [1]}, "servers.b.cpus", "number of cores"),
+    ({"b": 1.5}, {"s0": [1], "s1": [1.25, 1.25]}, "placement", "site 's1' needs 2.5 cores"),
+])
+def test_cpu_placement_errors(monkeypatch, cpus, sites, path, message) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with pytest.raises(SpecError) as err:
+        parse_topology(_cpu_topo(cpus, sites), "x.yaml")
+    assert err.value.path == path and message in str(err.value), str(err.value)
