@@ -28,7 +28,7 @@ from testbed import proc
 from testbed.cluster.engine import Engine, open_engine
 from testbed.cluster.nodes import ClusterHost, ClusterLink, ClusterSSHLink, ClusterSwitch, door_of
 from testbed.cluster.preflight import servers_of
-from testbed.cluster.server import LOCAL, Server, record_server
+from testbed.cluster.server import LOCAL, Server, record_remote_process, record_server
 from testbed.errors import TestbedError
 from testbed.ledger import RUN_ROOT, Ledger
 from testbed.topology.model import LOCAL_SERVER, HostSpec, TopologySpec
@@ -164,9 +164,7 @@ class Cluster:
             self.ledger.record_process(node.pid, what)
             return
         self.ledger.record_process(node.shell.pid, f"ssh for {what}")
-        stat = door.run(["cat", f"/proc/{node.pid}/stat"], check=False).stdout
-        start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
-        self.ledger.record("process", str(node.pid), start=start, what=what, server=door.name)
+        record_remote_process(self.ledger, door, node.pid, what)
 
     def link_cls(self, node1: Node, node2: Node, default: Any) -> Any:
         """The link class between two nodes: `default` here, ClusterLink on one server, else an SSH tunnel link."""

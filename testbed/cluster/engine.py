@@ -22,7 +22,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from testbed import proc
 from testbed.cluster.server import Server
@@ -94,6 +94,29 @@ class Engine:
         if self.forward is not None:
             proc.stop(self.forward, timeout=5)
             self.forward = None
+
+
+def forward_control(door: Server, ledger: Ledger, local: Path, remote: str, output: Path, what: str,
+                    deadline: float, check: Callable[[], None] | None = None) -> Any:
+    """Forward the control socket `remote` on `door` to `local` (recorded); returns the forward once `ping` answers here.
+
+    `check` (if given) is called while waiting and raises when what serves the socket has died.
+    """
+    from testbed import control
+
+    forward = proc.spawn(forward_argv(door, local, remote), output=output,
+                         on_start=lambda pid: ledger.record_process(pid, f"{what} control forward to {door.name}"))
+    while True:
+        try:
+            control.call(local, "ping", timeout=2)
+            return forward
+        except (TestbedError, OSError) as exc:
+            if check is not None:
+                check()
+            if forward.poll() is not None or time.monotonic() > deadline:
+                proc.stop(forward, timeout=5)
+                raise TestbedError(f"{what} on {door} does not answer here through its forward: {exc}") from None
+            time.sleep(0.05)
 
 
 def forward_argv(door: Server, local_socket: Path, remote_socket: str = REMOTE_SOCKET) -> list[str]:

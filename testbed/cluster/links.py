@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from testbed import control, proc
-from testbed.cluster.engine import forward_argv
-from testbed.cluster.server import LOCAL, Server
+from testbed.cluster.engine import forward_control
+from testbed.cluster.server import LOCAL, Server, record_remote_process
 from testbed.emulation import netns
 from testbed.errors import TestbedError
 from testbed.ledger import RUN_ROOT, Ledger
 from testbed.linkemu.engine import offload_args
 from testbed.links.base import LinkEnds
-from testbed.links.userspace import UserspaceBackend, check_shape, disable_offloads
+from testbed.links.userspace import check_shape, disable_offloads
 from testbed.topology.model import Shape
 
 log = logging.getLogger(__name__)
@@ -200,22 +200,11 @@ class RemoteEmulator:
                 raise TestbedError(f"the link emulator on {self.door} did not start: {text}")
             time.sleep(0.1)
         for pid in self._run(["ip", "netns", "pids", self.netns]).stdout.split():
-            stat = self._run(["cat", f"/proc/{pid}/stat"], check=False).stdout
-            start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
-            self.ledger.record("process", pid, start=start, what="link emulator", server=self.door.name)
+            record_remote_process(self.ledger, self.door, pid, "link emulator")
         self.ledger.record("file", str(self.local_socket))
-        self._forward = proc.spawn(forward_argv(self.door, self.local_socket, self.remote_socket),
-                                   output=(self.ledger.run_dir or self.directory) / f"linkemu-forward-{self.door.name}.log",
-                                   on_start=lambda pid: self.ledger.record_process(
-                                       pid, f"link emulator control forward to {self.door.name}"))
-        while True:
-            try:
-                control.call(self.local_socket, "ping", timeout=2)
-                break
-            except (TestbedError, OSError) as exc:
-                if self._forward.poll() is not None or time.monotonic() > deadline:
-                    raise TestbedError(f"the link emulator on {self.door} does not answer here: {exc}") from None
-                time.sleep(0.05)
+        self._forward = forward_control(self.door, self.ledger, self.local_socket, self.remote_socket,
+                                        (self.ledger.run_dir or self.directory) / f"linkemu-forward-{self.door.name}.log",
+                                        "the link emulator", deadline)
         log.info("link emulator on %s: netns %s, control %s (forwarded to %s)", self.door.name, self.netns,
                  self.remote_socket, self.local_socket)
 

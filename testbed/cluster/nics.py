@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed import control, proc
-from testbed.cluster.engine import forward_argv
-from testbed.cluster.server import Server
+from testbed import proc
+from testbed.cluster.engine import forward_control
+from testbed.cluster.server import Server, record_remote_process
 from testbed.errors import TestbedError
 from testbed.failsafe.config import NicConfig
 from testbed.ledger import RUN_ROOT, Ledger
@@ -94,28 +94,15 @@ class RemoteNic:
                                    record_process(pid, f"ssh for the fail-safe NIC {node} on {self.door.name}"))
         deadline = time.monotonic() + timeout
         self.remote_pid = self._wait_pid(deadline)
-        stat = self._run(["cat", f"/proc/{self.remote_pid}/stat"], check=False).stdout
-        start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
-        self.ledger.record("process", str(self.remote_pid), start=start, what=f"fail-safe NIC {node}",
-                           server=self.door.name)
+        record_remote_process(self.ledger, self.door, self.remote_pid, f"fail-safe NIC {node}")
         while not self._run(["test", "-S", self.config.control_socket], check=False).ok:
             self._check(deadline, "did not make its control socket")
             time.sleep(0.1)
         self.ledger.record("file", str(self.socket), what=f"fail-safe NIC {node} (forwarded)")
         self.socket.parent.mkdir(parents=True, exist_ok=True)
-        self._forward = proc.spawn(forward_argv(self.door, self.socket, self.config.control_socket),
-                                   output=self.run_dir / f"nic-forward-{node}.log",
-                                   on_start=lambda pid: self.ledger.record_process(
-                                       pid, f"fail-safe NIC {node} control forward to {self.door.name}"))
-        while True:
-            try:
-                control.call(self.socket, "ping", timeout=2)
-                break
-            except (TestbedError, OSError) as exc:
-                if self._forward.poll() is not None:
-                    raise TestbedError(f"NIC {node} on {self.door}: its control forward exited") from None
-                self._check(deadline, f"does not answer here ({exc})")
-                time.sleep(0.05)
+        self._forward = forward_control(self.door, self.ledger, self.socket, self.config.control_socket,
+                                        self.run_dir / f"nic-forward-{node}.log", f"fail-safe NIC {node}", deadline,
+                                        check=lambda: self._check(deadline, "stopped before it answered here"))
         log.info("fail-safe NIC %s on %s: pid %s there, control %s (forwarded to %s)", node, self.door.name,
                  self.remote_pid, self.config.control_socket, self.socket)
 

@@ -22,7 +22,7 @@ from mininet.examples.cluster import RemoteHost, RemoteMixin, RemoteOVSSwitch, R
 from mininet.node import Node
 
 from testbed import proc
-from testbed.cluster.server import LOCAL, Server
+from testbed.cluster.server import LOCAL, Server, record_remote_process
 from testbed.emulation.link import TestbedLink
 from testbed.emulation.plainhost import tolerant_decoder
 from testbed.emulation.switch import OVS_TIMEOUT_S, TestbedSwitch, delete_args, transactions
@@ -250,9 +250,7 @@ class ClusterSSHLink(RemoteSSHLink):
         text = line.decode(errors="replace").strip()
         if not text.isdigit():
             raise TestbedError(f"WAN link {self.link_id}: the tunnel's ssh on {door} did not start: {text!r}")
-        stat = door.run(["cat", f"/proc/{text}/stat"], check=False).stdout
-        start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
-        self.ledger.record("process", text, start=start, what=f"ssh tunnel of {self.link_id}", server=door.name)
+        record_remote_process(self.ledger, door, text, f"ssh tunnel of {self.link_id}")
         self.remote_pid = (door, int(text))
 
     def stop(self) -> None:

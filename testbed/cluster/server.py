@@ -119,6 +119,13 @@ def record_server(book: "Ledger", server: Server) -> None:
     book.record("server", server.name, **{k: v for k, v in server.record().items() if k != "name"})
 
 
+def record_remote_process(book: "Ledger", server: Server, pid: int | str, what: str) -> None:
+    """Write down process `pid` on `server` with its start time there (read through the door), as ledger processes are."""
+    stat = server.run(["cat", f"/proc/{pid}/stat"], check=False).stdout
+    start = int(stat.rsplit(")", 1)[1].split()[19]) if ")" in stat else None
+    book.record("process", str(pid), start=start, what=what, server=server.name)
+
+
 def parse_destination(text: str) -> Server:
     """A server given on the command line as `[user@]address[:port]` (the key and known_hosts: ssh's own)."""
     from testbed.errors import UsageError
