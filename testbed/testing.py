@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 from testbed import ledger, proc
 
@@ -52,3 +54,44 @@ def entered_netns(pid: int, netns: str, timeout: float = 5.0) -> int:
             pass
         time.sleep(0.01)
     raise RuntimeError(f"process {pid} never entered network namespace {netns}")
+
+
+#: Brings topology argv[1] up with run directory argv[2] (link backend argv[3] if given), prints
+#: "UP <rid>", then waits to be killed: the owner process of the SIGKILL tests.
+OWNER = """
+import sys, time
+from pathlib import Path
+from typing import Any
+from testbed.emulation.testbed import Testbed
+from testbed.topology.loader import load_topology
+extra = {"link_backend": sys.argv[3]} if len(sys.argv) > 3 else {}
+tb = Testbed(load_topology(sys.argv[1]), Path(sys.argv[2]), **extra)
+tb.start()
+print("UP", tb.rid, flush=True)
+time.sleep(600)
+"""
+
+
+def start_owner(topology: Path, run_dir: Path, link_backend: str | None = None) -> tuple[Any, str]:
+    """A process that owns a run of `topology` (OWNER), once it is up, and the run's id; AssertionError with its stderr."""
+    import sys
+
+    err = run_dir.parent / f"{run_dir.name}-owner.err"
+    owner = proc.spawn_piped([sys.executable, "-c", OWNER, str(topology), str(run_dir),
+                              *([link_backend] if link_backend else [])], stderr=err)
+    assert owner.stdout is not None
+    line = owner.stdout.readline().decode()
+    assert line.startswith("UP "), err.read_text()[-2000:]
+    return owner, line.split()[1]
+
+
+def unrecorded(rid: str, keys: list[str], timeout: float = 10.0) -> list[str]:
+    """Processes still naming run `rid`'s nodes or one of `keys` (ssh client keys), once those being ended are gone."""
+    marks = (f"mininet:{ledger.prefix(rid)}", f"{ledger.prefix(rid)}-", *keys)
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = proc.run(["ps", "-eo", "pid=,args="]).stdout.splitlines()
+        left = [r.strip() for r in rows if any(m in r for m in marks) and "ps -eo" not in r]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)

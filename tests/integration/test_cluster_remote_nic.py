@@ -13,21 +13,11 @@ from pathlib import Path
 import pytest
 
 from testbed import ledger, proc
-from testbed.testing import leftovers, live_processes
+from testbed.testing import leftovers, live_processes, start_owner
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TESTBED = [sys.executable, "-m", "testbed.cli"]
-OWNER = """
-import sys, time
-from pathlib import Path
-from testbed.emulation.testbed import Testbed
-from testbed.topology.loader import load_topology
-tb = Testbed(load_topology(sys.argv[1]), Path(sys.argv[2]))
-tb.start()
-print("UP", tb.rid, flush=True)
-time.sleep(600)
-"""
 
 
 def test_nic_on_the_other_server_answers_here_and_clean_ends_it_there(nsserver, tmp_path: Path) -> None:
@@ -37,12 +27,7 @@ def test_nic_on_the_other_server_answers_here_and_clean_ends_it_there(nsserver, 
     assert old in topo
     path = tmp_path / "topo.yaml"
     path.write_text(topo.replace(old, f"far: {{address: {s.address}, key: {s.key}, known_hosts: {s.known_hosts}}}"))
-    owner = proc.spawn_piped([sys.executable, "-c", OWNER, str(path), str(tmp_path / "run")],
-                             stderr=tmp_path / "owner.err")
-    assert owner.stdout is not None
-    line = owner.stdout.readline().decode()
-    assert line.startswith("UP "), (tmp_path / "owner.err").read_text()[-2000:]
-    rid = line.split()[1]
+    owner, rid = start_owner(path, tmp_path / "run")
     records = [json.loads(x) for x in (tmp_path / "run" / "resources.jsonl").read_text().splitlines()]
     (nic,) = [r for r in records if r.get("kind") == "process" and r.get("what") == "fail-safe NIC mec1"]
     assert nic.get("server") == "far", nic

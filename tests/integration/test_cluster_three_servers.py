@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,23 +17,12 @@ import pytest
 from testbed import ledger, proc
 from testbed.cluster import harness
 from testbed.emulation.testbed import Testbed
-from testbed.testing import leftovers, live_processes
+from testbed.testing import leftovers, live_processes, start_owner, unrecorded
 from testbed.topology.loader import load_topology
 
 pytestmark = pytest.mark.integration
 TESTBED = [sys.executable, "-m", "testbed.cli"]
 DELAY_MS = 5.0
-#: Brings the topology up, prints "UP <rid>", then waits to be killed.
-OWNER = """
-import sys, time
-from pathlib import Path
-from testbed.emulation.testbed import Testbed
-from testbed.topology.loader import load_topology
-tb = Testbed(load_topology(sys.argv[1]), Path(sys.argv[2]), link_backend="userspace")
-tb.start()
-print("UP", tb.rid, flush=True)
-time.sleep(600)
-"""
 
 
 @pytest.fixture
@@ -110,12 +98,7 @@ def test_wan_between_two_other_servers_shaped_on_the_first_and_nothing_left(nsse
 def test_sigkill_then_clean_leaves_nothing_on_any_server(nsservers, tmp_path: Path) -> None:
     one, two = nsservers
     topo_file = _topology(tmp_path, one, two)
-    owner = proc.spawn_piped([sys.executable, "-c", OWNER, str(topo_file), str(tmp_path / "run")],
-                             stderr=tmp_path / "owner.err")
-    assert owner.stdout is not None
-    line = owner.stdout.readline().decode()
-    assert line.startswith("UP "), (tmp_path / "owner.err").read_text()[-2000:]
-    rid = line.split()[1]
+    owner, rid = start_owner(topo_file, tmp_path / "run", link_backend="userspace")
     records = [json.loads(x) for x in (tmp_path / "run" / "resources.jsonl").read_text().splitlines()]
     tunnel = [r for r in records if r.get("kind") == "process" and r.get("server") == "far1"
               and "ssh tunnel" in r.get("what", "")]
@@ -132,17 +115,5 @@ def test_sigkill_then_clean_leaves_nothing_on_any_server(nsservers, tmp_path: Pa
     assert live_processes(tmp_path / "run") == []
     alive = one.server.run(["sh", "-c", 'for p; do [ -d /proc/$p ] && echo $p; done; true', "sh", *remote_pids])
     assert alive.stdout.split() == []  # one PID namespace here: far1 sees far2's processes too
-    assert _unrecorded((one, two), rid) == []
+    assert unrecorded(rid, [str(one.server.key), str(two.server.key)]) == []
     assert rid not in ledger.known_runs()
-
-
-def _unrecorded(servers: tuple[harness.NamespaceServer, ...], rid: str, timeout: float = 10.0) -> list[str]:
-    """Processes still naming run `rid`'s nodes or a server's client key (an ssh to it), once those being ended are gone."""
-    marks = (f"mininet:{ledger.prefix(rid)}", f"{ledger.prefix(rid)}-", *(str(s.server.key) for s in servers))
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = proc.run(["ps", "-eo", "pid=,args="]).stdout.splitlines()
-        left = [r.strip() for r in rows if any(m in r for m in marks) and "ps -eo" not in r]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)

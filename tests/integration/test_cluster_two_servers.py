@@ -16,21 +16,10 @@ from pathlib import Path
 from testbed import ledger, proc
 from testbed.cluster import harness
 from testbed.emulation.testbed import Testbed
-from testbed.testing import leftovers, live_processes
+from testbed.testing import leftovers, live_processes, start_owner, unrecorded
 from testbed.topology.loader import load_topology
 
 TESTBED = [sys.executable, "-m", "testbed.cli"]
-#: Brings the topology up, prints "UP <rid>", then waits to be killed.
-OWNER = """
-import sys, time
-from pathlib import Path
-from testbed.emulation.testbed import Testbed
-from testbed.topology.loader import load_topology
-tb = Testbed(load_topology(sys.argv[1]), Path(sys.argv[2]))
-tb.start()
-print("UP", tb.rid, flush=True)
-time.sleep(600)
-"""
 
 
 def _topology(tmp: Path, ns: harness.NamespaceServer) -> Path:
@@ -84,12 +73,7 @@ def test_two_servers_up_selfcheck_across_and_nothing_left(nsserver, tmp_path: Pa
 
 def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: Path) -> None:
     topo_file = _topology(tmp_path, nsserver)
-    owner = proc.spawn_piped([sys.executable, "-c", OWNER, str(topo_file), str(tmp_path / "run")],
-                             stderr=tmp_path / "owner.err")
-    assert owner.stdout is not None
-    line = owner.stdout.readline().decode()
-    assert line.startswith("UP "), (tmp_path / "owner.err").read_text()[-2000:]
-    rid = line.split()[1]
+    owner, rid = start_owner(topo_file, tmp_path / "run")
     assert _remote_leftovers(nsserver, rid), "the run made nothing on the other server"
     remote_pids = [json.loads(x)["name"] for x in (tmp_path / "run" / "resources.jsonl").read_text().splitlines()
                    if '"server": "far"' in x and '"kind": "process"' in x]
@@ -107,17 +91,5 @@ def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: 
     assert live_processes(tmp_path / "run") == []
     alive = nsserver.server.run(["sh", "-c", 'for p; do [ -d /proc/$p ] && echo $p; done; true', "sh", *remote_pids])
     assert alive.stdout.split() == []
-    assert _unrecorded(nsserver, rid) == []  # nor anything the ledger missed: shells of the run, ssh to the server
+    assert unrecorded(rid, [str(nsserver.server.key)]) == []  # nor anything the ledger missed: shells of the run, ssh to the server
     assert rid not in ledger.known_runs()
-
-
-def _unrecorded(ns: harness.NamespaceServer, rid: str, timeout: float = 10.0) -> list[str]:
-    """Processes still naming run `rid`'s nodes or ns's client key (an ssh to it), once those being ended are gone."""
-    marks = (f"mininet:{ledger.prefix(rid)}", f"{ledger.prefix(rid)}-", str(ns.server.key))
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = proc.run(["ps", "-eo", "pid=,args="]).stdout.splitlines()
-        left = [r.strip() for r in rows if any(m in r for m in marks) and "ps -eo" not in r]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
