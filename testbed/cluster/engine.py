@@ -7,7 +7,7 @@ and recorded in the ledger, as the controller's `ssh -R` is. Not the SDK's own `
 known_hosts, one unrecorded process per pooled connection); without it, it uses paramiko, a second
 ssh implementation with its own host-key policy. Over the forward the SDK works as on this
 machine, so `DockerHost` is the same class for both; commands (the hosts' shells, links taken
-down and up by the holder's PID there, readiness (ports from that server's /proc, probes started
+down and up by the namespace's PID there, readiness (ports from that server's /proc, probes started
 there in the host's namespace), the main command's PID and its signals, files in the containers,
 cleanup) go through the door: `Namespaces`, the one seam for all of them (on this machine: netns).
 """

@@ -1,11 +1,12 @@
-"""A Mininet host made of Docker containers: a holder that owns its network, and its service container.
+"""A Mininet host made of Docker containers: its service container and, once needed, a holder of its network.
 
-Containernet's Docker host on the installed Mininet, with one change: the network namespace is
-not the service container's but a holder's (see `prelaunch`), so the host can crash and come back
+Containernet's Docker host on the installed Mininet, with one change: before the host's service
+container is killed or joined by another, a holder joins its network namespace and owns it from
+then on (`hold_namespace`, see `prelaunch`), so the host can crash and come back
 (`crash`/`recover`), freeze (`freeze`/`thaw`), and run further service containers beside its own.
 On another server (`door`) the same class runs: `client` is that server's engine, its shell and
 processes are `docker exec` there through the door, and its namespace is reached there by the
-holder's PID (testbed/cluster/engine.Namespaces).
+PID that holds it (testbed/cluster/engine.Namespaces).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from testbed.cluster.server import LOCAL, Server
 from testbed.emulation.plainhost import tolerant_decoder
 from testbed.errors import TestbedError
 from testbed.emulation import netns
-from testbed.emulation.prelaunch import (ContainerPlan, Launched, ShellProcess, holder_args, launch_one, record,
-                                           run_args, spawn_shell, start_container, where)
+from testbed.emulation.prelaunch import (ContainerPlan, Launched, ShellProcess, holder_args, joined, launch_one,
+                                           record, record_holder, run_args, spawn_shell, start_container, where)
 from testbed.ledger import Ledger
 from testbed.topology.model import LOCAL_SERVER
 
@@ -95,11 +96,12 @@ def docker_client():
 
 
 class DockerHost(Host):
-    """A host that is containers: its network held by a holder, its service in the image's container.
+    """A host that is containers: its service in the image's container, its network held by that or by a holder.
 
     Mininet talks to it through a shell started with `docker exec` in the service container, so
     `cmd()`, `popen()` and the Mininet CLI work as on any host, and everything it runs is inside
-    that container's cgroup. `pid` is the holder's: links are attached to the holder's namespace.
+    that container's cgroup. `pid` (= `netns_pid`) is the PID that holds the host's namespace: the
+    service container's init until a holder is made, the holder's after.
     """
 
     def __init__(self, name: str, dimage: str, ledger: Ledger, cpu: float | None = None,
@@ -127,8 +129,8 @@ class DockerHost(Host):
             launched = launch_one(self.client, self.cplan, with_shell=False, door=door)
         self.container = launched.container
         self.cpid = launched.pid
-        self.holder = launched.holder
-        self.netns_pid = launched.netns_pid
+        self.holder: Any = None  # made by hold_namespace
+        self.netns_pid = launched.pid
         super().__init__(name, **params)
 
     @staticmethod
@@ -139,17 +141,16 @@ class DockerHost(Host):
         """The containers Docker host `name` runs, as data (for `prelaunch`, or made here); `client`: `server`'s engine."""
         cname = container_name(ledger, name)
         command = list(dcmd) if dcmd is not None else image_command(client, dimage)
-        holder = holder_args(name, cname, ledger.rid)
         args = run_args(name, cname, ledger.rid, dimage, ["/bin/sh", "-c", ENTRY, "sh"], command, cpu,
-                        parse_memory(memory), dict(environment or {}), volumes, netns=holder["name"])
-        return ContainerPlan(name, cname, dimage, args, holder, server)
+                        parse_memory(memory), dict(environment or {}), volumes)
+        return ContainerPlan(name, cname, dimage, args, holder_args(name, cname, ledger.rid), server)
 
     def main_command(self) -> list[str]:
         """The service the container runs once its network is up: `command`, else the image's CMD."""
         return self.dcmd if self.dcmd is not None else image_command(self.client, self.dimage)
 
     def startShell(self, mnopts: Any = None) -> None:  # noqa: N802
-        """Start the Mininet shell inside the service container; `pid` is the holder's (for netns moves)."""
+        """Start the Mininet shell inside the service container; `pid` is the namespace's (for netns moves)."""
         if self.shell:
             return
         pre, self._preshell = self._preshell, None
@@ -301,13 +302,28 @@ class DockerHost(Host):
         """The host's service container and the service containers beside it."""
         return [self.container, *self.sidecars.values()]
 
+    def hold_namespace(self) -> None:
+        """Make the holder that keeps the host's namespace when its service container goes (once; recorded first)."""
+        if self.holder is not None:
+            return
+        record_holder(self.ledger, self.cplan)
+        self.holder, self.netns_pid = start_container(self.client, self.cplan.holder_args, self.name)
+        self.pid = self.netns_pid
+
     def crash(self) -> None:
         """The host fails at once and answers nothing: links down (no ICMP, RST or ARP), containers killed.
 
-        The holder keeps the namespace, so the interfaces, addresses, shaping and NIC stay for `recover`.
+        The holder (made now unless made ahead) keeps the namespace, so the interfaces, addresses,
+        shaping and NIC stay for `recover`.
         """
         self._check_up("crash")
         self._link_state = self.namespaces.links_down(self.netns_pid)
+        try:
+            self.hold_namespace()
+        except BaseException:
+            self.namespaces.links_up(self.netns_pid, self._link_state)
+            self._link_state = None
+            raise
         self.down = True
         errors = []
         for box in self.containers():
@@ -323,7 +339,7 @@ class DockerHost(Host):
         """The crashed host boots again: fresh containers from their images, links up, main command started."""
         if not self.down:
             raise TestbedError(f"{self.name} is not down")
-        self._replace(self.cplan.run_args)
+        self._replace(joined(self.cplan.run_args, self.cplan.holder_name))
         for key, args in self._sidecar_args.items():
             self._remove(self.sidecars.pop(key))
             self.sidecars[key] = start_container(self.client, args, self.name)[0]
@@ -370,6 +386,7 @@ class DockerHost(Host):
                     environment: dict[str, str] | None = None) -> Any:
         """Start a service container from `image` in this host's network (recorded first); replaces one of that key."""
         self._check_up(f"service {key}")
+        self.hold_namespace()  # the sidecar joins the holder: it outlives a restart of the service container
         name = f"{self.cname}-{key}"
         args = dict(image=image, name=name, detach=True, init=True, network_mode=f"container:{self.cplan.holder_name}",
                     cap_add=["NET_ADMIN"], labels={**self.cplan.run_args["labels"], "testbed.role": "sidecar"},

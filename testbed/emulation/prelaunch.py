@@ -1,10 +1,13 @@
 """Start a topology's containers and their Mininet shells in parallel, before Mininet's serial steps.
 
-Each Docker host is two containers: a small *holder* (`<name>-ns`, testbed/base running `sleep`)
-that owns the host's network namespace, and the *service* container from the host's image, which
-joins that namespace (`network_mode=container:<holder>`). The testbed attaches the host's links to
-the holder, so the service container can be killed, restarted or replaced while the host keeps its
-interfaces, addresses, shaping and NIC.
+Each Docker host starts as one container, the *service* container from the host's image, with no
+network of Docker's (`network_mode=none`): the testbed attaches the host's links to its namespace.
+A small *holder* (`<name>-ns`, testbed/base running `sleep`) joins that namespace
+(`network_mode=container:<service>`) the first time the host must outlive its service container:
+before a crash (testbed/experiment/faults.py makes it ahead of a scheduled one) or beside a further
+service container. From then on the holder owns the namespace, so the service container can be
+killed, restarted or replaced while the host keeps its interfaces, addresses, shaping and NIC.
+Making holders only when needed halves the containers a large topology starts and removes.
 
 Creating and starting a container is a few Docker API round trips that the engine can serve
 concurrently; done one host at a time inside `Mininet.addHost` it dominated start-up (about 0.5 s
@@ -43,7 +46,7 @@ HOLDER_IMAGE = "testbed/base"
 
 @dataclass(frozen=True)
 class ContainerPlan:
-    """One Docker host's containers as data: the service's `containers.run` arguments and its holder's."""
+    """One Docker host's containers as data: the service's `containers.run` arguments and its holder's (made when needed)."""
 
     node: str
     cname: str
@@ -69,13 +72,11 @@ class ShellProcess:
 
 @dataclass
 class Launched:
-    """A started Docker host: its service container and init PID, its holder and the namespace's PID, its shell."""
+    """A started Docker host: its service container, whose init PID holds the namespace (no holder yet), its shell."""
 
     container: Any  # docker.models.containers.Container
     pid: int
     shell: ShellProcess | None
-    holder: Any = None
-    netns_pid: int = 0
 
 
 def shell_argv(cname: str, node: str) -> list[str]:
@@ -106,22 +107,21 @@ def holder_name(cname: str) -> str:
 
 
 def holder_args(name: str, cname: str, rid: str, image: str = HOLDER_IMAGE) -> dict[str, Any]:
-    """`containers.run` keyword arguments of a host's namespace holder: no network, does nothing, no log, labelled.
+    """`containers.run` keyword arguments of a host's namespace holder: in service `cname`'s network, idle, no log, labelled.
 
     No log driver: `sleep` prints nothing, and the engine's json-file logger costs ~0.1 s of the
     ~0.5 s a holder takes to create and start here (measured one at a time).
     """
-    return dict(image=image, name=holder_name(cname), hostname=name, detach=True, init=True,
-                entrypoint=["sleep", "infinity"], command=[], network_mode="none", log_config={"type": "none"},
-                labels={LABEL: rid, "testbed.node": name, "testbed.role": "netns"})
+    return dict(image=image, name=holder_name(cname), detach=True, init=True,
+                entrypoint=["sleep", "infinity"], command=[], network_mode=f"container:{cname}",
+                log_config={"type": "none"}, labels={LABEL: rid, "testbed.node": name, "testbed.role": "netns"})
 
 
 def run_args(name: str, cname: str, rid: str, image: str, entry: Sequence[str], command: Sequence[str],
              cpu: float | None, memory: int | None, environment: dict[str, str],
-             volumes: Sequence[str], netns: str | None = None) -> dict[str, Any]:
-    """`containers.run` keyword arguments of a service container: in holder `netns`'s network, NET_ADMIN, labelled."""
-    network = {"network_mode": f"container:{netns}"} if netns else {"network_mode": "none", "hostname": name}
-    return dict(image=image, name=cname, detach=True, init=True, **network,
+             volumes: Sequence[str]) -> dict[str, Any]:
+    """`containers.run` keyword arguments of a service container: no network of Docker's, NET_ADMIN, labelled."""
+    return dict(image=image, name=cname, hostname=name, detach=True, init=True, network_mode="none",
                 entrypoint=list(entry), command=list(command), cap_add=["NET_ADMIN"],
                 labels={LABEL: rid, "testbed.node": name, "testbed.role": "service"},
                 environment={"TB_NODE": name, **environment},
@@ -139,12 +139,18 @@ def start_container(client: Any, args: dict[str, Any], node: str) -> tuple[Any, 
     return container, int(container.attrs["State"]["Pid"])
 
 
+def joined(args: dict[str, Any], holder: str) -> dict[str, Any]:
+    """Container arguments `args` moved into holder `holder`'s network (whose hostname it then shares)."""
+    out = {k: v for k, v in args.items() if k != "hostname"}
+    out["network_mode"] = f"container:{holder}"
+    return out
+
+
 def launch_one(client: Any, plan: ContainerPlan, with_shell: bool = True, door: Server = LOCAL) -> Launched:
-    """Start one planned host: its holder, then its service container in the holder's network (and its shell)."""
-    holder, netns_pid = start_container(client, plan.holder_args, plan.node)
+    """Start one planned host: its service container, with its own namespace (and its shell)."""
     container, pid = start_container(client, plan.run_args, plan.node)
     shell = spawn_shell(plan.cname, plan.node, door) if with_shell else None
-    return Launched(container, pid, shell, holder, netns_pid)
+    return Launched(container, pid, shell)
 
 
 def where(plan: ContainerPlan) -> dict[str, str]:
@@ -153,9 +159,13 @@ def where(plan: ContainerPlan) -> dict[str, str]:
 
 
 def record(ledger: Ledger, plan: ContainerPlan) -> None:
-    """Write a planned host's two containers to the ledger (before they exist), with the server they are on."""
-    ledger.record("container", plan.holder_name, node=plan.node, image=plan.holder_args["image"], **where(plan))
+    """Write a planned host's service container to the ledger (before it exists), with the server it is on."""
     ledger.record("container", plan.cname, node=plan.node, image=plan.image, **where(plan))
+
+
+def record_holder(ledger: Ledger, plan: ContainerPlan) -> None:
+    """Write a host's namespace holder to the ledger (before it exists)."""
+    ledger.record("container", plan.holder_name, node=plan.node, image=plan.holder_args["image"], **where(plan))
 
 
 def prelaunch(client: Any, plans: Sequence[ContainerPlan], ledger: Ledger, workers: int = WORKERS,

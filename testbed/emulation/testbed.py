@@ -467,7 +467,7 @@ class Testbed:
 
         return {"link": self._link_backend_name or "", "ovs_datapath": self._ovs_datapath or "",
                 "controller": f"os-ken {version('os-ken')}, app {self.topo.controller.app}",
-                "hosts": "docker (holder netns + service container)",
+                "hosts": "docker (service container; a holder keeps its netns from the first crash or sidecar)",
                 "nic": datapaths(self.nics) if self.nics else "none"}
 
     def selfcheck(self, count: int = 5, hosts: bool = True) -> list[dict]:

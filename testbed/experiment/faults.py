@@ -3,9 +3,10 @@
 Each fault's `apply(tb, now)` / `undo(tb, now)` returns a one-line detail for events.csv; the
 runner writes the event. What each mode does:
   host_down kill     the host crashes: its interfaces go down at once (it answers nothing: no ICMP,
-                     no RST, no ARP) and its containers are killed; the namespace holder keeps the
-                     interfaces. Undo (`for`/`until`) boots it again: fresh containers from their
-                     images, interfaces up, the experiment's services started and ready-checked.
+                     no RST, no ARP) and its containers are killed; the namespace holder (made
+                     before the traffic starts) keeps the interfaces. Undo (`for`/`until`) boots it
+                     again: fresh containers from their images, interfaces up, the experiment's
+                     services started and ready-checked.
   host_down freeze   `docker pause` / `docker unpause` of the host's containers (cgroup freezer: the
                      kernel still answers ICMP and completes TCP handshakes, nothing in userspace runs).
   host_down isolate  every interface of the host down / up (link down, from outside the host).
@@ -66,6 +67,9 @@ class Fault(ABC):
     def can_undo(self) -> bool:
         return True
 
+    def prepare(self, tb: Any) -> None:
+        """Get ready before the traffic starts, so that `apply` acts at once (most faults need nothing)."""
+
     @abstractmethod
     def apply(self, tb: Any, now: float) -> str:
         """Inject the fault; returns what was done."""
@@ -81,6 +85,11 @@ class HostKill(Fault):
     def __init__(self, spec: FaultSpec, restart: Callable[[str], None]) -> None:
         super().__init__(spec)
         self.restart = restart
+
+    def prepare(self, tb: Any) -> None:
+        node = tb.node(self.spec.host)
+        if hasattr(node, "hold_namespace"):  # a Docker host: its namespace holder made now, not at the crash
+            node.hold_namespace()
 
     def apply(self, tb: Any, now: float) -> str:
         tb.node(self.spec.host).crash()

@@ -192,6 +192,8 @@ def drive_traffic(ctx: RunContext, tb: Any, run_dir: Path) -> dict[str, float]:
     from testbed.experiment.mobility_actions import effective_schedule
     entries = (*spec.faults, *effective_schedule(spec, variant))  # faults, then moves and switches
     faults: list[Fault] = [make_fault(f, lambda host: _restart(tb, spec, host), spec.services) for f in entries]
+    for fault in faults:
+        fault.prepare(tb)
     schedule = FaultSchedule(entries, spec.probes[0].name if spec.probes else None,
                              [f.can_undo and f.spec.has_undo for f in faults])
     sel = selectors.DefaultSelector()

@@ -55,8 +55,9 @@ the last request is sent or the last iperf3 flow ends). Every duration (`for`, `
 `duration`, `start`, `delay`, `heartbeat_interval`) is written with its unit, `250us`, `100ms` or
 `1s`, as in topology files; a bare number is an error (except 0). `loss` is percent, `rate`/`bw`
 Mbit/s, `cpu` cores. A `kill` fault with `for`/`until` brings the host back: its containers
-restart from their images (interfaces, addresses, shaping and NIC are kept: a holder container
-owns the host's network namespace) and its services are started and ready-checked again.
+restart from their images (interfaces, addresses, shaping and NIC are kept: a holder container,
+made before the traffic starts, owns the host's network namespace) and its services are started
+and ready-checked again.
 """
 
 from __future__ import annotations

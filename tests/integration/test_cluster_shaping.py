@@ -7,6 +7,8 @@ there) are emulated by that server's own emulator, started there through the doo
 
 from __future__ import annotations
 
+import statistics
+
 from pathlib import Path
 
 import pytest
@@ -65,7 +67,8 @@ def test_shaped_wan_link_across_servers_rtt_near_configured(nsserver, tmp_path: 
         again = proc.run_in(tb.node("h1"), ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.2"],
                             timeout=20, check=False)
         rtts = [float(x.split("time=")[1].split()[0]) for x in again.stdout.splitlines() if "time=" in x]
-        assert len(rtts) >= 4 and 55.0 - 0.5 <= min(rtts) <= 55.0 + 4.0, again.stdout  # 40 + 15 ms (30 unchanged)
+        # 40 + 15 ms (30 unchanged); the median within 0.3 ms + 1 % below (bench/link_fidelity.py), more above under load
+        assert len(rtts) >= 4 and 55.0 - 0.85 <= statistics.median(rtts) <= 55.0 + 4.0, again.stdout
         print(f"shaped WAN across servers: configured RTT {row['configured_rtt_ms']} ms, measured "
               f"{row['measured']} ms; down: 100% loss; reshaped to 40+15 ms: {min(rtts)}..{max(rtts)} ms; "
               f"link stats {stats}")
@@ -121,7 +124,7 @@ wan:
         back = proc.run_in(tb.node("h4"), ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.2"],
                            timeout=20, check=False)
         rtts = [float(x.split("time=")[1].split()[0]) for x in back.stdout.splitlines() if "time=" in x]
-        assert len(rtts) >= 4 and 9.5 <= min(rtts) <= 13.0, back.stdout  # 2 x 5 ms, within site b on far
+        assert len(rtts) >= 4 and 9.5 <= statistics.median(rtts) <= 13.0, back.stdout  # 2 x 5 ms, within site b on far
         print(f"access link shaped on far: configured RTT 30 ms across, measured {row['measured']} ms; "
               f"h4 -> h2 on far after down/up: {min(rtts)}..{max(rtts)} ms")
     assert leftovers(tb.rid) == [] and nsserver.run_leftovers(tb.rid) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -54,11 +55,11 @@ def mac_of(tb: Testbed, host: str) -> str:
     return next(i["address"] for i in json.loads(out) if i["ifname"] != "lo")
 
 
-def rtt_ms(node, ip: str, count: int = 3) -> float | None:
-    """Fastest ping RTT from `node` to `ip` (None: no reply)."""
+def rtt_ms(node, ip: str, count: int = 5) -> float | None:
+    """Median ping RTT from `node` to `ip` (None: no reply)."""
     out = node.cmd(f"ping -n -c {count} -i 0.2 -W 1 {ip}")
     times = [float(part.split("=")[1]) for part in out.split() if part.startswith("time=")]
-    return min(times) if times else None
+    return statistics.median(times) if times else None
 
 
 def udp_echo(node, ip: str) -> str:
@@ -139,7 +140,9 @@ def test_crash_and_recover_keeps_the_network(bed: Testbed):
     cli = bed.node("cli")
     before = {h: addresses(bed, h) for h in ("mec1", "mec2")}
     rtt_before = rtt_ms(cli, "10.31.0.12")
-    assert rtt_before is not None and rtt_before >= 11.5, rtt_before  # 5 ms WAN + 1 ms access, each way
+    # 5 ms WAN + 1 ms access each way: 12 ms configured, a path without the WAN link would take ~2;
+    # the emulator aims the median at 12 (within 0.3 ms + 1 %, bench/link_fidelity.py), a loaded CI less
+    assert rtt_before is not None and 11.0 <= rtt_before <= 13.5, rtt_before
     nic_pid = bed.nics["mec1"].pid
     old = {h: bed.container(h).id for h in ("mec1", "mec2")}
     for host in ("mec1", "mec2"):
@@ -151,6 +154,11 @@ def test_crash_and_recover_keeps_the_network(bed: Testbed):
         bed.node(host).recover()
         assert bed.container(host).id != old[host], "a fresh container from the image"
         assert addresses(bed, host) == before[host]
+        holder = bed.node(host).holder  # made at the (first) crash, it kept the namespace
+        holder.reload()
+        assert holder.status == "running" and holder.labels["testbed.run"] == bed.rid
+        assert bed.container(host).attrs["HostConfig"]["NetworkMode"] == f"container:{holder.id}"
+        assert bed.node(host).pid == bed.node(host).netns_pid == holder.attrs["State"]["Pid"]
     assert bed.nics["mec1"].pid == nic_pid and Path(f"/proc/{nic_pid}").exists()
     rtt_after = rtt_ms(cli, "10.31.0.12")
     assert rtt_after is not None and abs(rtt_after - rtt_before) < 3.0, (rtt_before, rtt_after)

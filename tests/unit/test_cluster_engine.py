@@ -24,7 +24,7 @@ REMOTE = Server("far", "10.255.0.2", key="/k/id", known_hosts="/k/known")
 
 def _plan(server: str = "far") -> prelaunch.ContainerPlan:
     holder = prelaunch.holder_args("d2", "tbab-d2", "ab")
-    args = prelaunch.run_args("d2", "tbab-d2", "ab", "testbed/echo", ["sh"], [], None, None, {}, (), netns=holder["name"])
+    args = prelaunch.run_args("d2", "tbab-d2", "ab", "testbed/echo", ["sh"], [], None, None, {}, ())
     return prelaunch.ContainerPlan("d2", "tbab-d2", "testbed/echo", args, holder, server)
 
 
@@ -47,11 +47,12 @@ def test_shell_is_docker_exec_over_ssh_tt_on_the_server(monkeypatch: pytest.Monk
 
 def test_remote_containers_are_recorded_with_their_server(tmp_path: Path) -> None:
     book = Ledger("abcd", tmp_path, state_dir=tmp_path / "state")
-    prelaunch.record(book, _plan("far"))
-    prelaunch.record(book, _plan(LOCAL_SERVER))
+    for plan in (_plan("far"), _plan(LOCAL_SERVER)):
+        prelaunch.record(book, plan)  # the service container, at start-up
+        prelaunch.record_holder(book, plan)  # its namespace holder, when first needed
     rows = [json.loads(x) for x in (tmp_path / "resources.jsonl").read_text().splitlines()]
     assert [r.get("server") for r in rows] == ["far", "far", None, None]
-    assert {r["name"] for r in rows} == {"tbab-d2", "tbab-d2-ns"}
+    assert [r["name"] for r in rows] == ["tbab-d2", "tbab-d2-ns"] * 2
 
 
 def test_prelaunch_refuses_a_remote_plan_without_its_engine_before_recording(tmp_path: Path) -> None:
@@ -238,3 +239,15 @@ def test_cluster_links_answer_tunnel_links_and_hand_the_rest_to_the_runs_backend
     assert sent[1][:2] == ("emulator", "set") and sent[1][2]["forward"]["delay_ms"] == 40.0
     assert "reverse" not in sent[1][2]
     assert sent[2] == ("backend set_up", "wan-a-c", True)
+
+
+def test_a_host_starts_as_one_container_and_its_holder_joins_that_namespace_later() -> None:
+    plan = _plan(LOCAL_SERVER)
+    assert plan.run_args["network_mode"] == "none" and plan.run_args["hostname"] == "d2"
+    assert plan.holder_args["network_mode"] == "container:tbab-d2" and "hostname" not in plan.holder_args
+    assert plan.holder_args["labels"]["testbed.role"] == "netns"
+    again = prelaunch.joined(plan.run_args, plan.holder_name)  # a recovered service container
+    assert again["network_mode"] == "container:tbab-d2-ns" and "hostname" not in again
+    assert {k: v for k, v in again.items() if k not in ("network_mode",)} == \
+        {k: v for k, v in plan.run_args.items() if k not in ("network_mode", "hostname")}
+    assert plan.run_args["network_mode"] == "none", "the plan itself is left as it was"
