@@ -11,8 +11,10 @@ interfaces are prepared and the containers are told to start their services; "do
 
 Baseline: Containernet measured in the same run, where it is installed (an optional step, not a
 dependency: a separate virtual environment with Containernet, given as --containernet-python);
-otherwise the plain Mininet hosts of the same run. --profile prints where the time went
-(bench/startup_profile.py).
+otherwise the plain Mininet hosts of the same run. Also, in the same run, the Docker engine's own
+floor: N bare containers (testbed/base running `sleep`, no network, no log, labelled and recorded
+like the hosts') created and started, then removed, from the same thread pool as the hosts'
+(--no-floor skips it). --profile prints where the time went (bench/startup_profile.py).
 
 --servers 2: the same Docker-host topology is also brought up with every other site placed on a
 second server (a namespace server of testbed/cluster/harness.py: sshd and its own Open vSwitch in
@@ -21,7 +23,7 @@ so its hosts are made by that server's engine through the ssh-forwarded socket, 
 over ssh, and the WAN links to its sites are SSH tunnels; printed next to the one-server figures
 of the same run, with the ratio. Use an even --sites for an even split.
 
-    sudo .venv/bin/python bench/startup.py [--sizes 10 50 100] [--sites 5] [--no-ping] [--profile]
+    sudo .venv/bin/python bench/startup.py [--sizes 10 50 100] [--sites 5] [--no-ping] [--profile] [--no-floor]
         [--containernet-python /opt/containernet/bin/python] [--servers 2]
 """
 
@@ -172,6 +174,36 @@ def measure(hosts: int, kind: str, sites: int, ping: bool, profile: bool = False
     return Row(hosts, kind, sites, round(up, 2), round(down, 2), ok, left, 2 if far else 1, n_far)
 
 
+def engine_floor(hosts: int) -> dict[str, float]:
+    """Seconds this machine's Docker engine takes to create+start and then remove `hosts` bare containers (the floor)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from testbed import clean, ledger
+    from testbed.emulation.dockerhost import docker_client
+    from testbed.emulation.prelaunch import HOLDER_IMAGE, WORKERS, start_container
+
+    rid = ledger.new_run_id()
+    book = ledger.Ledger(rid)
+    client = docker_client()
+    args = [dict(image=HOLDER_IMAGE, name=f"{book.prefix}-bare{i}", detach=True, init=True, network_mode="none",
+                 entrypoint=["sleep", "infinity"], command=[], log_config={"type": "none"},
+                 labels={ledger.LABEL: rid}) for i in range(hosts)]
+    for a in args:
+        book.record("container", a["name"], image=HOLDER_IMAGE)
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            t0 = time.monotonic()
+            boxes = [box for box, _ in pool.map(lambda a: start_container(client, a, a["name"]), args)]
+            up = time.monotonic() - t0
+            t1 = time.monotonic()
+            list(pool.map(lambda box: box.remove(force=True), boxes))
+            down = time.monotonic() - t1
+    finally:
+        clean.clean_run(rid)
+        client.close()
+    return {"up_s": round(up, 2), "down_s": round(down, 2)}
+
+
 def containernet(python: str, hosts: int, image: str = IMAGE) -> dict | str:
     """Containernet's up and down seconds for `hosts` Docker hosts on one switch, or why not measured."""
     from testbed import proc
@@ -182,7 +214,7 @@ def containernet(python: str, hosts: int, image: str = IMAGE) -> dict | str:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def print_table(rows: list[Row], baseline: dict[int, dict]) -> None:
+def print_table(rows: list[Row], baseline: dict[int, dict], floor: dict[int, dict]) -> None:
     """The table: hosts, kind, up/down s, per-host s, docker/plain per-host ratio, ping, leftovers; then the goal."""
     plain = {(r.hosts, r.sites): r for r in rows if r.kind == "plain"}
     print(f"\n{'hosts':>5} {'sites':>5} {'kind':>6} {'up s':>7} {'per-host s':>10} {'down s':>7} {'ratio d/p':>9} "
@@ -199,6 +231,9 @@ def print_table(rows: list[Row], baseline: dict[int, dict]) -> None:
                   f"          (Containernet, same run)")
         else:
             print(f"{n:>5}  Containernet: {cn}")
+    for n, f in sorted(floor.items()):
+        print(f"{n:>5} {'-':>5} {'bare':>6} {f['up_s']:>7.2f} {f['up_s'] / n:>10.3f} {f['down_s']:>7.2f}"
+              f"          (the engine alone: bare containers, same run)")
     for r in (r for r in rows if r.kind == "docker" and r.hosts >= 100):
         verdict = "meets" if r.up_s <= TARGET_UP_S and r.down_s <= TARGET_DOWN_S else "MISSES"
         cn = baseline.get(r.hosts)
@@ -213,6 +248,11 @@ def print_table(rows: list[Row], baseline: dict[int, dict]) -> None:
             against = "no baseline measured"
         print(f"\n{r.hosts} Docker hosts on {r.sites} site(s): up {r.up_s:.1f} s, down {r.down_s:.1f} s: {verdict} "
               f"the goal (<= {TARGET_UP_S:.0f} s up, <= {TARGET_DOWN_S:.0f} s down); {against}")
+        f = floor.get(r.hosts)
+        if f:
+            print(f"  the engine alone made {r.hosts} bare containers in {f['up_s']:.1f} s and removed them in "
+                  f"{f['down_s']:.1f} s (same run): the testbed adds {r.up_s - f['up_s']:.1f} s up, "
+                  f"{r.down_s - f['down_s']:.1f} s down")
 
 
 def print_servers(rows: list[Row]) -> None:
@@ -240,6 +280,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="print where start-up and teardown time goes")
     ap.add_argument("--containernet-python", metavar="PYTHON",
                     help="an interpreter with Containernet installed: measured as the baseline in the same run")
+    ap.add_argument("--no-floor", action="store_true", help="skip the bare-container floor of the Docker engine")
     ap.add_argument("--servers", type=int, choices=(1, 2), default=1,
                     help="2: also the Docker hosts split over this machine and a namespace server (same run)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "startup.json")
@@ -255,11 +296,16 @@ def main() -> int:
                      "load_before": load(), "rows": []}
     rows: list[Row] = []
     baseline: dict[int, dict | str] = {}
+    floor: dict[int, dict] = {}
     with second_server(args.servers == 2) as far:
         for n in args.sizes:
             if args.containernet_python:
                 baseline[n] = containernet(args.containernet_python, n)
                 print(f"{n} Containernet: {baseline[n]}", flush=True)
+            if "docker" in args.kinds and not args.no_floor:
+                floor[n] = engine_floor(n)
+                print(f"{n} bare containers (the engine alone): up {floor[n]['up_s']:.2f} s, "
+                      f"down {floor[n]['down_s']:.2f} s", flush=True)
             for kind, where in [(k, None) for k in args.kinds] + ([("docker", far)] if far else []):
                 row = measure(n, kind, args.sites, not args.no_ping, args.profile, where)
                 rows.append(row)
@@ -268,7 +314,8 @@ def main() -> int:
     results["load_after"] = load()
     results["rows"] = [{**asdict(r), "per_host_s": round(r.per_host_s, 4)} for r in rows]
     results["containernet"] = baseline
-    print_table([r for r in rows if r.servers == 1], baseline)
+    results["engine_floor"] = floor
+    print_table([r for r in rows if r.servers == 1], baseline, floor)
     print_servers(rows)
     print(f"\nload averages before {results['load_before']}, after {results['load_after']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

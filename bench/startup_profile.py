@@ -79,7 +79,8 @@ class Profile:
 
         T = testbed.Testbed
         for attr in ("_choose_backends", "_prelaunch_containers", "_add_switches", "_add_wan",
-                     "_prepare_interfaces", "_start_nics", "_release_services", "_remove_containers", "selfcheck"):
+                     "_prepare_interfaces", "_start_nics", "_release_services", "_wait_services", "_remove_containers",
+                     "selfcheck"):
             if attr in T.__dict__:
                 self.wrap(T, attr, f"phase: Testbed.{attr}")
         self.wrap(T, "_add_hosts", "phase: Testbed._add_hosts (includes prelaunch)")

@@ -21,7 +21,7 @@ from testbed.emulation.dockerhost import READY_CMD, READY_WAIT_S, DockerHost, do
 from testbed.emulation.prelaunch import WORKERS, ContainerPlan, Launched, close_shell, prelaunch
 from testbed.emulation.link import TestbedLink
 from testbed.emulation.plainhost import PlainHost
-from testbed.emulation.switch import TestbedSwitch
+from testbed.emulation.switch import OVS_TIMEOUT_S, TestbedSwitch, delete_args
 from testbed.errors import TestbedError
 from testbed.ledger import LABEL, Ledger, RUN_ROOT
 from testbed.links.base import LinkBackend
@@ -161,6 +161,7 @@ class Testbed:
         self.net.start()
         self._tag_bridges()
         self._prepare_interfaces()  # while the switches connect to the controller
+        boxes = self._release_services()  # their interfaces are configured: they start while the switches connect
         here = [b for site, b in self.switch_of.items() if not (self.cluster and self.cluster.remote(site))]
         self.controller.wait_connected(here, timeout=30)
         if self.cluster is not None:
@@ -168,7 +169,7 @@ class Testbed:
         if "topology" in self.controller.commands():  # a steering app: tell it where hosts attach
             self.controller.call("topology", map=topology_map(self.topo, self.net, self.switch_of, self.nic_nodes))
         self._start_nics()
-        self._release_services()
+        self._wait_services(boxes)
         self._started = True
         self._write_manifest(time.monotonic() - t0)
         log.info("run %s up in %.1f s", self.rid, time.monotonic() - t0)
@@ -330,11 +331,15 @@ class Testbed:
                 commands[node] = "; ".join(f"ethtool -K {n} tx off tso off gso off" for n in names)
         cmd_all(commands)
 
-    def _release_services(self) -> None:
-        """Let every Docker host's main command start, then wait (at most READY_WAIT_S) for all their ports at once."""
+    def _release_services(self) -> list[DockerHost]:
+        """Let every Docker host's main command start (their interfaces are configured); the hosts told."""
         assert self.net is not None
         boxes = [node for node in self.net.hosts if isinstance(node, DockerHost)]
         cmd_all({node: READY_CMD for node in boxes})
+        return boxes
+
+    def _wait_services(self, boxes: list[DockerHost]) -> None:
+        """Wait (at most READY_WAIT_S) until the released hosts' main commands listen on their ports, all at once."""
         late = []
         for door in {node.door for node in boxes}:  # each server's /proc, polled there (one loop per server)
             on = [node for node in boxes if node.door == door]
@@ -343,12 +348,22 @@ class Testbed:
             log.warning("%s: not listening on %s after %g s", name, ", ".join(self.net[name].ready_ports), READY_WAIT_S)
 
     def _remove_containers(self) -> None:
-        """Remove every Docker host's container in parallel (Mininet would, one at a time, in net.stop)."""
+        """Remove every Docker host's containers in parallel (Mininet would, one at a time, in net.stop).
+
+        Meanwhile this machine's bridges are deleted (Open vSwitch's work, not the engine's), so that
+        net.stop finds them gone.
+        """
         assert self.net is not None
         docker_hosts = [node for node in self.net.hosts if isinstance(node, DockerHost)]
-        if docker_hosts:
-            with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="remove") as pool:
-                list(pool.map(DockerHost.terminate, docker_hosts))
+        if not docker_hosts:
+            return
+        bridges = [s.name for s in self.net.switches if type(s) is TestbedSwitch]
+        with ThreadPoolExecutor(max_workers=WORKERS + 1, thread_name_prefix="remove") as pool:
+            deleting = pool.submit(proc.run, delete_args(bridges), timeout=OVS_TIMEOUT_S + 10, check=False) \
+                if bridges else None
+            list(pool.map(DockerHost.terminate, docker_hosts))
+            if deleting is not None:
+                deleting.result()
 
     def _start_nics(self) -> None:
         if not self.nic_nodes:
