@@ -61,6 +61,7 @@ class HandlerStats:
     carried: int = 0  # established TCP connections re-opened on a backup at failover (tcp_carry)
     carry_failed: int = 0  # established TCP connections that could not be carried: the client got a RST
     carry_untracked: int = 0  # TCP connections not followed (too many): reset at failover as before
+    reopened: int = 0  # closing TCP connections forgotten for a client's new SYN on the same ports
     per_backup: dict[str, int] = field(default_factory=dict)
 
 
@@ -214,6 +215,9 @@ class FailsafeHandler:
         """
         key = flow_key(p.proto, p.src_ip, p.sport, p.dst_ip, p.dport)
         conn = self.conntrack.get(key)
+        if conn is not None and conn.closing and p.proto == PROTO_TCP and p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+            self.reopen(conn)  # a new connection on a closing one's ports (as Linux conntrack re-opens one)
+            conn = None
         if conn is None:
             backups = self.services.lookup(p.dst_ip, p.dport)
             choice = self.chooser([(ip_str(h), port) for h, port in backups], key, now) if backups else None
@@ -239,6 +243,17 @@ class FailsafeHandler:
         out[6:12] = self.nic_mac
         self.count_translated(conn)
         return out, conn.backup_ip
+
+    def reopen(self, conn: Conn) -> None:
+        """Forget closing `conn` for a client's new SYN on its ports: the new connection gets a new NAT port.
+
+        Continuing it would keep it closing (its segments off the BPF fast path) and send the SYN to the
+        backup on the old NAT port, where the backup may still hold the old connection (TIME-WAIT).
+        """
+        self.conntrack.remove(conn)
+        self.stats.reopened += 1
+        if self.release is not None:
+            self.release((ip_str(conn.backup_ip), conn.backup_port), conn.key)
 
     def count_translated(self, conn: Conn) -> None:
         """Count one packet sent to `conn`'s backup."""

@@ -278,6 +278,8 @@ class Pipeline:
             if conn is not None:
                 if self.carry is not None and key in self.carry.carried:
                     return None
+                if not udp and conn.closing and flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+                    return None  # a new connection on a closing one's ports: the slow path opens it afresh
                 if not (self.failsafe.get(conn.service) or (not udp and not conn.closing)):
                     return None  # the service recovered: new decision on the slow path
                 mac = self.neighbours.get(conn.backup_ip)
