@@ -4,12 +4,12 @@ The kernel program handles what changes no control-plane state (see the C file's
 redirects every other frame to one punt veth pair (`tbp0` -> `tbp1`), tagged (a VLAN id in the
 frame's metadata) with the port it came from; this process reads `tbp1` and gives each punted frame
 to `Pipeline.process` exactly as the Python data path would, then sends through send-only AF_PACKET
-sockets on the ports. Critical requests the kernel forwards itself in normal mode (UDP requests, TCP
-SYNs) and the host's critical replies are cloned, tagged, to a second veth (`tbc0` -> `tbc1`) read in
-batches every millisecond (and before any mode change or punted frame): the replay store keeps the
-requests (`mirror_key`) and the replies mark them answered (`answered_key`), in the order the kernel
-saw them. So heartbeat replies and everything the replay needs reach the control
-plane. After each batch `install()` writes what changed into the maps (targets,
+sockets on the ports. The copies tcp_carry needs (see below) are cloned, tagged, to a second veth
+(`tbc0` -> `tbc1`) and read in batches, in the order the kernel made them: the first copy of a batch
+wakes the loop (a one-shot epoll), the batch is read COPY_PERIOD_S later (and before any mode change or
+punted frame); while nothing is copied no timer runs for them (it used to tick every millisecond: ~10 %
+of a core on this machine, with the bench's sender on the same two cores). So heartbeat replies and
+everything the replay needs reach the control plane. After each batch `install()` writes what changed into the maps (targets,
 watched IPs, per-service modes, connections with their precomputed rewrites, neighbours, the
 configuration); `refresh()` folds the kernel's counters and connections' last-seen times back into
 the pipeline's objects, so both data paths report the same numbers for the same frames.
@@ -29,6 +29,7 @@ stored between the decision and the map update.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import time
@@ -91,6 +92,7 @@ class BpfDatapath(PortSender):
         self.obj: libbpf.BpfObject | None = None
         self.punt: socket.socket | None = None
         self.copy: socket.socket | None = None
+        self._copy_ep: select.epoll | None = None  # the copy veth, one-shot: wakes the loop once per batch
         self.sock: dict[str, socket.socket] = {}
         try:
             self._open(Path(cfg.bpf_object) if cfg.bpf_object else ensure_object())
@@ -119,7 +121,10 @@ class BpfDatapath(PortSender):
         self._nocopy: set[bytes] = set()
         self.punt = self._veth(*PUNT)
         self.copy = self._veth(*COPY)
-        self._copy_due = 0.0
+        self._copy_ep = select.epoll()
+        self._copy_ep.register(self.copy.fileno(), select.EPOLLIN | select.EPOLLONESHOT)
+        self._copy_armed = True  # the next copy wakes the loop (then it is read COPY_PERIOD_S later, in a batch)
+        self._copy_due = float("inf")
         for port, iface in self.ports.items():
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # send only: receives nothing
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -384,9 +389,17 @@ class BpfDatapath(PortSender):
 
     # -- frames ----------------------------------------------------------------------------------
     def receivers(self) -> dict[int, Callable[[], None]]:
-        """The punt veth: every frame the kernel leaves to the pipeline or copies for the replay store."""
-        assert self.punt is not None
-        return {self.punt.fileno(): self.drain}
+        """The punt veth (every frame the kernel leaves to the pipeline); the copy veth's first copy of a batch."""
+        assert self.punt is not None and self._copy_ep is not None
+        return {self.punt.fileno(): self.drain, self._copy_ep.fileno(): self._copy_ready}
+
+    def _copy_ready(self) -> None:
+        """A copy arrived while none was waiting: read the batch COPY_PERIOD_S from now (no timer while idle)."""
+        assert self._copy_ep is not None
+        self._copy_ep.poll(0)  # consumes the one-shot event: no more wake-ups until drain_copies re-arms it
+        self._copy_armed = False
+        if self._copy_due == float("inf"):
+            self._copy_due = time.monotonic() + COPY_PERIOD_S
 
     def next_deadline(self) -> float:
         """When tcp_carry's copies are read next (or the rings of services gone fail-safe once more)."""
@@ -416,9 +429,12 @@ class BpfDatapath(PortSender):
 
     def drain_copies(self) -> None:
         """Keep the kernel's copies of critical requests (`mirror_key`) and mark replies' requests answered, in order."""
-        self._copy_due = time.monotonic() + COPY_PERIOD_S
+        self._copy_due = float("inf")
         if self.copy is not None:
             self._drain(self.copy, 1 << 16)
+            if not self._copy_armed and self._copy_ep is not None:
+                self._copy_ep.modify(self.copy.fileno(), select.EPOLLIN | select.EPOLLONESHOT)  # reports a copy already there
+                self._copy_armed = True
         carry = self.nic.pipeline.carry
         if carry is not None and len(carry.bulk) != len(self._nocopy):
             self._sync_nocopy()  # a bulk transfer's copies stop now, not at the next punted frame
@@ -490,6 +506,9 @@ class BpfDatapath(PortSender):
             if sock is not None:
                 proc.run(["ip", "link", "del", a], check=False)
         self.punt, self.copy, self.sock = None, None, {}
+        if self._copy_ep is not None:
+            self._copy_ep.close()
+            self._copy_ep = None
         if isinstance(self.nic.handler.store, KernelPending):
             self.nic.handler.store = None  # its maps go with the object
         if self.obj is not None:

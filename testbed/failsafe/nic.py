@@ -411,6 +411,8 @@ class NicLoop:
             now = time.monotonic()
             if now >= self._deadline:
                 self.timed(now)
+            elif self.dp.next_deadline() < self._deadline:  # the data path took on work (e.g. a batch of copies)
+                self._arm(self._nic_deadline)
 
     def close(self) -> None:
         """Release the data path, timer and the control socket."""
