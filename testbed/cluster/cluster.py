@@ -130,6 +130,22 @@ class Cluster:
                 return
         raise TestbedError(f"the controller is not reachable from {door} after {timeout:g} s")
 
+    def wait_connected(self, switch_of: dict[str, str], timeout: float) -> None:
+        """Until every bridge of a site on another server is connected to the controller (asked there)."""
+        from testbed.controller import connection_status
+
+        deadline = time.monotonic() + timeout
+        for site, bridge in switch_of.items():
+            door = self.remote(site)
+            while door is not None:
+                b = door.run(["ovs-vsctl", "--format=json", "--columns=name,controller", "list", "Bridge"])
+                c = door.run(["ovs-vsctl", "--format=json", "--columns=_uuid,is_connected", "list", "Controller"])
+                if connection_status(b.stdout, c.stdout).get(bridge, False):
+                    break
+                if time.monotonic() >= deadline:
+                    raise TestbedError(f"bridge {bridge} on {door} not connected to the controller after {timeout:g}s")
+                time.sleep(0.1)
+
     def switch_params(self, site: str, base: Any) -> dict[str, Any]:
         """addSwitch's extra parameters for `site`'s switch ({} on this machine); `base`: the net's switch partial."""
         door = self.remote(site)
