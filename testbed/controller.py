@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from testbed import control, daemon, proc
 from testbed.errors import TestbedError
@@ -40,10 +40,6 @@ HOST = "127.0.0.1"
 EXIT_PORT_IN_USE = 3
 #: The environment variable naming the app's config file (JSON: the topology's `controller.config`).
 CONFIG_ENV = "TESTBED_CONTROLLER_CONFIG"
-#: The app loaded beside every controller app: the connected datapaths, for readiness (testbed/connections.py).
-CONNECTIONS_APP = "testbed.connections"
-#: How often `Controller.wait_connected` asks the controller.
-CONNECTED_POLL_S = 0.01
 #: Longest unix socket path (sun_path is 108 bytes with its NUL).
 SOCKET_PATH_MAX = 107
 
@@ -280,22 +276,11 @@ class Controller:
         """The control commands the running app offers (always at least `ping`)."""
         return list(self.call("ping").get("commands", ["ping"]))
 
-    def wait_connected(self, bridges: list[str], timeout: float, dpids: Mapping[str, int] | None = None) -> None:
-        """Wait until `bridges` are connected: as the controller saw it when their `dpids` are given, else as OVSDB says."""
+    def wait_connected(self, bridges: list[str], timeout: float) -> None:
+        """Wait until `bridges` are connected (see module-level `wait_connected`)."""
         if not self.alive():
             raise TestbedError(f"controller is not running; see {self.log_path}")
-        if dpids is None or "connected" not in self.commands():
-            wait_connected(bridges, timeout)
-            return
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = set(self.call("connected")["dpids"])
-            missing = [b for b in bridges if dpids[b] not in seen]
-            if not missing:
-                return
-            if time.monotonic() >= deadline:
-                raise TestbedError(f"bridges not connected to their controller after {timeout:g}s: {', '.join(missing)}")
-            time.sleep(CONNECTED_POLL_S)
+        wait_connected(bridges, timeout)
 
     def stop(self) -> None:
         """SIGTERM our own process, SIGKILL it after `stop_timeout`; nothing else is signalled."""
@@ -349,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     from os_ken.lib import hub
 
     manager = AppManager.get_instance()
-    manager.load_apps([module, CONNECTIONS_APP])
+    manager.load_apps([module])
     cfg.CONF(args=["--ofp-tcp-listen-port", str(args.port), "--ofp-listen-host", args.host],
              project="os_ken")
     contexts = manager.create_contexts()

@@ -163,7 +163,7 @@ class Testbed:
         self._prepare_interfaces()  # while the switches connect to the controller
         boxes = self._release_services()  # their interfaces are configured: they start while the switches connect
         here = [b for site, b in self.switch_of.items() if not (self.cluster and self.cluster.remote(site))]
-        self.controller.wait_connected(here, timeout=30, dpids={b: int(self.net[b].dpid, 16) for b in here})
+        self.controller.wait_connected(here, timeout=30)
         if self.cluster is not None:
             self.cluster.wait_connected(self.switch_of, timeout=30)
         if "topology" in self.controller.commands():  # a steering app: tell it where hosts attach
