@@ -67,9 +67,6 @@ class Fault(ABC):
     def can_undo(self) -> bool:
         return True
 
-    def prepare(self, tb: Any) -> None:
-        """Get ready before the traffic starts, so that `apply` acts at once (most faults need nothing)."""
-
     @abstractmethod
     def apply(self, tb: Any, now: float) -> str:
         """Inject the fault; returns what was done."""
@@ -85,11 +82,6 @@ class HostKill(Fault):
     def __init__(self, spec: FaultSpec, restart: Callable[[str], None]) -> None:
         super().__init__(spec)
         self.restart = restart
-
-    def prepare(self, tb: Any) -> None:
-        node = tb.node(self.spec.host)
-        if hasattr(node, "hold_namespace"):  # a Docker host: its namespace holder made now, not at the crash
-            node.hold_namespace()
 
     def apply(self, tb: Any, now: float) -> str:
         tb.node(self.spec.host).crash()

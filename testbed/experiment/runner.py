@@ -151,6 +151,9 @@ def run_once(ctx: RunContext, run_dir: Path, testbed_factory: Callable[..., Any]
                          seed=spec.seed * 1000 + ctx.rep)  # same in every variant; repetitions (< 1000) differ
     info: dict[str, Any] = {"variant": variant.name, "repetition": ctx.rep, "run_dir": str(run_dir)}
     with tb:
+        for fault in spec.faults:  # a kill's host gets its namespace holder now, before the NICs learn (prelaunch.py)
+            if fault.kind == "host_down" and fault.mode == "kill" and hasattr(tb.node(fault.host), "hold_namespace"):
+                tb.node(fault.host).hold_namespace()
         info.update(rid=tb.rid, backends=tb.backends(), selfcheck=tb.selfcheck())
         for svc in spec.services:
             start_service(tb, svc)
@@ -192,8 +195,6 @@ def drive_traffic(ctx: RunContext, tb: Any, run_dir: Path) -> dict[str, float]:
     from testbed.experiment.mobility_actions import effective_schedule
     entries = (*spec.faults, *effective_schedule(spec, variant))  # faults, then moves and switches
     faults: list[Fault] = [make_fault(f, lambda host: _restart(tb, spec, host), spec.services) for f in entries]
-    for fault in faults:
-        fault.prepare(tb)
     schedule = FaultSchedule(entries, spec.probes[0].name if spec.probes else None,
                              [f.can_undo and f.spec.has_undo for f in faults])
     sel = selectors.DefaultSelector()
