@@ -4,8 +4,8 @@ Each Docker host starts as one container, the *service* container from the host'
 network of Docker's (`network_mode=none`): the testbed attaches the host's links to its namespace.
 A small *holder* (`<name>-ns`, testbed/base running `sleep`) joins that namespace
 (`network_mode=container:<service>`) the first time the host must outlive its service container:
-before a crash (testbed/experiment/faults.py makes it ahead of a scheduled one) or beside a further
-service container. From then on the holder owns the namespace, so the service container can be
+before a crash (the experiment runner makes it right after start-up for a scheduled `kill`) or
+beside a further service container. From then on the holder owns the namespace, so the service container can be
 killed, restarted or replaced while the host keeps its interfaces, addresses, shaping and NIC.
 Making holders only when needed halves the containers a large topology starts and removes.
 
