@@ -33,7 +33,7 @@ references, interface names too long for the kernel, and WAN loops. The YAML for
               threshold: 1.5       # RTT_last / RTT_avg ratio that means failure (> 1)
               hysteresis: 3        # good heartbeats in a row before fail-safe ends (>= 1)
               learn: 10            # heartbeats averaged into RTT_avg before detection starts (>= 1)
-              min_rtt: 5ms         # floor under RTT_avg (software timing noise is not a fault)
+              min_rtt: 20ms        # floor under RTT_avg (software timing noise is not a fault)
               platform: {message: icmp, interval: 100ms, threshold: 2.0}   # host-platform heartbeat
               services:
                 - name: echo-udp

@@ -59,7 +59,7 @@ class NicSpec:
     threshold: float = 1.5
     hysteresis: int = 3  # consecutive good heartbeats before fail-safe is turned off
     learn: int = 10  # heartbeats that make up RTT_avg before detection starts
-    min_rtt_ms: float = 5.0  # floor under RTT_avg: a software NIC on a shared CPU sees ms-scale noise
+    min_rtt_ms: float = 20.0  # floor under RTT_avg: a software NIC on a shared 2-core CPU sees 5-40 ms stalls under load
     platform: HeartbeatSpec = field(default_factory=HeartbeatSpec)
     services: tuple[CriticalService, ...] = ()
     passive: bool = True  # passive failure evidence (RST / ICMP unreachable) turns fail-safe on at once
