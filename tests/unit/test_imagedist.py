@@ -17,6 +17,9 @@ def test_a_start_up_container_is_labelled_and_has_no_network() -> None:
     assert argv[argv.index("--network") + 1] == "none"
 
 
-def test_expected_transfer_is_bytes_over_rate_plus_handshakes() -> None:
-    assert expected_transfer_s(25_000_000, 100, 0.0) == pytest.approx(2.0)
-    assert expected_transfer_s(25_000_000, 25, 0.05) == pytest.approx(8.0 + 0.15)
+def test_expected_transfer_is_frames_over_rate_plus_handshakes() -> None:
+    # 25,000,000 payload bytes: 17,266 segments of at most 1,448 bytes, each 66 bytes of headers on the wire
+    frames = 25_000_000 + 17_266 * 66
+    assert expected_transfer_s(25_000_000, 100, 0.0) == pytest.approx(frames * 8 / 100e6)
+    assert expected_transfer_s(25_000_000, 25, 0.05) == pytest.approx(frames * 8 / 25e6 + 0.15)
+    assert expected_transfer_s(1_448, 1, 0.0) == pytest.approx((1_448 + 66) * 8 / 1e6)  # one full segment
