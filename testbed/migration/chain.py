@@ -99,7 +99,9 @@ class CgroupPoller:
             if not pid:
                 raise OSError("container not running")
             usage, used, limit = self.read(pid)
-        except Exception:  # noqa: BLE001 - any failure to read is "no answer"
+        except Exception as exc:  # noqa: BLE001 - any failure to read is "no answer"
+            if host in self.last:
+                log.info("node %s does not answer: %s: %s", host, type(exc).__name__, exc)
             self.last.pop(host, None)
             return None
         cores = self.tb.topo.host(host).cpu or os.cpu_count() or 1
