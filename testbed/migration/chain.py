@@ -91,19 +91,23 @@ class CgroupPoller:
                 0 if limit == "max" else int(limit))
 
     def poll(self, host: str, now: float) -> NodeState | None:
-        """The node's state, or None when it does not answer (its container and cgroup are gone)."""
+        """The node's state, or None when it does not answer twice in a row (its container and cgroup are gone)."""
         node = self.tb.node(host)
-        try:
-            node.container.reload()
-            pid = int(node.container.attrs["State"]["Pid"])
-            if not pid:
-                raise OSError("container not running")
-            usage, used, limit = self.read(pid)
-        except Exception as exc:  # noqa: BLE001 - any failure to read is "no answer"
-            if host in self.last:
-                log.info("node %s does not answer: %s: %s", host, type(exc).__name__, exc)
-            self.last.pop(host, None)
-            return None
+        for attempt in (1, 2):  # a failed node fails both; one slow or broken engine answer is not a failure
+            try:
+                node.container.reload()
+                pid = int(node.container.attrs["State"]["Pid"])
+                if not pid:
+                    raise OSError("container not running")
+                usage, used, limit = self.read(pid)
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure to read is "no answer"
+                if attempt == 1:
+                    continue
+                if host in self.last:
+                    log.info("node %s does not answer: %s: %s", host, type(exc).__name__, exc)
+                self.last.pop(host, None)
+                return None
         cores = self.tb.topo.host(host).cpu or os.cpu_count() or 1
         prev, self.last[host] = self.last.get(host), (now, usage)
         cpu = 0.0 if prev is None or now <= prev[0] else (usage - prev[1]) / 1e9 / (now - prev[0]) / cores
