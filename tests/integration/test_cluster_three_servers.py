@@ -76,7 +76,7 @@ def test_wan_between_two_other_servers_shaped_on_the_first_and_nothing_left(nsse
         rows = {tuple(r["path"]): r for r in tb.selfcheck(count=10) if r["wan_links"]}
         row = rows[("b", "c")]
         assert row["configured_rtt_ms"] == 2 * DELAY_MS and row["measured"] is not None, row
-        assert 2 * DELAY_MS - 0.5 <= row["measured"]["avg"] <= 2 * DELAY_MS + 3.0, row  # the tunnel's own on top
+        assert row["measured"]["avg"] >= 2 * DELAY_MS - 0.5 and row["measured"]["min"] <= 2 * DELAY_MS + 3.0, row  # load only adds delay: the fastest bounds it
         link = tb.wan_link_id("b", "c")
         emu = tb.cluster.remote_emulators["far1"]
         assert "far2" not in tb.cluster.remote_emulators
