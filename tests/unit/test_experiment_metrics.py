@@ -217,6 +217,8 @@ def test_save_nic_counters_appends_one_line_per_nic(tmp_path, monkeypatch):
     def fake_call(path, cmd, **args):
         if "mec2" in str(path):
             raise TestbedError("no daemon listening")
+        if cmd == "counters":
+            return {"datapath": "bpf", "punted": 7, "failover": {}}
         assert cmd == "failover"
         return {"per_backup": {"10.0.0.12": 3}, "relayed": 1}
 
@@ -232,6 +234,7 @@ def test_save_nic_counters_appends_one_line_per_nic(tmp_path, monkeypatch):
     rows = read_nic_counters(tmp_path / "nic_counters.jsonl")
     assert [(r["repetition"], r["node"]) for r in rows] == [(0, "mec1"), (0, "mec2"), (1, "mec1"), (1, "mec2")]
     assert rows[0]["counters"] == {"per_backup": {"10.0.0.12": 3}, "relayed": 1} and "error" in rows[1]
+    assert (rows[0]["datapath"], rows[0]["punted"]) == ("bpf", 7) and "punted" not in rows[1]
     assert json.loads((tmp_path / "nic_counters.jsonl").read_text().splitlines()[0])["variant"] == "with"
 
 
