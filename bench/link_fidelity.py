@@ -33,13 +33,14 @@ from testbed import proc
 from testbed.testing import entered_netns  # noqa: E402
 from testbed.ledger import Ledger, new_run_id  # noqa: E402
 from testbed.links.base import LinkBackend, LinkEnds  # noqa: E402
+from testbed.linkemu.schedule import TCP_FRAME, TCP_MSS  # noqa: E402
 from testbed.topology.model import Shape, TopologySpec  # noqa: E402
 
 DELAYS_MS = (1, 5, 20, 50, 100, 200)
 RATES_MBIT = (1, 10, 100, 500)
 JITTER_FRACTION = 0.1  # jitter runs: jitter = 10 % of the delay, uniform
 #: TCP goodput over Ethernet frames with MTU 1500 and TCP timestamps: 1448 payload bytes per 1514-byte frame.
-GOODPUT_FRACTION = 1448 / 1514
+GOODPUT_FRACTION = TCP_MSS / TCP_FRAME
 IP1, IP2 = "10.78.0.1", "10.78.0.2"
 DELAY_TARGET = (0.3, 0.01)  # |RTT - 2 d| <= 0.3 ms + 1 % of 2 d
 #: One-way delays (ms) of the three WAN links of the line p1-p2-p3-p4, one path measurement each.

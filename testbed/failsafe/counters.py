@@ -1,7 +1,8 @@
 """Per-NIC failover counters saved into an experiment's run directory at the end of each variant.
 
-`save_nic_counters(tb, out, variant, rep)` asks every running NIC of testbed `tb` for its `failover`
-counters (control API) and appends one JSON line per NIC to `out/nic_counters.jsonl`:
+`save_nic_counters(tb, out, variant, rep)` asks every running NIC of testbed `tb` for its counters
+(control API `counters`: the `failover` ones, the data path and its punted frames) and appends one
+JSON line per NIC to `out/nic_counters.jsonl`:
 `{"variant": "with-nic", "repetition": 0, "node": "mec1", "counters": {"per_backup": {"10.0.0.12": 41},
 "relayed": 0, "dropped": 0, "no_backup": 0, "passive": 1, ...}, "datapath": "bpf", "punted": 12}` (the
 frames the BPF program left to the Python pipeline; 0 on the Python data path; a NIC that cannot be
@@ -33,9 +34,8 @@ def save_nic_counters(tb: Any, out: Path, variant: str, rep: int) -> list[dict]:
     for node in sorted(getattr(tb, "nics", {}) or {}):
         row: dict[str, Any] = {"variant": variant, "repetition": rep, "node": node}
         try:
-            row["counters"] = call(tb.nic_socket(node), "failover")
-            full = call(tb.nic_socket(node), "counters")  # which data path ran, and what it left to the pipeline
-            row["datapath"], row["punted"] = full.get("datapath"), full.get("punted", 0)
+            full = call(tb.nic_socket(node), "counters")  # the failover counters, the data path and its punts
+            row["counters"], row["datapath"], row["punted"] = full["failover"], full.get("datapath"), full.get("punted", 0)
         except (TestbedError, OSError) as exc:
             log.warning("%s NIC: cannot read its failover counters: %s", node, exc)
             row["error"] = str(exc)

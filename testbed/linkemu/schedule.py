@@ -27,6 +27,8 @@ from typing import Any, Mapping
 
 #: Frames a direction holds at most when no queue limit is configured (netem's default limit).
 DEFAULT_LIMIT = 1000
+#: A full TCP segment's payload and its frame as the rate counts it (MTU 1500, TCP timestamps, Ethernet header).
+TCP_MSS, TCP_FRAME = 1448, 1514
 JITTER_DISTS = ("uniform", "normal")
 _DROP = -1.0
 

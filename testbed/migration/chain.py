@@ -102,12 +102,11 @@ class CgroupPoller:
                 usage, used, limit = self.read(pid)
                 break
             except Exception as exc:  # noqa: BLE001 - any failure to read is "no answer"
-                if attempt == 1:
-                    continue
-                if host in self.last:
-                    log.info("node %s does not answer: %s: %s", host, type(exc).__name__, exc)
-                self.last.pop(host, None)
-                return None
+                if attempt == 2:
+                    if host in self.last:
+                        log.info("node %s does not answer: %s: %s", host, type(exc).__name__, exc)
+                    self.last.pop(host, None)
+                    return None
         cores = self.tb.topo.host(host).cpu or os.cpu_count() or 1
         prev, self.last[host] = self.last.get(host), (now, usage)
         cpu = 0.0 if prev is None or now <= prev[0] else (usage - prev[1]) / 1e9 / (now - prev[0]) / cores

@@ -165,12 +165,9 @@ def send_dir(tb: Any, src: str, dst: str, outbox: Path, inbox: Path) -> int:
     return transfer.copy_dir(tb, src, dst, outbox, inbox, PORT, "image", timeout=900)
 
 
-#: TCP payload per full segment at MTU 1500 (IP 20 + TCP 32 with timestamps), and what each frame adds on
-#: the link: those headers and Ethernet's 14, which the link emulator counts against the rate (4.6 %)
-TCP_MSS, FRAME_OVERHEAD = 1448, 66
-
-
 def expected_transfer_s(nbytes: int, rate_mbit: float, rtt_s: float, handshakes: int = 3) -> float:
     """What sending `nbytes` over TCP should take on a link of `rate_mbit` and round trip `rtt_s`: frames / rate + handshakes."""
-    wire = nbytes + -(-nbytes // TCP_MSS) * FRAME_OVERHEAD
+    from testbed.linkemu.schedule import TCP_FRAME, TCP_MSS
+
+    wire = nbytes + -(-nbytes // TCP_MSS) * (TCP_FRAME - TCP_MSS)  # each segment's headers count against the rate
     return wire * 8 / (rate_mbit * 1e6) + handshakes * rtt_s

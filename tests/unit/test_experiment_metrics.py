@@ -217,10 +217,8 @@ def test_save_nic_counters_appends_one_line_per_nic(tmp_path, monkeypatch):
     def fake_call(path, cmd, **args):
         if "mec2" in str(path):
             raise TestbedError("no daemon listening")
-        if cmd == "counters":
-            return {"datapath": "bpf", "punted": 7, "failover": {}}
-        assert cmd == "failover"
-        return {"per_backup": {"10.0.0.12": 3}, "relayed": 1}
+        assert cmd == "counters"
+        return {"datapath": "bpf", "punted": 7, "failover": {"per_backup": {"10.0.0.12": 3}, "relayed": 1}}
 
     class Tb:
         nics = {"mec1": object(), "mec2": object()}
