@@ -4,7 +4,8 @@ Run as root: `.venv/bin/python bench/nic_bench.py [--seconds 3]`. Prints a table
 bench/results/nic_bench-<time>.json. Measures TCP throughput (iperf3) and 64-byte UDP packet rate (each the
 median of --runs runs) through the NIC (each data path: python, bpf) in normal and fail-safe mode, carry_tcp on (the
 default) and, for BPF, off, each as a ratio to a Linux bridge in the NIC's namespace (fail-safe
-rows also against the bridge lab's client -> backup path); added UDP ping-pong latency (median,
+rows also against the bridge lab's client -> backup path, and against the kernel relaying with DNAT/SNAT
+on the fail-safe path itself, `relay_nat`; `relay` forwards there without NAT); added UDP ping-pong latency (median,
 p99) to the critical echo port (its requests kept in the replay store) and to a plain one;
 failover time (fault -> first reply from the backup) for heartbeat intervals of 10, 100 and 500 ms;
 requests lost across a host-down failover at 100 requests/s.
@@ -293,10 +294,20 @@ def main() -> int:
     results: dict = {"rid": rid, "seconds": args.seconds, "started": time.time(), "loadavg_start": os.getloadavg()}
     # 1. the baselines: a Linux bridge where the NIC would be; and the bridge lab's client -> backup path
     #    (where fail-safe traffic ends up, without the detour through the NIC's namespace: a shorter path)
+    #    then the same lab's NIC namespace as the kernel's relay on the fail-safe path itself: forwarding
+    #    to the backup (`relay`), and DNAT/SNAT of the main host's address to it as fail-safe mode does
+    #    (`relay_nat`), each frame crossing the bridge twice as the NIC's fail-safe frames do
     lab, _ = with_lab(tmp, rid, nic=False)
     try:
         results["bridge"] = measure_path(lab, args.seconds)
         results["bridge_backup"] = measure_path(lab, args.seconds, dst=BACKUP_IP)
+        if shutil.which("iptables"):
+            for cmd in lab.relay_plan():
+                proc.run(cmd, timeout=15)
+            results["relay"] = measure_path(lab, args.seconds, dst=BACKUP_IP)
+            results["relay_nat"] = measure_path(lab, args.seconds)
+        else:
+            print("no iptables: the relay baselines are not measured", file=sys.stderr)
     finally:
         lab.destroy()
     # 2. the NIC on each data path, normal mode then forced fail-safe; then failover times
@@ -344,9 +355,12 @@ def main() -> int:
         lab.destroy()
         shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
     results["iperf_retries"] = RETRIES
-    b, bb = results["bridge"], results["bridge_backup"]
-    bb["tcp_ratio"] = bb["tcp_mbit"] / b["tcp_mbit"]
-    bb["udp64_ratio"] = bb["udp64_pps"] / b["udp64_pps"]
+    b, bb, nat = results["bridge"], results["bridge_backup"], results.get("relay_nat")
+    baselines = [k for k in ("bridge", "bridge_backup", "relay", "relay_nat") if k in results]
+    for name in baselines[1:]:
+        results[name]["tcp_ratio"] = results[name]["tcp_mbit"] / b["tcp_mbit"]
+        results[name]["udp64_ratio"] = results[name]["udp64_pps"] / b["udp64_pps"]
+        results[name]["added_median_us"] = results[name]["rtt_median_us"] - b["rtt_median_us"]
     paths = [k for k in results if k.startswith("nic_") and isinstance(results[k], dict) and "tcp_mbit" in results[k]]
     for mode in paths:
         m = results[mode]
@@ -358,23 +372,27 @@ def main() -> int:
         if "failsafe" in mode:  # against the direct client -> backup path too
             m["tcp_ratio_backup"] = m["tcp_mbit"] / bb["tcp_mbit"]
             m["udp64_ratio_backup"] = m["udp64_pps"] / bb["udp64_pps"]
+            if nat is not None:  # and against the kernel's DNAT/SNAT relay on the same path
+                m["tcp_ratio_relay"] = m["tcp_mbit"] / nat["tcp_mbit"]
+                m["udp64_ratio_relay"] = m["udp64_pps"] / nat["udp64_pps"]
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"nic_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"{'path':<24}{'TCP Mbit/s':>11}{'ratio':>7}{'/bkp':>6}{'UDP64 pps':>10}{'ratio':>7}{'/bkp':>6}"
-          f"{'RTT med':>8}{'p99':>6}{'+med':>6}{'+p99':>6}{'plain':>6}{'+pln':>6}{'punted':>8}{'load':>6}")
-    for name in ["bridge", "bridge_backup", *paths]:
+    print(f"{'path':<24}{'TCP Mbit/s':>11}{'ratio':>7}{'/bkp':>6}{'/nat':>6}{'UDP64 pps':>10}{'ratio':>7}{'/bkp':>6}"
+          f"{'/nat':>6}{'RTT med':>8}{'p99':>6}{'+med':>6}{'+p99':>6}{'plain':>6}{'+pln':>6}{'punted':>8}{'load':>6}")
+    for name in [*baselines, *paths]:
         m = results[name]
-        tb = f"{m['tcp_ratio_backup']:.2f}" if "tcp_ratio_backup" in m else "-"
-        ub = f"{m['udp64_ratio_backup']:.2f}" if "udp64_ratio_backup" in m else "-"
-        print(f"{name:<24}{m['tcp_mbit']:>11.0f}{m.get('tcp_ratio', 1):>7.2f}{tb:>6}{m['udp64_pps']:>10.0f}"
-              f"{m.get('udp64_ratio', 1):>7.2f}{ub:>6}{m['rtt_median_us']:>8.0f}{m['rtt_p99_us']:>6.0f}"
+        tb, ub, tn, un = (f"{m[k]:.2f}" if k in m else "-" for k in
+                          ("tcp_ratio_backup", "udp64_ratio_backup", "tcp_ratio_relay", "udp64_ratio_relay"))
+        print(f"{name:<24}{m['tcp_mbit']:>11.0f}{m.get('tcp_ratio', 1):>7.2f}{tb:>6}{tn:>6}{m['udp64_pps']:>10.0f}"
+              f"{m.get('udp64_ratio', 1):>7.2f}{ub:>6}{un:>6}{m['rtt_median_us']:>8.0f}{m['rtt_p99_us']:>6.0f}"
               f"{m.get('added_median_us', 0):>6.0f}{m.get('added_p99_us', 0):>6.0f}{m['rtt_plain_median_us']:>6.0f}"
               f"{m.get('added_plain_median_us', 0):>6.0f}{m.get('punted', 0):>8}{m['loadavg_1m']:>6.2f}")
-    print("RTTs in us; /bkp: ratio to bridge_backup (fail-safe rows); plain: RTT to the non-critical echo port")
+    print("RTTs in us; /bkp, /nat: ratio to bridge_backup, to relay_nat (fail-safe rows); plain: RTT to the"
+          " non-critical echo port")
     print(f"TCP Mbit/s and UDP64 pps: medians of {RUNS} runs per row; each TCP run, each UDP run received (sent):")
-    for name in ["bridge", "bridge_backup", *paths]:
+    for name in [*baselines, *paths]:
         m = results[name]
         print(f"  {name:<25}" + " ".join(f"{t:>5}" for t in m["tcp_runs"]) + "   "
               + "  ".join(f"{r} ({s})" for r, s in zip(m["udp64_runs"], m["udp64_sent_pps"])))

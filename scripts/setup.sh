@@ -9,7 +9,7 @@ VENV="$ROOT/.venv"
 STATE=/var/lib/testbed
 PACKAGES=(mininet openvswitch-switch iperf3 ethtool tcpdump debootstrap iproute2 iputils-ping
           python3 python3-venv python3-pip procps criu tshark vagrant ca-certificates
-          clang libbpf-dev bpftool docker-registry openssh-server)
+          clang libbpf-dev bpftool docker-registry openssh-server iptables)
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }

@@ -4,7 +4,8 @@
                                     \\--- backup host ns (b)
 
 With `nic=False` the NIC ns holds a plain Linux bridge between nic-n and nic-h instead (the baseline
-of the same path). Every namespace and process is recorded in the ledger before it exists; names
+of the same path); `relay_plan` then also makes that namespace a Linux relay on the fail-safe path
+(client -> bridge -> NIC ns -> bridge again -> backup): forwarded, or DNAT/SNAT as the NIC rewrites. Every namespace and process is recorded in the ledger before it exists; names
 start with the ledger's prefix. `python -m testbed.failsafe.labnet echo NAME ...` is the echo server:
 UDP and TCP, it answers each request with b"NAME:" + request, after the delay (seconds) written in
 an optional delay file. `... http NAME --port P` is an HTTP/1.1 keep-alive server: every GET
@@ -94,6 +95,24 @@ class Lab:
         cmds += [["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]
                  for n in ns.values()]
         return cmds
+
+    def relay_plan(self) -> list[list[str]]:
+        """Commands that make a bridge lab's NIC ns the kernel's relay on the fail-safe path, as data.
+
+        The client reaches the backup through the NIC ns by routing, and the main host's address there
+        by DNAT to the backup with SNAT to the NIC's address (what fail-safe mode does to a request).
+        """
+        assert not self.nic, "a relay needs the bridge lab"
+        ns, via = self.ns, ["via", NIC_IP]
+        ipt = ["ip", "netns", "exec", ns["n"], "iptables", "-w", "-t", "nat", "-A"]
+        return [["ip", "-n", ns["n"], "addr", "add", f"{NIC_IP}/24", "dev", "br0"],
+                ["ip", "netns", "exec", ns["n"], "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                 "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.br0.send_redirects=0"],
+                ["ip", "-n", ns["c"], "route", "add", f"{BACKUP_IP}/32", *via],
+                ["ip", "-n", ns["c"], "route", "add", f"{MAIN_IP}/32", *via],
+                ["ip", "-n", ns["b"], "route", "add", f"{CLIENT_IP}/32", *via],
+                ipt + ["PREROUTING", "-d", MAIN_IP, "-j", "DNAT", "--to-destination", BACKUP_IP],
+                ipt + ["POSTROUTING", "-m", "conntrack", "--ctstate", "DNAT", "-j", "SNAT", "--to-source", NIC_IP]]
 
     def build(self) -> None:
         """Create the namespaces and links."""
