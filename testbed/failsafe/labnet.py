@@ -108,6 +108,9 @@ class Lab:
         return [["ip", "-n", ns["n"], "addr", "add", f"{NIC_IP}/24", "dev", "br0"],
                 ["ip", "netns", "exec", ns["n"], "sysctl", "-qw", "net.ipv4.ip_forward=1",
                  "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.br0.send_redirects=0"],
+                # routed, not bridged, through netfilter (Docker loads br_netfilter, whose bridge-level
+                # DNAT drops the hairpinned frames); -e: the key is absent without br_netfilter
+                ["ip", "netns", "exec", ns["n"], "sysctl", "-qw", "-e", "net.bridge.bridge-nf-call-iptables=0"],
                 ["ip", "-n", ns["c"], "route", "add", f"{BACKUP_IP}/32", *via],
                 ["ip", "-n", ns["c"], "route", "add", f"{MAIN_IP}/32", *via],
                 ["ip", "-n", ns["b"], "route", "add", f"{CLIENT_IP}/32", *via],
