@@ -4,13 +4,9 @@ Plain Python in the FAUCET manner: no os-ken app machinery, every message is bui
 `datapath=None` and the caller (the thin app in `l2_switch.py`) attaches the datapath and sends
 it. Time comes in as `now`, so MAC ageing is tested with a fake clock.
 
-Flows match `in_port`, `eth_src` and `eth_dst`, as Ryu's simple_switch_13 does, and carry an idle
-timeout; the MAC table lives in the controller, learnt from packet-ins. Matching the source too
-means every new sender's first frame to a destination reaches the controller, so a MAC that only
-ever sends to destinations already known (a fail-safe NIC relaying with its own MAC) is learnt and
-frames to it get a flow instead of each being flooded through the controller. A port that goes
-down forgets its MACs and deletes the flows into and out of it, so traffic re-learns a failover
-path at once.
+Flows match only `eth_dst` (one flow per known destination per switch) and carry an idle timeout;
+the MAC table lives in the controller, learnt from packet-ins. A port that goes down forgets its
+MACs and deletes the flows that output to it, so traffic re-learns a failover path at once.
 """
 
 from __future__ import annotations
@@ -121,7 +117,7 @@ class LearningSwitch:
         actions = [parser.OFPActionOutput(entry.port)]
         msgs.append(add_flow(
             PRIO_LEARNT,
-            parser.OFPMatch(in_port=in_port, eth_src=eth_src, eth_dst=eth_dst),
+            parser.OFPMatch(eth_dst=eth_dst),
             actions,
             idle_timeout=self.config.idle_timeout,
             cookie=COOKIE_LEARNT,
@@ -130,16 +126,16 @@ class LearningSwitch:
         return msgs
 
     def _learn(self, sw: SwitchState, mac: str, port: int, now: float) -> list[parser.MsgBase]:
-        """Record `mac` on `port`; if it moved from another port, delete the stale flows to and from it."""
+        """Record `mac` on `port`; if it moved from another port, delete the stale flow towards it."""
         old = sw.macs.get(mac)
         sw.macs[mac] = MacEntry(port, now)
         if old is None or old.port == port:
             return []
         log.info("dpid %s: %s moved from port %s to %s", sw.dpid, mac, old.port, port)
-        return [delete_flows(match=parser.OFPMatch(eth_dst=mac)), delete_flows(match=parser.OFPMatch(eth_src=mac))]
+        return [delete_flows(match=parser.OFPMatch(eth_dst=mac))]
 
     def port_status(self, dpid: int, port_no: int, up: bool) -> list[parser.MsgBase]:
-        """A port changed: when it went down, forget its MACs and delete the learnt flows into and out of it."""
+        """A port changed: when it went down, forget its MACs and delete flows that output to it."""
         if up:
             return []
         sw = self.state(dpid)
@@ -147,8 +143,7 @@ class LearningSwitch:
         for mac in gone:
             del sw.macs[mac]
         log.info("dpid %s: port %s down, forgot %d MACs", dpid, port_no, len(gone))
-        return [delete_flows(out_port=port_no, cookie=COOKIE_LEARNT),
-                delete_flows(match=parser.OFPMatch(in_port=port_no), cookie=COOKIE_LEARNT)]
+        return [delete_flows(out_port=port_no, cookie=COOKIE_LEARNT)]
 
     def flush(self, dpid: int) -> list[parser.MsgBase]:
         """Forget every MAC of `dpid` and delete its learnt flows (after a topology change elsewhere)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
-import time
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,20 +25,17 @@ class Cleanup:
 
 
 def _kill(pid: int, start: int | None, out: Cleanup) -> None:
-    """Stop process `pid` if it is still the one recorded (same start time)."""
+    """Stop process `pid` if it is still the one recorded (same start time): SIGTERM, SIGKILL after 2 s,
+    then wait until it is gone (the same script `testbed.cluster.cleanup` runs on other servers)."""
+    from testbed.cluster.cleanup import KILL
+
     if start is None or ledger.proc_start_time(pid) != start:
         return
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(40):
-            if ledger.proc_start_time(pid) != start:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
+    res = proc.run([sys.executable, "-c", KILL, str(pid), str(start)], timeout=20, check=False)
+    if "killed" in res.stdout:
         out.removed.append(f"process {pid}")
-    except ProcessLookupError:
-        pass
+    elif "survived" in res.stdout:
+        out.failed.append(f"process {pid}: survived SIGKILL")
 
 
 def _docker():

@@ -34,12 +34,13 @@ def prefix(rid: str) -> str:
 
 
 def proc_start_time(pid: int) -> int | None:
-    """The kernel's start time of process `pid` (to tell it from a later process with the same PID)."""
+    """The kernel's start time of process `pid` (to tell it from a later process with the same PID);
+    None when there is none, or it has exited and waits to be reaped (a zombie runs nothing)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 @dataclass(frozen=True)

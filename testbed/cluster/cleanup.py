@@ -21,19 +21,25 @@ KILL = r"""
 import os, signal, sys, time
 def start(pid):
     try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     except OSError:
         return None
+    return None if f[0] in ("Z", "X") else f[19]  # as testbed.ledger.proc_start_time: a zombie is gone
+def gone(pid, want, tries):
+    for _ in range(tries):
+        if start(pid) != want:
+            return True
+        time.sleep(0.05)
+    return False
 pid, want = int(sys.argv[1]), sys.argv[2]
 if start(pid) == want:
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(40):
-        if start(pid) != want:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    print("killed")
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if not gone(pid, want, 40):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    print("killed" if gone(pid, want, 100) else "survived SIGKILL")
 """
 
 
@@ -72,6 +78,8 @@ def clean_server(rid: str, server: Server, resources: list[Resource], removed: l
             res = server.run(["python3", "-c", KILL, r.name, str(r.extra["start"])], check=False)
             if "killed" in res.stdout:
                 removed.append(f"process {r.name} {where}")
+            elif "survived" in res.stdout:
+                failed.append(f"process {r.name} {where}: survived SIGKILL")
     ids = server.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}={rid}"], check=False)
     for cid in ids.stdout.split() if ids.ok else []:
         done = server.run(["docker", "rm", "-f", cid], check=False, timeout=60)

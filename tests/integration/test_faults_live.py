@@ -8,6 +8,7 @@ The effect of each fault is seen with real traffic: the prober in `gen`, ping, a
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 import time
 from collections import Counter
@@ -90,16 +91,27 @@ def min_rtt(rows: list[Reply]) -> float:
     return min(rtts)
 
 
-def ping_rtt(tb: Testbed, host: str, count: int = 5, src: str = "gen", rounds: int = 2) -> float | None:
-    """The fastest of `count` ping RTTs in ms from `src` to `host` (None when none came back).
-
-    The minimum, because stalls of the shared machine only ever add delay: the fastest reply shows
-    the configured delay, which a fault must change."""
+def ping_rtts(tb: Testbed, host: str, count: int = 5, src: str = "gen", rounds: int = 2) -> list[float]:
+    """The RTTs in ms of `rounds` x `count` pings from `src` to `host` (those that came back)."""
     rtts: list[float] = []
     for _ in range(rounds):  # rounds apart: a stall of the machine does not spoil them all
         out = tb.node(src).cmd("ping", "-c", str(count), "-i", "0.1", "-W", "1", IPS[host])
         rtts += [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+    return rtts
+
+
+def ping_rtt(tb: Testbed, host: str, count: int = 5, src: str = "gen", rounds: int = 2) -> float | None:
+    """The fastest of the pings' RTTs in ms (None when none came back): stalls only ever add delay."""
+    rtts = ping_rtts(tb, host, count, src, rounds)
     return min(rtts) if rtts else None
+
+
+def shows_rtt(rtts: list[float], configured_ms: float, slack_ms: float) -> bool:
+    """Whether RTTs show a path configured for `configured_ms`: the median not under it (the link
+    emulator's target, bench/README.md: 0.3 ms + 1 %; it aims the median there, compensating the switch
+    hops, so single replies can be faster, CI saw 9.23 ms on a 10 ms path), the fastest within slack."""
+    return bool(rtts) and statistics.median(rtts) >= configured_ms - 0.3 - 0.01 * configured_ms \
+        and min(rtts) <= configured_ms + slack_ms
 
 
 def ping_loss(tb: Testbed, host: str, count: int) -> float:
@@ -267,9 +279,10 @@ def test_delay_link_adds_delay_to_the_access_link_and_undo_removes_it(tb):
     assert base is not None and base < 10.0, base
     f.apply(tb, time.time())
     try:
-        rtt = ping_rtt(tb, "mec1")
-        assert rtt is not None and 40.0 <= rtt <= 40.0 + base + 8.0, (base, rtt)
-        assert 40.0 <= min_rtt(probe(tb, "mec1")) <= 40.0 + base + 10.0
+        rtts = ping_rtts(tb, "mec1")
+        assert shows_rtt(rtts, 40.0, base + 8.0), (base, rtts)
+        probed = [r.rtt_ms for r in probe(tb, "mec1") if r.rtt_ms is not None]
+        assert shows_rtt(probed, 40.0, base + 10.0), (base, probed)
     finally:
         f.undo(tb, time.time())
     rtt = ping_rtt(tb, "mec1")
@@ -283,17 +296,17 @@ def test_delay_link_without_an_emulated_access_link_is_refused(tb):
 
 
 def test_network_delay_and_loss_on_the_wan_link_then_restored(tb):
-    base = ping_rtt(tb, "cloud1")
-    assert base is not None and 2 * EDGE_WAN_DELAY_MS <= base <= 2 * EDGE_WAN_DELAY_MS + 6.0, base
+    base = ping_rtts(tb, "cloud1")
+    assert shows_rtt(base, 2 * EDGE_WAN_DELAY_MS, 6.0), base
     f = fault(tb, "network", "shape", link=("edge", "cloud"), delay_ms=30.0)
     assert "delay_ms=30" in f.apply(tb, time.time())
     try:
-        rtt = ping_rtt(tb, "cloud1")
-        assert rtt is not None and 60.0 <= rtt <= 66.0, rtt
+        rtts = ping_rtts(tb, "cloud1")
+        assert shows_rtt(rtts, 60.0, 6.0), rtts
     finally:
         f.undo(tb, time.time())
-    rtt = ping_rtt(tb, "cloud1")
-    assert rtt is not None and 2 * EDGE_WAN_DELAY_MS <= rtt < 2 * EDGE_WAN_DELAY_MS + 10.0, (base, rtt)
+    rtts = ping_rtts(tb, "cloud1")
+    assert shows_rtt(rtts, 2 * EDGE_WAN_DELAY_MS, 10.0), (base, rtts)
     lossy = fault(tb, "network", "shape", link=("cloud", "edge"), loss_pct=50.0)  # either order names it
     lossy.apply(tb, time.time())
     try:
