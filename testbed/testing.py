@@ -36,7 +36,8 @@ def live_processes(run_dir: Path) -> list[str]:
     for line in path.read_text().splitlines():
         item = json.loads(line)
         if item["kind"] == "process" and ledger.proc_start_time(int(item["name"])) == item.get("start"):
-            alive.append(f"process {item['name']} ({item.get('what')})")
+            on = f", on {item['server']}" if item.get("server") else ""
+            alive.append(f"process {item['name']} ({item.get('what')}{on})")
     return alive
 
 
