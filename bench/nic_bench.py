@@ -357,12 +357,8 @@ def main() -> int:
     results["iperf_retries"] = RETRIES
     b, bb, nat = results["bridge"], results["bridge_backup"], results.get("relay_nat")
     baselines = [k for k in ("bridge", "bridge_backup", "relay", "relay_nat") if k in results]
-    for name in baselines[1:]:
-        results[name]["tcp_ratio"] = results[name]["tcp_mbit"] / b["tcp_mbit"]
-        results[name]["udp64_ratio"] = results[name]["udp64_pps"] / b["udp64_pps"]
-        results[name]["added_median_us"] = results[name]["rtt_median_us"] - b["rtt_median_us"]
     paths = [k for k in results if k.startswith("nic_") and isinstance(results[k], dict) and "tcp_mbit" in results[k]]
-    for mode in paths:
+    for mode in [*baselines[1:], *paths]:  # every row against the bridge
         m = results[mode]
         m["tcp_ratio"] = m["tcp_mbit"] / b["tcp_mbit"]
         m["udp64_ratio"] = m["udp64_pps"] / b["udp64_pps"]

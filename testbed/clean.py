@@ -173,12 +173,8 @@ def clean_run(rid: str, out: Cleanup | None = None) -> Cleanup:
         for name, items in remote.items():
             clean_server(rid, servers[name], items, out.removed, out.failed)
     named = {kind: {r.name for r in resources if r.kind == kind} for kind in ledger.KINDS}
-    procs = [r for r in reversed(resources) if r.kind == "process" and r.name.isdigit()]
-    for res in procs:
-        _kill(int(res.name), res.extra.get("start"), out)
-    for res in procs:  # a second pass finds what still runs after the first (it should be nothing)
-        if ledger.proc_start_time(int(res.name)) == res.extra.get("start") is not None:
-            log.warning("process %s (%s) still ran after the first pass", res.name, res.extra.get("what"))
+    for res in reversed(resources):
+        if res.kind == "process" and res.name.isdigit():
             _kill(int(res.name), res.extra.get("start"), out)
     _containers(rid, named["container"], out)
     _images(rid, named["image"], out)

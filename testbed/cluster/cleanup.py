@@ -32,7 +32,10 @@ def gone(pid, want, tries):
         time.sleep(0.05)
     return False
 pid, want = int(sys.argv[1]), sys.argv[2]
-if start(pid) == want:
+now = start(pid)
+if now is not None and now != want:
+    print(f"not ours: started at {now}, recorded {want}")
+if now == want:
     try:
         os.kill(pid, signal.SIGTERM)
         if not gone(pid, want, 40):
@@ -73,16 +76,15 @@ def clean_server(rid: str, server: Server, resources: list[Resource], removed: l
     except CommandError as exc:
         failed.append(f"server {server}: cannot reach it to clean run {rid}: {exc.stderr or exc}")
         return
-    procs = [r for r in reversed(resources) if r.kind == "process" and r.name.isdigit() and r.extra.get("start")]
-    for second in (False, True):  # the second pass finds what still runs after the first (it should be nothing)
-        for r in procs:
+    for r in reversed(resources):
+        if r.kind == "process" and r.name.isdigit() and r.extra.get("start") is not None:
             res = server.run(["python3", "-c", KILL, r.name, str(r.extra["start"])], check=False)
             if "killed" in res.stdout:
                 removed.append(f"process {r.name} {where}")
-                if second:
-                    log.warning("process %s %s (%s) still ran after the first pass", r.name, where, r.extra.get("what"))
             elif "survived" in res.stdout or not res.ok:
                 failed.append(f"process {r.name} {where}: {res.stdout.strip() or res.stderr.strip()[-200:]}")
+            elif res.stdout:  # its PID is another process's now
+                log.info("process %s %s (%s): %s", r.name, where, r.extra.get("what"), res.stdout.strip())
     ids = server.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}={rid}"], check=False)
     for cid in ids.stdout.split() if ids.ok else []:
         done = server.run(["docker", "rm", "-f", cid], check=False, timeout=60)

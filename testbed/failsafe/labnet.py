@@ -5,8 +5,9 @@
 
 With `nic=False` the NIC ns holds a plain Linux bridge between nic-n and nic-h instead (the baseline
 of the same path); `relay_plan` then also makes that namespace a Linux relay on the fail-safe path
-(client -> bridge -> NIC ns -> bridge again -> backup): forwarded, or DNAT/SNAT as the NIC rewrites. Every namespace and process is recorded in the ledger before it exists; names
-start with the ledger's prefix. `python -m testbed.failsafe.labnet echo NAME ...` is the echo server:
+(client -> bridge -> NIC ns -> bridge again -> backup): forwarded, or DNAT/SNAT as the NIC rewrites.
+Every namespace and process is recorded in the ledger before it exists; names start with the
+ledger's prefix. `python -m testbed.failsafe.labnet echo NAME ...` is the echo server:
 UDP and TCP, it answers each request with b"NAME:" + request, after the delay (seconds) written in
 an optional delay file. `... http NAME --port P` is an HTTP/1.1 keep-alive server: every GET
 answers b"NAME " + the request's path (for curl reusing one connection across a failover).

@@ -45,7 +45,7 @@ def test_a_dead_unreaped_process_counts_as_gone() -> None:
 def test_another_start_time_is_left_alone() -> None:
     p = started(IGNORES_TERM)
     try:
-        assert kill(p.pid, (ledger.proc_start_time(p.pid) or 0) + 1) == ""
+        assert kill(p.pid, (ledger.proc_start_time(p.pid) or 0) + 1).startswith("not ours: started at ")
         assert p.poll() is None
     finally:
         p.kill()
