@@ -20,7 +20,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.lib.packet import ethernet, packet
 from os_ken.ofproto import ofproto_v1_3
 
-from controllers.learning import LearningConfig, LearningSwitch
+from controllers.learning import COOKIE_LEARNT, TABLE_SRC, LearningConfig, LearningSwitch
 from controllers.mobility import moved
 from controllers.northbound import PlanRunner
 from controllers.steering import Steering, TopologyMap
@@ -120,16 +120,22 @@ class L2Switch(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def on_packet_in(self, ev) -> None:
-        """A table miss: learn and forward."""
+        """A copy of a frame from a source the switch did not know: learn it."""
         msg = ev.msg
         eth = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
-        if eth is None:
+        if eth is None or msg.table_id != TABLE_SRC:
             return
-        out = self.logic.packet_in(
-            msg.datapath.id, msg.match["in_port"], eth.src, eth.dst,
-            msg.buffer_id, msg.data, time.monotonic(),
-        )
-        self.send(msg.datapath, out)
+        self.send(msg.datapath, self.logic.packet_in(msg.datapath.id, msg.match["in_port"], eth.src,
+                                                     time.monotonic()))
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    def on_flow_removed(self, ev) -> None:
+        """A learnt source flow expired: forget the source and its destination flow."""
+        msg = ev.msg
+        if msg.table_id != TABLE_SRC or msg.cookie != COOKIE_LEARNT:
+            return
+        self.send(msg.datapath, self.logic.flow_removed(msg.datapath.id, msg.match["in_port"],
+                                                        msg.match["eth_src"], msg.reason))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def on_port_status(self, ev) -> None:

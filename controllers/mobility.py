@@ -3,7 +3,7 @@
 Plain logic in the manner of `learning.py` and `steering.py`: `moved()` takes the learning switch,
 the steering state and the request `{host, dpid, port}` and returns a `Plan` (one phase, so the
 answer comes once every switch acknowledged it with a barrier). In that phase every switch
-deletes its learnt flows towards the host's MAC and the controller drops the MAC from every
+deletes its learnt flows from and towards the host's MAC and the controller drops the MAC from every
 switch's table, so no switch keeps forwarding to where the host was; the next frame from or to
 the host is learnt afresh. The topology map is updated with the new attachment, and every steer
 whose host is the moved one gets its paths re-made towards the new place (same priority and
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controllers.learning import COOKIE_LEARNT, LearningSwitch, delete_flows
+from controllers.learning import LearningSwitch, forget_flows
 from controllers.steering import LOW, Plan, Steering
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def moved(learning: LearningSwitch, steering: Steering, args: Mapping[str, Any])
         sw = learning.state(d)
         if sw.macs.pop(mac, None) is not None:
             forgot += 1
-        phase[d] = [delete_flows(match=parser.OFPMatch(eth_dst=mac), cookie=COOKIE_LEARNT)]
+        phase[d] = forget_flows(mac)
     repathed = []
     for s in steering.steers.values():
         if s.host == host:

@@ -83,8 +83,9 @@ def clean_server(rid: str, server: Server, resources: list[Resource], removed: l
                 removed.append(f"process {r.name} {where}")
             elif "survived" in res.stdout or not res.ok:
                 failed.append(f"process {r.name} {where}: {res.stdout.strip() or res.stderr.strip()[-200:]}")
-            elif res.stdout:  # its PID is another process's now
-                log.info("process %s %s (%s): %s", r.name, where, r.extra.get("what"), res.stdout.strip())
+            else:  # gone already, or its PID is another process's now
+                log.info("process %s %s (%s): %s", r.name, where, r.extra.get("what"),
+                         res.stdout.strip() or "already gone")
     ids = server.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}={rid}"], check=False)
     for cid in ids.stdout.split() if ids.ok else []:
         done = server.run(["docker", "rm", "-f", cid], check=False, timeout=60)

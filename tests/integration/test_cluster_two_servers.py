@@ -71,6 +71,20 @@ def test_two_servers_up_selfcheck_across_and_nothing_left(nsserver, tmp_path: Pa
     assert tb.rid not in ledger.known_runs()
 
 
+def _status(alive: list[str]) -> list[str]:
+    """State, parent and command line of each process `live_processes` named (for the failure message)."""
+    out = []
+    for item in alive:
+        pid = item.split()[1]
+        try:
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            out.append(f"{pid}: {status['State'].strip()}, ppid {status['PPid'].strip()}: {cmd[:200]}")
+        except OSError as exc:
+            out.append(f"{pid}: {exc}")
+    return out
+
+
 def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: Path) -> None:
     topo_file = _topology(tmp_path, nsserver)
     owner, rid = start_owner(topo_file, tmp_path / "run")
@@ -88,7 +102,7 @@ def test_sigkill_then_clean_leaves_nothing_on_either_server(nsserver, tmp_path: 
     assert any("on far" in r for r in removed), removed
     assert sum(r.startswith("container ") and r.endswith(" on far") for r in removed) == 1, removed  # d2 (never crashed: no holder)
     assert leftovers(rid) == [] and _remote_leftovers(nsserver, rid) == []
-    assert live_processes(tmp_path / "run") == []
+    assert live_processes(tmp_path / "run") == [], (removed, res.stderr[-3000:], _status(live_processes(tmp_path / "run")))
     alive = nsserver.server.run(["sh", "-c", 'for p; do [ -d /proc/$p ] && echo $p; done; true', "sh", *remote_pids])
     assert alive.stdout.split() == []
     assert unrecorded(rid, [str(nsserver.server.key)]) == []  # nor anything the ledger missed: shells of the run, ssh to the server

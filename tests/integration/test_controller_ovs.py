@@ -145,9 +145,13 @@ def test_learning_switch_forwards_and_installs_flows(net: Net, controller: Contr
         flows = learnt_flows(br)
         assert any(f"dl_dst={mac1}" in f for f in flows), flows
         assert any(f"dl_dst={mac2}" in f for f in flows), flows
-    # br2: h2 is on port 1; its flow outputs there, with the idle timeout.
+        assert any(f"dl_src={mac1}" in f and "goto_table:1" in f for f in flows), flows
+    # br2: h2 is on port 1: its source flow (table 0) carries the timeouts, its destination flow (table 1) outputs there.
+    (from_h2,) = [f for f in learnt_flows(net.bridges[1]) if f"dl_src={mac2}" in f]
+    assert "table=0" in from_h2 and "in_port=1" in from_h2, from_h2
+    assert re.search(r"idle_timeout=30\b", from_h2) and re.search(r"hard_timeout=300\b", from_h2), from_h2
     (to_h2,) = [f for f in learnt_flows(net.bridges[1]) if f"dl_dst={mac2}" in f]
-    assert re.search(r"idle_timeout=\d+", to_h2) and "actions=output:1" in to_h2
+    assert "table=1" in to_h2 and "actions=output:1" in to_h2, to_h2
 
     # A host port going down deletes the flows towards it (failover relearns).
     proc.run(["ip", "link", "set", net.host_ports[1], "down"])
@@ -192,6 +196,25 @@ def test_start_retries_when_its_port_is_taken(controller: Controller, ledger: Le
     lines = (ledger.run_dir / "resources.jsonl").read_text().splitlines()
     recorded = [l for l in lines if '"kind": "process"' in l and '"what": "controller"' in l]
     assert len(recorded) == 2  # the attempt that found its port taken was recorded too
+
+
+def test_an_idle_source_is_forgotten_with_the_flow_towards_it(net: Net, controller: Controller,
+                                                              ledger: Ledger) -> None:
+    controller.start(ledger.run_dir, ledger, config={"idle_timeout": 1})
+    for br in net.bridges:
+        proc.run(["ovs-vsctl", "set-controller", br, controller.target])
+    controller.wait_connected(net.bridges, timeout=15)
+    result = proc.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", H2_IP], netns=net.netns[0], check=False)
+    assert result.ok, result.stdout + result.stderr
+    mac2 = mac_of(net.netns[1])
+    assert [f for f in learnt_flows(net.bridges[1]) if f"dl_dst={mac2}" in f]
+    # h2 falls silent: the switch expires its source flow and the controller, told so, deletes the one towards it.
+    deadline = time.monotonic() + 10
+    while any(mac2 in f for f in learnt_flows(net.bridges[1])):
+        assert time.monotonic() < deadline, learnt_flows(net.bridges[1])
+        time.sleep(0.1)
+    result = proc.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", H2_IP], netns=net.netns[0], check=False)
+    assert result.ok, result.stdout + result.stderr  # learnt afresh
 
 
 def test_a_user_ryu_style_app_with_its_config(net: Net, controller: Controller, ledger: Ledger) -> None:

@@ -106,11 +106,18 @@ def ping_rtt(tb: Testbed, host: str, count: int = 5, src: str = "gen", rounds: i
     return min(rtts) if rtts else None
 
 
+#: How far below the link emulator's target (bench/README.md: 0.3 ms + 1 %) a median RTT may come:
+#: the emulator brings each frame forward by two switch hops from idle (~0.2 ms each here), which
+#: over-compensates when other traffic of the run has just woken the switch. Measured on this
+#: module's 10 ms path with the learning switch no longer sending frames via the controller:
+#: medians 9.4-10.45 ms (the controller used to add ~3.6 ms, hiding this).
+HOP_SLACK_MS = 0.4
+
+
 def shows_rtt(rtts: list[float], configured_ms: float, slack_ms: float) -> bool:
-    """Whether RTTs show a path configured for `configured_ms`: the median not under it (the link
-    emulator's target, bench/README.md: 0.3 ms + 1 %; it aims the median there, compensating the switch
-    hops, so single replies can be faster, CI saw 9.23 ms on a 10 ms path), the fastest within slack."""
-    return bool(rtts) and statistics.median(rtts) >= configured_ms - 0.3 - 0.01 * configured_ms \
+    """Whether RTTs show a path configured for `configured_ms`: the median not under it by more than the
+    emulator's target and HOP_SLACK_MS (single replies can be faster still), the fastest within slack."""
+    return bool(rtts) and statistics.median(rtts) >= configured_ms - 0.3 - 0.01 * configured_ms - HOP_SLACK_MS \
         and min(rtts) <= configured_ms + slack_ms
 
 
@@ -297,12 +304,12 @@ def test_delay_link_without_an_emulated_access_link_is_refused(tb):
 
 def test_network_delay_and_loss_on_the_wan_link_then_restored(tb):
     base = ping_rtts(tb, "cloud1")
-    assert shows_rtt(base, 2 * EDGE_WAN_DELAY_MS, 6.0), base
+    assert shows_rtt(base, 2 * EDGE_WAN_DELAY_MS, 2.0), base  # nothing but the link adds more than a hop or two
     f = fault(tb, "network", "shape", link=("edge", "cloud"), delay_ms=30.0)
     assert "delay_ms=30" in f.apply(tb, time.time())
     try:
         rtts = ping_rtts(tb, "cloud1")
-        assert shows_rtt(rtts, 60.0, 6.0), rtts
+        assert shows_rtt(rtts, 60.0, 2.0), rtts
     finally:
         f.undo(tb, time.time())
     rtts = ping_rtts(tb, "cloud1")

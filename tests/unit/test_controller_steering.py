@@ -94,7 +94,7 @@ def test_map_from_json_and_shortest_next_hops(tmap: TopologyMap) -> None:
 
 
 def test_unsteered_traffic_goes_to_mac_learning(net: FakeNetwork) -> None:
-    assert net.send("cli", UDP) == ("controller", S1)
+    assert net.send("cli", UDP) == ("flood", S1) and net.asked == [S1]  # unknown: flooded, the source learnt
 
 
 def test_first_steer_sends_ip_and_arp_to_the_host_whatever_mac_the_client_used(
@@ -108,7 +108,7 @@ def test_first_steer_sends_ip_and_arp_to_the_host_whatever_mac_the_client_used(
     assert net.send("cli", ARP)[:2] == ("host", "r2")  # only r2 is asked, so only r2 answers
     assert net.send("other", {**UDP, "eth_src": MAC["other"]})[:2] == ("host", "r2")
     other_ip = {**UDP, "ipv4_dst": "10.0.0.9", "eth_dst": MAC["other"]}
-    assert net.send("cli", other_ip) == ("controller", S1)  # other traffic is untouched
+    assert net.send("cli", other_ip) == ("flood", S1) and net.asked == [S1]  # other traffic is untouched
     assert steering.listing() == [{"ip": VIP, "proto": None, "port": None, "host": "r2", "generation": 0,
                                    "since": 5.0}]
 
@@ -185,7 +185,7 @@ def test_unsteer_gives_the_traffic_back_to_learning(net: FakeNetwork, steering: 
     run(net, steering.steer({"ip": VIP, "host": "r1"}, now=0.0))
     run(net, steering.steer({"ip": VIP, "host": "r2"}, now=1.0))
     run(net, steering.unsteer({"ip": VIP}))
-    assert net.send("cli", UDP) == ("controller", S1)
+    assert net.send("cli", UDP) == ("flood", S1) and net.asked == [S1]
     assert all(f.priority < PRIO_STEER for t in net.tables.values() for f in t.flows)
     assert steering.listing() == []
     with pytest.raises(ValueError, match="no steer"):
@@ -195,7 +195,7 @@ def test_unsteer_gives_the_traffic_back_to_learning(net: FakeNetwork, steering: 
 def test_a_reconnected_switch_gets_its_steer_flows_back(net: FakeNetwork, steering: Steering) -> None:
     run(net, steering.steer({"ip": VIP, "host": "r2"}, now=0.0))
     net.apply(S2, LearningSwitch().switch_features(S2))  # reconnect: every flow deleted, base flows back
-    assert net.send("cli", UDP) == ("controller", S2)
+    assert net.send("cli", UDP) == ("flood", S2) and net.asked == [S2]
     net.apply(S2, steering.switch_flows(S2))
     assert net.send("cli", UDP)[:2] == ("host", "r2")
 
