@@ -28,14 +28,15 @@ def leftovers(rid: str) -> list[str]:
 
 
 def live_processes(run_dir: Path) -> list[str]:
-    """Processes recorded in the run directory that still run (same PID and start time)."""
+    """Processes recorded in the run directory that still run (same PID and start time; none without one)."""
     alive = []
     path = run_dir / "resources.jsonl"
     if not path.exists():
         return alive
     for line in path.read_text().splitlines():
         item = json.loads(line)
-        if item["kind"] == "process" and ledger.proc_start_time(int(item["name"])) == item.get("start"):
+        start = item.get("start") if item["kind"] == "process" else None
+        if start is not None and ledger.proc_start_time(int(item["name"])) == start:  # None: gone when recorded
             on = f", on {item['server']}" if item.get("server") else ""
             alive.append(f"process {item['name']} ({item.get('what')}{on})")
     return alive

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -58,3 +60,36 @@ def test_local_cleanup_reports_the_kill() -> None:
     clean._kill(p.pid, ledger.proc_start_time(p.pid), out)  # noqa: SLF001
     assert out.removed == [f"process {p.pid}"] and out.failed == []
     assert p.wait(5) == -15
+
+
+def test_live_processes_reports_only_running_recorded_processes(tmp_path) -> None:
+    from testbed.testing import live_processes
+
+    p = started("print('up', flush=True); import time; time.sleep(60)")
+    try:
+        gone = started("print('up', flush=True)")
+        gone.wait(5)
+        lines = [{"kind": "process", "name": str(p.pid), "start": ledger.proc_start_time(p.pid), "what": "sleeper"},
+                 {"kind": "process", "name": str(gone.pid), "start": None, "what": "gone when recorded"},
+                 {"kind": "process", "name": str(p.pid), "start": 1, "what": "an earlier holder of the PID"}]
+        (tmp_path / "resources.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        assert live_processes(tmp_path) == [f"process {p.pid} (sleeper)"]
+    finally:
+        p.kill()
+        p.wait(5)
+    assert live_processes(tmp_path) == []
+
+
+def test_a_remote_process_gone_before_it_is_recorded_is_not_written_down() -> None:
+    from types import SimpleNamespace
+
+    from testbed.cluster.server import record_remote_process
+
+    written: list[tuple] = []
+    book = SimpleNamespace(record=lambda *a, **kw: written.append((a, kw)))
+    stat = f"{os.getpid()} (python3) S 1 " + " ".join(["0"] * 17) + " 4242 0"
+    answers = {"777": "", "888": stat}
+    door = SimpleNamespace(name="far", run=lambda args, check: SimpleNamespace(stdout=answers[args[1].split("/")[2]]))
+    record_remote_process(book, door, 777, "short-lived child")
+    record_remote_process(book, door, 888, "link emulator")
+    assert written == [(("process", "888"), {"start": 4242, "what": "link emulator", "server": "far"})]
