@@ -37,9 +37,16 @@ def proc_start_time(pid: int) -> int | None:
     """The kernel's start time of process `pid` (to tell it from a later process with the same PID);
     None when there is none, or it has exited and waits to be reaped (a zombie runs nothing)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return start_in_stat(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
         return None
+
+
+def start_in_stat(stat: str) -> int | None:
+    """The start time in the text of a /proc/PID/stat (read here or on another server); None for a zombie or no text."""
+    if ")" not in stat:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from testbed import proc
+from testbed.ledger import start_in_stat
 from testbed.topology.model import LOCAL_SERVER, ServerSpec
 
 if TYPE_CHECKING:
@@ -122,11 +123,10 @@ def record_server(book: "Ledger", server: Server) -> None:
 def record_remote_process(book: "Ledger", server: Server, pid: int | str, what: str) -> None:
     """Write down process `pid` on `server` with its start time there (read through the door), as ledger processes
     are; not when it is gone already."""
-    stat = server.run(["cat", f"/proc/{pid}/stat"], check=False).stdout
-    if ")" not in stat:  # gone already (a short-lived child listed by `ip netns pids`): nothing to remove
+    start = start_in_stat(server.run(["cat", f"/proc/{pid}/stat"], check=False).stdout)
+    if start is None:  # gone already (a short-lived child listed by `ip netns pids`): nothing to remove
         log.debug("%s: process %s (%s) gone before it was recorded", server.name, pid, what)
         return
-    start = int(stat.rsplit(")", 1)[1].split()[19])
     book.record("process", str(pid), start=start, what=what, server=server.name)
 
 

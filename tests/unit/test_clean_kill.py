@@ -88,8 +88,9 @@ def test_a_remote_process_gone_before_it_is_recorded_is_not_written_down() -> No
     written: list[tuple] = []
     book = SimpleNamespace(record=lambda *a, **kw: written.append((a, kw)))
     stat = f"{os.getpid()} (python3) S 1 " + " ".join(["0"] * 17) + " 4242 0"
-    answers = {"777": "", "888": stat}
+    answers = {"777": "", "888": stat, "999": stat.replace(") S ", ") Z ")}
     door = SimpleNamespace(name="far", run=lambda args, check: SimpleNamespace(stdout=answers[args[1].split("/")[2]]))
     record_remote_process(book, door, 777, "short-lived child")
+    record_remote_process(book, door, 999, "exited, not yet reaped")
     record_remote_process(book, door, 888, "link emulator")
     assert written == [(("process", "888"), {"start": 4242, "what": "link emulator", "server": "far"})]
