@@ -139,10 +139,11 @@ def test_wire_view_of_each_host_down_mode(bed: Testbed):
 def test_crash_and_recover_keeps_the_network(bed: Testbed):
     cli = bed.node("cli")
     before = {h: addresses(bed, h) for h in ("mec1", "mec2")}
-    rtt_before = rtt_ms(cli, "10.31.0.12")
-    # 5 ms WAN + 1 ms access each way: 12 ms configured, a path without the WAN link would take ~2;
-    # the emulator aims the median at 12 (within 0.3 ms + 1 %, bench/link_fidelity.py), a loaded CI less
-    assert rtt_before is not None and 11.0 <= rtt_before <= 13.5, rtt_before
+    rtt_before = rtt_ms(cli, "10.31.0.12", count=10)
+    # 5 ms WAN + 1 ms access each way: 12 ms configured. This checks the path (the WAN link crossed
+    # once each way: without it ~2 ms, twice 22), not the emulator's fidelity, which test_faults_live
+    # and bench/link_fidelity.py measure; a CI run once saw a median of 14.2 here while busy
+    assert rtt_before is not None and 11.0 <= rtt_before <= 16.0, rtt_before
     nic_pid = bed.nics["mec1"].pid
     old = {h: bed.container(h).id for h in ("mec1", "mec2")}
     for host in ("mec1", "mec2"):
@@ -160,7 +161,7 @@ def test_crash_and_recover_keeps_the_network(bed: Testbed):
         assert bed.container(host).attrs["HostConfig"]["NetworkMode"] == f"container:{holder.id}"
         assert bed.node(host).pid == bed.node(host).netns_pid == holder.attrs["State"]["Pid"]
     assert bed.nics["mec1"].pid == nic_pid and Path(f"/proc/{nic_pid}").exists()
-    rtt_after = rtt_ms(cli, "10.31.0.12")
+    rtt_after = rtt_ms(cli, "10.31.0.12", count=10)
     assert rtt_after is not None and abs(rtt_after - rtt_before) < 3.0, (rtt_before, rtt_after)
     deadline = time.monotonic() + 10
     while "@mec2" not in (answer := udp_echo(cli, "10.31.0.12")) and time.monotonic() < deadline:
