@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -143,21 +144,53 @@ def failover(lab: Lab, nic: NicProcess, spacing: float) -> dict:
 
     interval = nic.config.interval_s
     try:
-        pump(time.monotonic() + 0.3)
-        t_fault = time.monotonic()
-        lab.ns_cmd("m", "ip", "link", "set", "eth0", "down")
+        pump(time.monotonic() + 0.3 + random.uniform(0, interval))  # the fault at any phase of the heartbeats
+        t_fault = lab.set_link("m", "eth0", up=False)
         pump(time.monotonic() + max(0.5, 3 * interval))
-        lab.ns_cmd("m", "ip", "link", "set", "eth0", "up")
+        lab.set_link("m", "eth0", up=True)
         pump(time.monotonic() + 0.5)
     finally:
-        lab.ns_cmd("m", "ip", "link", "set", "eth0", "up", check=False)
+        lab.set_link("m", "eth0", up=True)
         sock.close()
     backup = [t for t, name in got.values() if name == "backup"]
+    first = min((t, seq) for seq, (t, name) in got.items() if name == "backup") if backup else None
     lost = [s for s, t in sent.items() if s not in got and t < time.monotonic() - 0.3]
     hb = call(nic.socket, "heartbeat_show")
+    on = [e["monotonic"] for e in call(nic.socket, "events") if e["active"] and e["monotonic"] >= t_fault]  # type: ignore[index, union-attr]
     return {"interval_ms": interval * 1e3, "failover_ms": (min(backup) - t_fault) * 1e3 if backup else None,
+            "detection_ms": (min(on) - t_fault) * 1e3 if on else None,
+            "first_backup_request_ms": (sent[first[1]] - t_fault) * 1e3 if first else None,
             "sent": len(sent), "lost": len(lost), "rate_per_s": round(1 / spacing),
             "timeout_ms": max(hb["platform"]["rtt_avg_ms"] or 0, nic.config.min_rtt_s * 1e3) * nic.config.threshold}  # type: ignore[index]
+
+
+FAILOVER_CASES = ((0.01, 0.002), (0.1, 0.01), (0.5, 0.01))  # heartbeat interval (s), request spacing (s)
+
+
+def failover_runs(lab: Lab, ledger: Ledger, tmp: Path, rid: str, dp: str, runs: int) -> list[dict]:
+    """`runs` failovers at each heartbeat interval of FAILOVER_CASES on data path `dp`, a NIC started for each."""
+    out = []
+    for interval, spacing in FAILOVER_CASES:
+        for _ in range(runs):
+            nic = start_nic(lab.holder(), nic_config(rid, tmp, interval, 4.0, 0.002, dp), ledger, tmp)
+            try:
+                wait_learned(nic, 5 + 10 * interval)
+                out.append({"datapath": dp, **failover(lab, nic, spacing)})
+            finally:
+                nic.stop()
+    return out
+
+
+def print_failover(rows: list[dict]) -> None:
+    """The failover table: detection (fault -> fail-safe on) and failover (fault -> first backup reply)."""
+    print(f"\n{'datapath':>9}{'interval ms':>12}{'timeout ms':>12}{'bound ms':>10}{'detect ms':>11}{'failover ms':>13}"
+          f"{'req/s':>7}{'sent':>6}{'lost':>6}")
+    for f in rows:
+        fo, det = ("none" if f[k] is None else f"{f[k]:.1f}" for k in ("failover_ms", "detection_ms"))
+        print(f"{f['datapath']:>9}{f['interval_ms']:>12.0f}{f['timeout_ms']:>12.2f}{f['interval_ms'] + f['timeout_ms']:>10.1f}"
+              f"{det:>11}{fo:>13}{f['rate_per_s']:>7}{f['sent']:>6}{f['lost']:>6}")
+    print("bound: interval + timeout, the latest a heartbeat timeout can be declared after a fault; failover adds"
+          " the switch-over (the replayed requests' trip to the backup and back)")
 
 
 def wait_learned(nic: NicProcess, timeout: float) -> None:
@@ -267,11 +300,32 @@ def micro(n: int = 20000) -> dict[str, float]:
     return out
 
 
+def only_failover(tmp: Path, rid: str, datapaths: list[str], runs: int) -> int:
+    """`--failover-only`: the failover table for each data path, saved beside the full runs' results."""
+    lab, ledger = with_lab(tmp, rid, nic=True)
+    rows: list[dict] = []
+    try:
+        for dp in datapaths:
+            rows += failover_runs(lab, ledger, tmp, rid, dp, runs)
+    finally:
+        lab.destroy()
+        shutil.rmtree(RUN_ROOT / rid, ignore_errors=True)
+    path = Path(__file__).resolve().parent / "results" / f"nic_bench-failover-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"rid": rid, "failover": rows, "loadavg": os.getloadavg()}, indent=2))
+    print_failover(rows)
+    print(f"\nsaved {path}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     global RUNS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each iperf3 run")
     parser.add_argument("--no-failover", action="store_true", help="skip the failover-time runs")
+    parser.add_argument("--failover-only", action="store_true", help="only the failover-time runs")
+    parser.add_argument("--failover-runs", type=int, default=1, help="failovers per heartbeat interval and data path")
     parser.add_argument("--datapaths", default="python,bpf", help="NIC data paths to measure (comma-separated)")
     parser.add_argument("--no-vlan-run", action="store_true", help="skip the Python run without VLAN pass-through")
     parser.add_argument("--python-nocarry", action="store_true", help="also measure Python with carry_tcp off")
@@ -291,6 +345,8 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="nic_bench-"))
     rid = secrets.token_hex(2)
+    if args.failover_only:
+        return only_failover(tmp, rid, args.datapaths.split(","), max(1, args.failover_runs))
     results: dict = {"rid": rid, "seconds": args.seconds, "started": time.time(), "loadavg_start": os.getloadavg()}
     # 1. the baselines: a Linux bridge where the NIC would be; and the bridge lab's client -> backup path
     #    (where fail-safe traffic ends up, without the detour through the NIC's namespace: a shorter path)
@@ -343,12 +399,8 @@ def main() -> int:
                 results["nic_no_vlan"] = measure_path(lab, args.seconds)
                 nic.stop()
                 nic = None
-            for interval, spacing in () if args.no_failover else ((0.01, 0.002), (0.1, 0.01), (0.5, 0.01)):
-                nic = start_nic(lab.holder(), nic_config(rid, tmp, interval, 4.0, 0.002, dp), ledger, tmp)
-                wait_learned(nic, 5 + 10 * interval)
-                results["failover"].append({"datapath": dp, **failover(lab, nic, spacing)})
-                nic.stop()
-                nic = None
+            if not args.no_failover:
+                results["failover"] += failover_runs(lab, ledger, tmp, rid, dp, args.failover_runs)
     finally:
         if nic is not None:
             nic.stop()
@@ -395,10 +447,7 @@ def main() -> int:
     events = {k: v for k, v in results.items() if k.endswith("_events")}
     print(f"fail-safe transitions during the normal-mode runs (should be 0): {events}")
     print(f"iperf3 runs repeated after a failure: {len(RETRIES)}")
-    print(f"\n{'datapath':>9}{'interval ms':>12}{'timeout ms':>12}{'failover ms':>13}{'req/s':>7}{'sent':>6}{'lost':>6}")
-    for f in results["failover"]:
-        fo = "none" if f["failover_ms"] is None else f"{f['failover_ms']:.1f}"
-        print(f"{f['datapath']:>9}{f['interval_ms']:>12.0f}{f['timeout_ms']:>12.2f}{fo:>13}{f['rate_per_s']:>7}{f['sent']:>6}{f['lost']:>6}")
+    print_failover(results["failover"])
     print(f"\nsaved {path}")
     shutil.rmtree(tmp, ignore_errors=True)
     _ = proc

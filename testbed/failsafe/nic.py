@@ -16,6 +16,7 @@ import ctypes
 import fcntl
 import json
 import logging
+import logging.handlers
 import os
 import select
 import signal
@@ -91,6 +92,7 @@ class Nic:
         self.prober = Prober(self.nic_ip, self.nic_mac, self.host_ip)
         self.heartbeats = HeartbeatManager(config.heartbeat_entries(), now)
         self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
+        self.unwritten: list[dict] = []  # events not yet logged nor in the events file (`write_events`)
         self.forced: dict[str, bool] = {}  # services without a heartbeat entry, forced by `mode`
         self.pending_out: list[tuple[str, bytes]] = []  # frames control commands want sent
         self.datapath = None  # the running Datapath (set by NicLoop)
@@ -158,21 +160,31 @@ class Nic:
         return self.apply(self.heartbeats.fail(service, now, reason), now)
 
     def apply(self, transitions: list, now: float) -> list[tuple[str, bytes]]:
-        """Log each Transition and bring every service's mode in line; frames to re-send on activation."""
+        """Record each Transition and bring every service's mode in line; frames to re-send on activation.
+
+        The log line and the events file wait for `write_events`, which the loop calls once the frames are
+        sent: at failover, the replay goes first (writing them cost ~0.7 ms of the switch-over here).
+        """
         for t in transitions:
             event = {"time": time.time(), "node": self.config.node, "target": t.target, "active": t.active,
                      "reason": t.reason, "monotonic": t.time}
             self.events.append(event)
-            log.warning("%s fail-safe %s: %s", t.target, "ON" if t.active else "off", t.reason)
-            if self.config.events_path:
-                try:
-                    with open(self.config.events_path, "a", encoding="utf-8") as out:
-                        out.write(json.dumps(event) + "\n")
-                except OSError as exc:
-                    log.error("cannot write event to %s: %s", self.config.events_path, exc)
+            self.unwritten.append(event)
         if not transitions:
             return []
         return self.sync_modes(now)
+
+    def write_events(self) -> None:
+        """Log the transitions recorded since the last call and append them to the events file."""
+        events, self.unwritten = self.unwritten, []
+        for e in events:
+            log.warning("%s fail-safe %s: %s", e["target"], "ON" if e["active"] else "off", e["reason"])
+        if events and self.config.events_path:
+            try:
+                with open(self.config.events_path, "a", encoding="utf-8") as out:
+                    out.write("".join(json.dumps(e) + "\n" for e in events))
+            except OSError as exc:
+                log.error("cannot write event to %s: %s", self.config.events_path, exc)
 
     def sync_modes(self, now: float) -> list[tuple[str, bytes]]:
         """Set the pipeline's per-service fail-safe flags from the heartbeat manager and forced modes."""
@@ -322,11 +334,12 @@ def tune_iface(iface: str) -> None:
 class NicLoop:
     """Runs a `Nic` on its two interfaces, through its `Datapath`, until SIGTERM/SIGINT."""
 
-    def __init__(self, nic: Nic) -> None:
+    def __init__(self, nic: Nic, flush_log: Callable[[], None] = lambda: None) -> None:
         from testbed.control import ControlServer
         from testbed.failsafe.datapath import open_datapath
 
         self.nic = nic
+        self.flush_log = flush_log  # writes the log records held while a round's frames were sent
         cfg = nic.config
         if cfg.tune_ifaces:
             for iface in (cfg.host_iface, cfg.net_iface):
@@ -379,6 +392,7 @@ class NicLoop:
         out, self.nic.pending_out = self.nic.pending_out, []
         self.send(out)
         self.dp.install()
+        self.nic.write_events()
 
     def _arm(self, nic_deadline: float) -> None:
         deadline = min(nic_deadline, self.dp.next_deadline())
@@ -395,6 +409,7 @@ class NicLoop:
         self.dp.install()
         self.timed(time.monotonic())
         poll = self.epoll.poll
+        self.flush_log()
         while True:
             events = poll()
             if len(events) > 1:
@@ -413,9 +428,13 @@ class NicLoop:
                 self.timed(now)
             elif self.dp.next_deadline() < self._deadline:  # the data path took on work (e.g. a batch of copies)
                 self._arm(self._nic_deadline)
+            if self.nic.unwritten:
+                self.nic.write_events()
+            self.flush_log()
 
     def close(self) -> None:
         """Release the data path, timer and the control socket."""
+        self.nic.write_events()
         if self.control is not None:
             self.control.close()
         self.dp.close()
@@ -429,12 +448,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path, help="NicConfig JSON file")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = logging.StreamHandler(sys.stderr)
+    out.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # records wait until the loop has sent what it was working on (~0.15 ms each, several at a failover)
+    held = logging.handlers.MemoryHandler(10_000, flushLevel=logging.CRITICAL + 1, target=out)
+    logging.basicConfig(level=args.log_level.upper(), handlers=[held])
     config = NicConfig.from_json(args.config.read_text(encoding="utf-8"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     nic = Nic(config, time.monotonic())
-    loop = NicLoop(nic)
+    loop = NicLoop(nic, held.flush)
     log.info("NIC %s up: %s (%s) in front of %s, %d services, control at %s, datapath %s", config.node,
              config.nic_ip, config.nic_mac, config.host_ip, len(config.services), config.control_socket, loop.dp.name)
     try:

@@ -100,6 +100,8 @@ def test_service_failure_turns_failsafe_on_and_recovery_off(tmp_path: Path) -> N
     assert nic.pipeline.in_failsafe("echo") and not nic.pipeline.in_failsafe("web")
     replayed = [Ether(f) for port, f in sent if port == "net" and UDP in Ether(f) and Ether(f)[IP].dst == BACKUP]
     assert len(replayed) == 1 and replayed[0][IP].src == NIC
+    assert not (tmp_path / "events.jsonl").exists(), "the file waits until the loop has sent the replay"
+    nic.write_events()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert events[0]["target"] == "echo" and events[0]["active"] is True and events[0]["node"] == "mec1"
     assert "timeout" in events[0]["reason"]
