@@ -111,6 +111,7 @@ class _Target:
     next_send: float
     seq: int = 0
     outstanding: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
+    waiting: dict[int, _Sent] = field(default_factory=dict)  # the outstanding ones without a verdict yet
     learned: list[float] = field(default_factory=list)
     rtt_avg: float | None = None
     rtt_last: float | None = None
@@ -197,9 +198,9 @@ class HeartbeatManager:
             state.seq = (seq + 1) % SEQ_MOD
             learning = state.rtt_avg is None
             due = math.inf if learning else now + state.limit
-            state.outstanding[seq] = _Sent(sent=now, due=due)
+            state.outstanding[seq] = state.waiting[seq] = _Sent(sent=now, due=due)
             while len(state.outstanding) > MAX_OUTSTANDING:
-                state.outstanding.popitem(last=False)
+                state.waiting.pop(state.outstanding.popitem(last=False)[0], None)
             state.sent += 1
             state.next_send += state.entry.interval_s
             if state.next_send <= now:  # the loop ran late: no burst of catch-up heartbeats
@@ -214,6 +215,7 @@ class HeartbeatManager:
         if state is None:
             return self._drain()
         sent = state.outstanding.pop(seq % SEQ_MOD, None)
+        state.waiting.pop(seq % SEQ_MOD, None)
         if sent is None or now < sent.sent:
             return self._drain()  # unknown, duplicate, or from the future: ignore
         rtt = now - sent.sent
@@ -246,10 +248,11 @@ class HeartbeatManager:
         self._now = max(self._now, now)
         out = self._drain()
         for state in list(self._targets.values()):
-            for sent in state.outstanding.values():
-                if sent.verdict or now < sent.due:
+            for seq, sent in list(state.waiting.items()):
+                if now < sent.due:
                     continue
                 sent.verdict = True
+                del state.waiting[seq]
                 state.timeouts += 1
                 out += self._bad(state, now, f"timeout after {state.limit * 1e3:.2f} ms")
         return out
@@ -259,7 +262,7 @@ class HeartbeatManager:
         if self._pending:
             return self._now
         times = [s.next_send for s in self._targets.values()]
-        times += [o.due for s in self._targets.values() for o in s.outstanding.values() if not o.verdict]
+        times += [o.due for s in self._targets.values() for o in s.waiting.values()]
         return min(times, default=math.inf)
 
     # -- queries ----------------------------------------------------------------------
@@ -307,9 +310,8 @@ class HeartbeatManager:
     # -- internals --------------------------------------------------------------------
     def _supersede(self, state: _Target, sent_at: float) -> None:
         """A reply gives its verdict: older heartbeats still waiting become late, not timeouts."""
-        for other in state.outstanding.values():
-            if other.sent <= sent_at:
-                other.verdict = True
+        for seq in [q for q, other in state.waiting.items() if other.sent <= sent_at]:
+            state.waiting.pop(seq).verdict = True
 
     def _bad(self, state: _Target, now: float, reason: str) -> list[Transition]:
         """A failed heartbeat: fail-safe on (if not already), recovery count reset."""

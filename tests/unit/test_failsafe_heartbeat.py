@@ -8,6 +8,7 @@ import pytest
 
 from testbed.failsafe.heartbeat import (
     EWMA_WEIGHT,
+    MAX_OUTSTANDING,
     PLATFORM,
     HeartbeatEntry,
     HeartbeatManager,
@@ -179,6 +180,26 @@ def test_late_reply_is_ignored_for_activation_but_updates_rtt_last() -> None:
     assert mgr.on_reply("nobody", 0, t0 + 0.011) == []
     assert mgr.status()["svc"]["received"] == st["received"]
     # a good reply to the next heartbeat recovers
+    assert [t.active for t in clock.beat({"svc": RTT})] == [False]
+
+
+def test_an_outage_longer_than_the_heartbeats_remembered() -> None:
+    mgr = HeartbeatManager([entry(hysteresis=2)], now=0.0)
+    clock = Clock(mgr)
+    clock.learn(["svc"])
+    first = mgr.status()["svc"]["sent"]
+    seqs = []
+    for _ in range(MAX_OUTSTANDING + 40):  # unanswered: each times out once, the first one activates
+        clock.beat({})
+        seqs.append((mgr.status()["svc"]["sent"] - 1) % (1 << 16))
+    st = mgr.status()["svc"]
+    assert st["timeouts"] == st["sent"] - first == MAX_OUTSTANDING + 40
+    assert [t.active for t in clock.events if t.target == "svc"] == [True]
+    assert mgr.next_deadline() == pytest.approx(clock.now + 0.1)  # the next send: nothing old is still due
+    assert mgr.on_reply("svc", seqs[-1], clock.now + 0.095) == [] and mgr.status()["svc"]["late"] == 1
+    assert mgr.on_reply("svc", seqs[0], clock.now + 0.095) == []  # forgotten: not even late
+    assert mgr.status()["svc"]["late"] == 1
+    assert clock.beat({"svc": RTT}) == []
     assert [t.active for t in clock.beat({"svc": RTT})] == [False]
 
 
