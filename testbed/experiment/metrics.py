@@ -143,17 +143,29 @@ def run_metrics(packets: Sequence[PacketRow], events: Sequence[EventRow], *, pri
     )
 
 
+MASKED_AFTER = 3  # replies under the limit in a row right after a fault: the fault never showed
+
+
 def _recovery(after: Sequence[PacketRow], t0: float, baseline: float, threshold: float,
               floor_ms: float) -> float | None:
-    """Seconds from the fault to the first reply back under the limit after RTTs went over it (0: never went over)."""
+    """Seconds from the fault to the first reply back under the limit after RTTs went over it.
+
+    0 when the first MASKED_AFTER replies after the fault were all under it: a later spike
+    is then jitter on the path that masked the fault, not the fault showing.
+    """
     limit = max(threshold * baseline, baseline + floor_ms)
     went_high = False
+    low_in_a_row = 0
     for r in after:
         high = r.rtt_ms is None or r.rtt_ms > limit
         if high:
             went_high = True
         elif went_high:
             return r.reply_time - t0
+        else:
+            low_in_a_row += 1
+            if low_in_a_row >= MASKED_AFTER:
+                return 0.0
     return 0.0 if not went_high else None
 
 

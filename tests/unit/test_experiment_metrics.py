@@ -78,6 +78,26 @@ def test_delay_recovery_with_nic_is_fast():
     assert m.recovery_s == pytest.approx(4.4 + 0.002 - 3.95)
 
 
+def test_delay_masked_from_the_start_is_not_recovered_from_a_later_spike():
+    # CI, fig10b: the NIC failed over before the first delayed request; one 7.7 ms spike on the
+    # backup path 1.6 s later counted as the fault showing and gave recovery 1.7 s
+    def answer(seq):
+        if seq <= 40 or seq > 80:
+            return 1.0, "mec1"
+        return (7.7 if seq == 56 else 2.0), "mec2"
+    m = run_metrics(_packets("with", answer), _delay_events("with"), primary="mec1")
+    assert m.recovery_s == 0.0
+
+
+def test_delay_that_shows_after_two_masked_replies_still_counts():
+    def answer(seq):
+        if seq <= 40 or seq > 80:
+            return 1.0, "mec1"
+        return (51.0 if 43 <= seq <= 45 else 2.0), ("mec1" if seq <= 45 else "mec2")
+    m = run_metrics(_packets("with", answer), _delay_events("with"), primary="mec1")
+    assert m.recovery_s == pytest.approx(4.5 + 0.002 - 3.95)
+
+
 def test_delay_recovery_without_nic_waits_for_the_delay_to_end():
     m = run_metrics(_packets("without", lambda s: (51.0 if 40 < s <= 80 else 1.0, "mec1")),
                     _delay_events("without"), primary="mec1")
