@@ -33,12 +33,14 @@ class Clock:
     def beat(self, rtts: dict[str, float | None]) -> list[Transition]:
         """Advance to the next deadline that has sends, send, and reply per target (None: no reply)."""
         out: list[Transition] = []
-        while True:
+        for _ in range(100):  # a deadline that never leads to a send is a bug, not a hang
             self.now = self.mgr.next_deadline()
             out += self.mgr.poll(self.now)
             sent = self.mgr.due(self.now)
             if sent:
                 break
+        else:
+            raise AssertionError(f"next_deadline() stuck at {self.now} without a send")
         replies = sorted(
             ((self.now + rtts[e.target], e.target, seq) for e, seq in sent if rtts.get(e.target) is not None)
         )
