@@ -78,7 +78,11 @@ def test_shipped_topology_all_hosts_reach_each_other(tmp_path, name):
         assert inside == sorted(h.name for s in topo.sites for h in s.hosts[1:])  # and every other host of a site
         for row in rows:
             assert row["measured"] is not None, row
-            assert abs(row["error_ms"]) < 3.0 + 0.05 * row["configured_rtt_ms"], row
+            # load only adds delay: the average bounds the emulated delay from below, the fastest
+            # ping from above (CI: a 0 ms path in fatriot averaged 3.3 ms over 3 parallel pings)
+            tolerance = 3.0 + 0.05 * row["configured_rtt_ms"]
+            assert row["error_ms"] > -tolerance, row
+            assert row["measured"]["min"] - row["configured_rtt_ms"] < tolerance, row
         # the controller installed learned flows next to its table-miss entry
         edge = tb.switch_of[topo.sites[0].name]
         flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", edge],
