@@ -76,6 +76,15 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     done
 }
 
+detached() {  # "$@" with only fds 0-2 open: a lock or pipe the caller holds must not live on in a daemon
+    (
+        for fd in $(ls "/proc/$BASHPID/fd"); do
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+        done
+        exec "$@"
+    )
+}
+
 step_ovs() {
     if ovs-vsctl --timeout=2 show >/dev/null 2>&1; then say "ovs: running"; return; fi
     say "ovs: starting ovsdb-server and ovs-vswitchd"
@@ -83,7 +92,7 @@ step_ovs() {
         systemctl start openvswitch-switch
     else
         # ovs-ctl replaces stale pid files itself; its ulimit/module warnings are harmless here.
-        /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
+        detached /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
     fi
     wait_for 30 "Open vSwitch" ovs-vsctl --timeout=2 show
 }
@@ -101,8 +110,8 @@ step_docker() {
         # The testbed needs none of Docker's own networking (containers use network_mode=none),
         # so the daemon it starts leaves iptables and bridges alone (see PLATFORM-NOTES).
         mkdir -p /var/log
-        setsid dockerd --iptables=false --bridge=none --experimental \
-            >>/var/log/testbed-dockerd.log 2>&1 < /dev/null &
+        detached setsid --fork dockerd --iptables=false --bridge=none --experimental \
+            >>/var/log/testbed-dockerd.log 2>&1 < /dev/null
     fi
     wait_for 60 "the Docker engine" docker_up
 }
