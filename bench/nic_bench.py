@@ -161,6 +161,9 @@ def failover(lab: Lab, nic: NicProcess, spacing: float) -> dict:
             "detection_ms": (min(on) - t_fault) * 1e3 if on else None,
             "first_backup_request_ms": (sent[first[1]] - t_fault) * 1e3 if first else None,
             "sent": len(sent), "lost": len(lost), "rate_per_s": round(1 / spacing),
+            "lost_sent_ms": [round((sent[s] - t_fault) * 1e3, 2) for s in sorted(lost)],
+            "events_ms": [[round((e["monotonic"] - t_fault) * 1e3, 2), e["target"], e["active"]]  # type: ignore[index]
+                          for e in call(nic.socket, "events")],  # type: ignore[union-attr]
             "timeout_ms": max(hb["platform"]["rtt_avg_ms"] or 0, nic.config.min_rtt_s * 1e3) * nic.config.threshold}  # type: ignore[index]
 
 
@@ -189,6 +192,10 @@ def print_failover(rows: list[dict]) -> None:
         fo, det = ("none" if f[k] is None else f"{f[k]:.1f}" for k in ("failover_ms", "detection_ms"))
         print(f"{f['datapath']:>9}{f['interval_ms']:>12.0f}{f['timeout_ms']:>12.2f}{f['interval_ms'] + f['timeout_ms']:>10.1f}"
               f"{det:>11}{fo:>13}{f['rate_per_s']:>7}{f['sent']:>6}{f['lost']:>6}")
+        if f.get("lost_sent_ms"):
+            lost = ", ".join(f"{t:+.1f}" for t in f["lost_sent_ms"])
+            moves = ", ".join(f"{t:+.1f} {n} {'on' if a else 'off'}" for t, n, a in f["events_ms"])
+            print(f"{'':>9} lost: sent at {lost} ms from the fault; transitions at {moves} ms")
     print("bound: interval + timeout, the latest a heartbeat timeout can be declared after a fault; failover adds"
           " the switch-over (the replayed requests' trip to the backup and back)")
 
