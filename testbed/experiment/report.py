@@ -79,7 +79,8 @@ def events_table(events: Sequence[EventRow], t0: float | None) -> str:
     return "\n".join(lines)
 
 
-def _backends_text(runs: list[dict]) -> str:
+def backends_text(runs: list[dict]) -> str:
+    """The emulation backends the runs used: once where all runs agree, by variant where they differ."""
     if not runs:
         return "no run completed"
     b = runs[0].get("backends", {})
@@ -92,8 +93,17 @@ def _backends_text(runs: list[dict]) -> str:
         notes.append("Open vSwitch with the userspace datapath (netdev; no kernel module here)")
     elif b.get("ovs_datapath"):
         notes.append(f"Open vSwitch {b['ovs_datapath']} datapath")
-    listing = ", ".join(f"{k}={v}" for k, v in b.items())
-    return "; ".join(notes) + f".\n\nBackends: {listing}"
+    same = {k: v for k, v in b.items() if all(r.get("backends", {}).get(k) == v for r in runs)}
+    listing = ", ".join(f"{k}={v}" for k, v in same.items())
+    per_variant: dict[str, dict[str, list]] = {}  # what differs between runs (e.g. a variant's NIC data path)
+    for r in runs:
+        mine = per_variant.setdefault(r.get("variant", "?"), {})
+        for k, v in r.get("backends", {}).items():
+            if k not in same and v not in mine.setdefault(k, []):
+                mine[k].append(v)
+    extra = "".join(f"\n- `{name}`: " + ", ".join(f"{k}={' / '.join(map(str, vs))}" for k, vs in d.items())
+                    for name, d in per_variant.items() if d)
+    return "; ".join(notes) + f".\n\nBackends: {listing}" + (f"; by variant:{extra}" if extra else "")
 
 
 def _topology_text(spec: dict) -> str:
@@ -182,7 +192,7 @@ def _report_text(man: dict, spec: dict, summary: Summary, events: list[EventRow]
         "## Topology",
         _topology_text(spec),
         "## Emulation backends",
-        _backends_text(man.get("runs", [])),
+        backends_text(man.get("runs", [])),
         "## Results",
         f"Headline flow `{summary.headline}`; every prober flow:" if len(summary.flows) > 1 else None,
         summary_table(summary, all_flows=True),

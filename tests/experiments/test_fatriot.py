@@ -102,4 +102,7 @@ def test_fig12_failsafe_path(experiment_runner, tmp_path):
 
     answered = [p for p in read_packets(tmp_path / "run" / "packets.csv") if p.rtt_ms is not None]
     assert answered and {p.answered_by for p in answered} == {"mec2"}  # the backup answered in both variants
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "\n- `via-failsafe-bpf`: nic=testbed.failsafe (bpf: mec1)" in report  # which data path each variant ran
+    assert "\n- `via-failsafe`: nic=testbed.failsafe (python: mec1)" in report
     _no_leftovers(tmp_path / "run")
