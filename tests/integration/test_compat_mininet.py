@@ -32,7 +32,9 @@ def test_limit_tcintf_rate_and_cpu_fraction():
     server = re.search(r"\*\*\* Results: \['([\d.]+) Mbits/sec'", out)
     assert server, out
     goodput = 10 * 1448 / 1514  # TCP payload of a 10 Mbit/s link (1514-byte frames, timestamps on)
-    assert abs(float(server.group(1)) - goodput) <= 0.05 * goodput, out
+    # the shaper never lets more through; the example also caps each host at 10 % CPU (cfs), and on a loaded
+    # machine iperf then falls a little short (CI: 9.04 of 9.56 Mbit/s): tight above, looser below
+    assert 0.9 * goodput <= float(server.group(1)) <= 1.05 * goodput, out
     fractions = [float(x) for x in re.search(r"\*\*\* Results: \[([\d., ]+)\]\n", out).group(1).split(",")]
     assert max(fractions) <= 10 * 1.15, fractions  # the limit holds (cpu=.1 of all cores, in percent)
     assert sum(fractions) / len(fractions) >= 5, fractions  # and the hosts did get CPU
