@@ -156,14 +156,15 @@ def failover(lab: Lab, nic: NicProcess, spacing: float) -> dict:
     first = min((t, seq) for seq, (t, name) in got.items() if name == "backup") if backup else None
     lost = [s for s, t in sent.items() if s not in got and t < time.monotonic() - 0.3]
     hb = call(nic.socket, "heartbeat_show")
-    on = [e["monotonic"] for e in call(nic.socket, "events") if e["active"] and e["monotonic"] >= t_fault]  # type: ignore[index, union-attr]
+    events = call(nic.socket, "events")
+    on = [e["monotonic"] for e in events if e["active"] and e["monotonic"] >= t_fault]  # type: ignore[index, union-attr]
     return {"interval_ms": interval * 1e3, "failover_ms": (min(backup) - t_fault) * 1e3 if backup else None,
             "detection_ms": (min(on) - t_fault) * 1e3 if on else None,
             "first_backup_request_ms": (sent[first[1]] - t_fault) * 1e3 if first else None,
             "sent": len(sent), "lost": len(lost), "rate_per_s": round(1 / spacing),
             "lost_sent_ms": [round((sent[s] - t_fault) * 1e3, 2) for s in sorted(lost)],
             "events_ms": [[round((e["monotonic"] - t_fault) * 1e3, 2), e["target"], e["active"]]  # type: ignore[index]
-                          for e in call(nic.socket, "events")],  # type: ignore[union-attr]
+                          for e in events],  # type: ignore[union-attr]
             "timeout_ms": max(hb["platform"]["rtt_avg_ms"] or 0, nic.config.min_rtt_s * 1e3) * nic.config.threshold}  # type: ignore[index]
 
 
