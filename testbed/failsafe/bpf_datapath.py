@@ -24,10 +24,15 @@ the host's reply answers it there, so in normal mode only tcp_carry's TCP segmen
 service goes fail-safe the control plane takes the service's requests from the rings (`take_pending`),
 and again right after the mode reaches the kernel and one COPY_PERIOD_S later, for requests the kernel
 stored between the decision and the map update.
+When nic-h's veth peer is in another namespace (`peer_elsewhere`, the usual case), frames for the host's MAC
+go with bpf_redirect_peer straight into the host's receive path, typed PACKET_HOST as the host would have typed
+them; all else is sent on the port (on nic-n, whose peer is a switch port in the root namespace, a redirected
+frame would reach the root's IP stack as PACKET_HOST from kernel 6.15 on, and be routed there).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import select
 import socket
@@ -59,7 +64,7 @@ SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 0x10
 AUX_SPACE = socket.CMSG_SPACE(20)
 MAX_SERVICES = 64
 MODE_FAILSAFE, MODE_COUNTED = 1, 2
-CFG = struct.Struct("<I2III4s4s6s6sIIIIQ")
+CFG = struct.Struct("<I2III4s4s6s6sIIIIQI")
 NAT = struct.Struct("<12s12sIIIIQQII")
 NEIGH = struct.Struct("<6sBx")
 PORT_BASE = {HOST: 0, NET: 4}
@@ -76,6 +81,16 @@ BATCH = 256
 def svc_index(idx: int, field: int) -> int:
     """The counter slot of service number `idx`'s `field` (as C_SVC in the C file)."""
     return 32 + idx * 6 + field
+
+
+def peer_elsewhere(iface: str) -> bool:
+    """Whether `iface` is a veth whose peer is in another network namespace (bpf_redirect_peer needs that)."""
+    res = proc.run(["ip", "-j", "-d", "link", "show", "dev", iface], check=False)
+    try:
+        link = json.loads(res.stdout)[0] if res.ok else {}
+    except (ValueError, IndexError):
+        return False
+    return link.get("linkinfo", {}).get("info_kind") == "veth" and "link_netnsid" in link
 
 
 class BpfDatapath(PortSender):
@@ -143,6 +158,7 @@ class BpfDatapath(PortSender):
         self.punted = 0
         self.mirrored = 0
         self._ifindex = {p: socket.if_nametoindex(i) for p, i in self.ports.items()}
+        self._host_peer = peer_elsewhere(self.ports[HOST])
         self._punt_ifindex = socket.if_nametoindex(PUNT[0])
         self._copy_ifindex = socket.if_nametoindex(COPY[0])
         self.install(enabled=False)
@@ -214,7 +230,8 @@ class BpfDatapath(PortSender):
         cfg = CFG.pack(1 if enabled else 0, self._ifindex[HOST], self._ifindex[NET], self._punt_ifindex,
                        self._copy_ifindex, nic.nic_ip, nic.host_ip, nic.nic_mac, host_mac,
                        1 if pipe.host_mac else 0, len(handler.conntrack), 1 if pipe.carry is not None else 0,
-                       store.cap() if isinstance(store, KernelPending) else 0, int(handler.pending_max_age_s * 1e9))
+                       store.cap() if isinstance(store, KernelPending) else 0, int(handler.pending_max_age_s * 1e9),
+                       int(self._host_peer))
         if cfg != self._cfg:
             self.m_cfg.update(b"\0\0\0\0", cfg)
             self._cfg = cfg

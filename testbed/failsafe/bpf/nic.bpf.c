@@ -83,6 +83,7 @@ struct cfg {
     __u32 carry;  // 1: copy critical TCP for tcp_carry (pipeline.carry is set)
     __u32 pend_cap; // the per-flow bound (pending_per_flow, at most PEND_SLOTS)
     __u64 pend_age_ns; // pending_max_age_s
+    __u32 host_peer;   // 1: nic-h's veth peer is the host's interface, in another namespace
 };
 
 struct target_key { __u8 ip[4]; __u8 proto; __u8 pad; __u8 port[2]; };
@@ -151,6 +152,22 @@ static __always_inline int punt(struct __sk_buff *skb, struct cfg *c, int in)
     return bpf_redirect(c->punt_ifindex, 0);
 }
 
+// Send out `port`. A frame for the host's MAC goes straight into the receive path of nic-h's peer
+// (bpf_redirect_peer: no veth transmit and second backlog pass, as a bridge or bpf_redirect take) when
+// that peer is the host's own interface (cfg.host_peer), typed PACKET_HOST as the host's eth_type_trans
+// would have typed it. Everything else is transmitted on the port as before.
+static __always_inline int tx(struct __sk_buff *skb, struct cfg *c, int port)
+{
+    if (port == HOST && c->host_peer && c->host_mac_known && !skb->vlan_present) {
+        void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+        if (data + 6 <= end && eq6(data, c->host_mac)) {
+            bpf_skb_change_type(skb, 0); // PACKET_HOST (kernels from 6.15 set it themselves)
+            return bpf_redirect_peer(c->ifindex[HOST], 0);
+        }
+    }
+    return bpf_redirect(c->ifindex[port & 1], 0);
+}
+
 // Forward out `port` and give userspace a tagged copy (packet pointers are invalid afterwards).
 static __always_inline int out_copy(struct __sk_buff *skb, struct cfg *c, int port, __u32 len, __u16 tag)
 {
@@ -161,14 +178,14 @@ static __always_inline int out_copy(struct __sk_buff *skb, struct cfg *c, int po
     }
     count(C_TX_P(port), 1);
     count(C_TX_B(port), len);
-    return bpf_redirect(c->ifindex[port], 0);
+    return tx(skb, c, port);
 }
 
 static __always_inline int out(struct __sk_buff *skb, struct cfg *c, int port, __u32 len)
 {
     count(C_TX_P(port), 1);
     count(C_TX_B(port), len);
-    return bpf_redirect(c->ifindex[port], 0);
+    return tx(skb, c, port);
 }
 
 // Keep critical request `k` (the frame's first `len` bytes) in its flow's ring, as FailsafeHandler.mirror_key.
