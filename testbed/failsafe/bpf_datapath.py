@@ -32,7 +32,6 @@ frame would reach the root's IP stack as PACKET_HOST from kernel 6.15 on, and be
 
 from __future__ import annotations
 
-import json
 import logging
 import select
 import socket
@@ -49,6 +48,7 @@ from testbed.failsafe.bpf_pending import PQ, PSLOT_SIZE, KernelPending
 from testbed.failsafe.datapath import PortSender
 from testbed.failsafe.packet import PROTO_TCP, TCP_ACK, TCP_SYN
 from testbed.failsafe.pipeline import CPU, HOST, NET, ServiceCounters
+from testbed.links.veth import peer_elsewhere
 
 if TYPE_CHECKING:
     from testbed.failsafe.conntrack import Conn
@@ -81,16 +81,6 @@ BATCH = 256
 def svc_index(idx: int, field: int) -> int:
     """The counter slot of service number `idx`'s `field` (as C_SVC in the C file)."""
     return 32 + idx * 6 + field
-
-
-def peer_elsewhere(iface: str) -> bool:
-    """Whether `iface` is a veth whose peer is in another network namespace (bpf_redirect_peer needs that)."""
-    res = proc.run(["ip", "-j", "-d", "link", "show", "dev", iface], check=False)
-    try:
-        link = json.loads(res.stdout)[0] if res.ok else {}
-    except (ValueError, IndexError):
-        return False
-    return link.get("linkinfo", {}).get("info_kind") == "veth" and "link_netnsid" in link
 
 
 class BpfDatapath(PortSender):

@@ -13,7 +13,6 @@ median is used instead (under load this bridge read ~160 us where real hops took
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import proc
+from testbed.links.veth import link_netnsid
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,6 @@ def own_netns_name() -> str | None:
     except OSError:
         return None
     return None
-
-
-def link_netnsid(ifname: str) -> int | None:
-    """The netns id (as seen from here) of the namespace holding `ifname`'s veth peer; None: same namespace."""
-    res = proc.run(["ip", "-d", "-j", "link", "show", "dev", ifname], timeout=10, check=False)
-    if not res.ok:
-        return None
-    try:
-        return json.loads(res.stdout)[0].get("link_netnsid")
-    except (ValueError, IndexError):
-        return None
 
 
 def ovs_pid() -> int | None:

@@ -1,4 +1,4 @@
-"""peer_elsewhere: which nic-h gets its host-bound frames with bpf_redirect_peer (read from `ip -j -d link`)."""
+"""veth.peer_elsewhere: which NIC host port gets its host-bound frames with bpf_redirect_peer (read from `ip -j -d link`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from testbed import proc
-from testbed.failsafe import bpf_datapath
+from testbed.links import veth
 
 
 def _link(monkeypatch: pytest.MonkeyPatch, rc: int, out: str) -> None:
@@ -22,10 +22,10 @@ def _link(monkeypatch: pytest.MonkeyPatch, rc: int, out: str) -> None:
 ])
 def test_peer_elsewhere_needs_a_veth_with_its_peer_in_another_namespace(monkeypatch, link, want):
     _link(monkeypatch, 0, json.dumps([link]))
-    assert bpf_datapath.peer_elsewhere("nic-h") is want
+    assert veth.peer_elsewhere("nic-h") is want
 
 
 @pytest.mark.parametrize("rc, out", [(1, ""), (0, "not json"), (0, "[]")])
 def test_peer_elsewhere_is_false_when_ip_cannot_say(monkeypatch, rc, out):
     _link(monkeypatch, rc, out)
-    assert bpf_datapath.peer_elsewhere("nic-h") is False
+    assert veth.peer_elsewhere("nic-h") is False

@@ -83,7 +83,7 @@ struct cfg {
     __u32 carry;  // 1: copy critical TCP for tcp_carry (pipeline.carry is set)
     __u32 pend_cap; // the per-flow bound (pending_per_flow, at most PEND_SLOTS)
     __u64 pend_age_ns; // pending_max_age_s
-    __u32 host_peer;   // 1: nic-h's veth peer is the host's interface, in another namespace
+    __u32 host_peer;   // 1: nic-h's veth peer is in another namespace (the host's, or the link emulator's)
 };
 
 struct target_key { __u8 ip[4]; __u8 proto; __u8 pad; __u8 port[2]; };
@@ -154,8 +154,8 @@ static __always_inline int punt(struct __sk_buff *skb, struct cfg *c, int in)
 
 // Send out `port`. A frame for the host's MAC goes straight into the receive path of nic-h's peer
 // (bpf_redirect_peer: no veth transmit and second backlog pass, as a bridge or bpf_redirect take) when
-// that peer is the host's own interface (cfg.host_peer), typed PACKET_HOST as the host's eth_type_trans
-// would have typed it. Everything else is transmitted on the port as before.
+// that peer is in another namespace (cfg.host_peer), typed PACKET_HOST as the host's eth_type_trans would
+// have typed it. Everything else is transmitted on the port as before.
 static __always_inline int tx(struct __sk_buff *skb, struct cfg *c, int port)
 {
     if (port == HOST && c->host_peer && c->host_mac_known && !skb->vlan_present) {
