@@ -29,7 +29,10 @@ SUBNET = "10.79.0"
 HOSTS = {"c": f"{SUBNET}.1", "s": f"{SUBNET}.2", "r": f"{SUBNET}.3"}  # client, server, relay
 
 
-def plan(prefix: str, rid: str) -> list[list[str]]:
+PORT_TYPES = ("system", "afxdp-nonpmd", "afxdp")  # OVS interface types for the veth ports (afxdp: PMD threads)
+
+
+def plan(prefix: str, rid: str, port_type: str = "system") -> list[list[str]]:
     """The commands that build the bench's bridge and namespaces, as data."""
     br = f"{prefix}br"
     cmds = [["ovs-vsctl", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
@@ -42,7 +45,9 @@ def plan(prefix: str, rid: str) -> list[list[str]]:
                  ["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0"],
                  ["ip", "-n", ns, "link", "set", "eth0", "up"], ["ip", "-n", ns, "link", "set", "lo", "up"],
                  ["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"],  # the netdev datapath needs it
-                 ["ip", "link", "set", port, "up"], ["ovs-vsctl", "add-port", br, port]]
+                 ["ip", "link", "set", port, "up"],
+                 ["ovs-vsctl", "add-port", br, port] + ([] if port_type == "system" else
+                                                         ["--", "set", "interface", port, f"type={port_type}"])]
     cmds.append(["ip", "netns", "exec", f"{prefix}r", "sysctl", "-qw", "net.ipv4.ip_forward=1",
                  "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0"])
     return cmds
@@ -66,6 +71,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="length of each iperf3 run")
     ap.add_argument("--runs", type=int, default=3, help="runs per path, interleaved; medians reported")
+    ap.add_argument("--port-type", choices=PORT_TYPES, default="system",
+                    help="OVS interface type of the veth ports (the testbed's switches use system)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("switch_relay needs root", file=sys.stderr)
@@ -81,7 +88,7 @@ def main() -> int:
     server = None
     runs: dict[str, list[float]] = {"direct": [], "relayed": []}
     try:
-        for cmd in plan(pre, rid):
+        for cmd in plan(pre, rid, args.port_type):
             proc.run(cmd, timeout=15)
         server = proc.spawn(["ip", "netns", "exec", f"{pre}s", "iperf3", "-s"], output=tmp / "iperf3-server.log",
                             on_start=lambda pid: ledger.record_process(pid, what="iperf3 server"))
@@ -109,7 +116,7 @@ def main() -> int:
     print(f"{'path':<10}{'TCP Mbit/s':>11}  runs")
     for path, med in (("direct", direct), ("relayed", relayed)):
         print(f"{path:<10}{med:>11.0f}  " + " ".join(f"{r:.0f}" for r in runs[path]))
-    print(f"relayed / direct: {relayed / direct:.2f}  (load average {os.getloadavg()[0]:.2f})")
+    print(f"relayed / direct: {relayed / direct:.2f}  (ports {args.port_type}, load average {os.getloadavg()[0]:.2f})")
     return 0
 
 

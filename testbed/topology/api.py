@@ -93,10 +93,12 @@ class MecTopo:
             interval: float | str | None = None, threshold: float | None = None, hysteresis: int | None = None,
             learn: int | None = None, min_rtt: float | str | None = None,
             platform: Mapping[str, Any] | None = None,
-            services: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+            services: Sequence[Mapping[str, Any]] | None = None, passive: bool | None = None,
+            datapath: str | None = None, carry_tcp: bool | None = None) -> dict[str, Any]:
         """A fail-safe NIC's options, for addDocker(nic=...); omitted options take the defaults."""
         return _options(ip=ip, mac=mac, backups=backups, interval=interval, threshold=threshold,
-                        hysteresis=hysteresis, learn=learn, min_rtt=min_rtt, platform=platform, services=services)
+                        hysteresis=hysteresis, learn=learn, min_rtt=min_rtt, platform=platform, services=services,
+                        passive=passive, datapath=datapath, carry_tcp=carry_tcp)
 
     @staticmethod
     def service(name: str, proto: str, port: int, heartbeat: Mapping[str, Any] | None = None,

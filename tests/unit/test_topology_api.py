@@ -127,3 +127,14 @@ def test_python_file_spec_error_keeps_its_path(tmp_path: Path) -> None:
     assert err.value.path == "sites.s.hosts.h.ip"
     assert "outside the subnet" in err.value.message
     assert err.value.source == str(f)
+
+
+def test_builder_nic_takes_every_nic_key_of_the_yaml() -> None:
+    t = _two_sites()
+    t.addDocker("m", site="edge1", dimage="img", nic=t.nic(datapath="auto", carry_tcp=False, passive=False))
+    nic = t.build().host("m").nic
+    assert nic is not None and (nic.datapath, nic.carry_tcp, nic.passive) == ("auto", False, False)
+    t.addDocker("n", site="edge1", dimage="img", nic=t.nic(datapath="xdp"))
+    with pytest.raises(SpecError) as err:
+        t.build()
+    assert "sites.edge1.hosts.n.nic.datapath" in str(err.value)
