@@ -69,6 +69,23 @@ def in_netns(argv: Sequence[str], *, netns_pid: int | None = None, netns: str | 
     return [str(a) for a in argv]
 
 
+def entered_netns(pid: int, netns: str, timeout: float = 5.0) -> int:
+    """Wait until process `pid` (started with `ip netns exec NETNS`) is inside `netns`; return pid.
+
+    Until `ip` has called setns, /proc/PID/ns/net is still its parent's: `nsenter -t PID` would join that.
+    """
+    target = os.stat(f"/run/netns/{netns}").st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == target:
+                return pid
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    raise TestbedError(f"process {pid} never entered network namespace {netns}")
+
+
 def module_argv(module: str, *args: object) -> list[str]:
     """`python -m module args...` with the interpreter running the testbed."""
     return [sys.executable, "-m", module, *map(str, args)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import ledger, proc
+from testbed.daemon import entered_netns  # noqa: F401 - the tests' import of it
 
 
 def leftovers(rid: str) -> list[str]:
@@ -40,22 +41,6 @@ def live_processes(run_dir: Path) -> list[str]:
             on = f", on {item['server']}" if item.get("server") else ""
             alive.append(f"process {item['name']} ({item.get('what')}{on})")
     return alive
-
-
-def entered_netns(pid: int, netns: str, timeout: float = 5.0) -> int:
-    """Wait until process `pid` (started with `ip netns exec NETNS`) is inside `netns`; return pid."""
-    import time
-
-    target = os.stat(f"/run/netns/{netns}").st_ino
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == target:
-                return pid
-        except FileNotFoundError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError(f"process {pid} never entered network namespace {netns}")
 
 
 #: Brings topology argv[1] up with run directory argv[2] (link backend argv[3] if given), prints

@@ -158,8 +158,8 @@ class Lab:
         return popen
 
     def holder(self) -> int:
-        """A process sitting in the NIC namespace, whose PID `start_nic` enters."""
-        return self.spawn("n", ["sleep", "3600"], "NIC netns holder").pid
+        """A process sitting in the NIC namespace (once it is in there), whose PID `start_nic` enters."""
+        return daemon.entered_netns(self.spawn("n", ["sleep", "3600"], "NIC netns holder").pid, self.ns["n"])
 
     def destroy(self) -> None:
         """Stop the lab's processes and delete its namespaces (which removes its links)."""
