@@ -13,6 +13,10 @@ connection per request (so new requests can reach a backup after a failover), or
 ``# reset N`` is printed (N resets so far), the requests
 pending on it settle as lost when they time out, and the next request opens a new connection.
 A request is ``REQ <seq> <send_ns>\\n``; the echo service answers ``REQ <seq> <send_ns> @<node>``.
+A reply's time is when the kernel received it (SO_TIMESTAMPNS), not when this loop read it, and
+replies already received settle before any request times out: a prober that a loaded machine
+delays neither counts answered UDP requests as lost nor adds its own delay to their RTT (a TCP
+request's bytes leave when this loop writes them, so a stall before that is in its RTT).
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import errno
 import heapq
 import selectors
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
 
 HEADER = "seq,send_time,reply_time,rtt_ms,answered_by"
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the control message has the same number
+TIMESPEC = struct.Struct("@qq")
 
 
 @dataclass
@@ -51,6 +58,25 @@ def parse_reply(data: bytes) -> tuple[int, str] | None:
         return int(parts[1]), parts[3][1:].decode(errors="replace")
     except ValueError:
         return None
+
+
+def stamped(sock: socket.socket) -> socket.socket:
+    """`sock` with kernel receive timestamps on (where the kernel gives them)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        pass
+    return sock
+
+
+def recv_stamped(sock: socket.socket, size: int) -> tuple[bytes, float | None]:
+    """Data from `sock` and the wall-clock time the kernel received it (None when it did not say)."""
+    data, ancdata, _flags, _addr = sock.recvmsg(size, socket.CMSG_SPACE(TIMESPEC.size))
+    for level, kind, raw in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(raw)
+            return data, sec + nsec / 1e9
+    return data, None
 
 
 def csv_line(p: Pending, reply_wall: float | None, reply_mono: float | None, node: str) -> str:
@@ -82,7 +108,7 @@ class Prober:
         self.deadlines: list[tuple[float, int]] = []
         self.udp: socket.socket | None = None
         if proto == "udp":
-            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp = stamped(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             self.udp.setblocking(False)
             self.sel.register(self.udp, selectors.EVENT_READ, None)
 
@@ -104,7 +130,9 @@ class Prober:
                 self.emit(f"# sent {next_seq}")
                 next_seq += 1
                 continue
-            self.expire(now)
+            for key, events in self.sel.select(0):  # replies already received settle before any timeout
+                self.on_event(key, events)
+            self.expire(time.monotonic())
             wake = [self.deadlines[0][0]] if self.deadlines else []
             if next_seq <= self.count:
                 wake.append(start + (next_seq - 1) / self.rate)
@@ -127,7 +155,7 @@ class Prober:
         if self.persistent:
             self.send_persistent(payload)
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = stamped(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         p.sock, p.buf = sock, bytearray(payload)
@@ -140,7 +168,7 @@ class Prober:
     def send_persistent(self, payload: bytes) -> None:
         """Queue `payload` on the one connection (opened first if there is none)."""
         if self.conn is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = stamped(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if sock.connect_ex(self.addr) not in (0, errno.EINPROGRESS):
@@ -161,14 +189,14 @@ class Prober:
                 if not self.outbuf:
                     self.sel.modify(self.conn, selectors.EVENT_READ, "conn")
             if events & selectors.EVENT_READ:
-                chunk = self.conn.recv(65536)
+                chunk, arrived = recv_stamped(self.conn, 65536)
                 if not chunk:
                     raise ConnectionResetError("closed by the server")
                 self.inbuf += chunk
                 while b"\n" in self.inbuf:
                     line, _, rest = bytes(self.inbuf).partition(b"\n")
                     self.inbuf = bytearray(rest)
-                    self.settle_reply(line)
+                    self.settle_reply(line, arrived)
         except OSError:
             self.broken()
 
@@ -197,13 +225,13 @@ class Prober:
                 p.written, p.buf = True, bytearray()
                 self.sel.modify(p.sock, selectors.EVENT_READ, p.seq)
             elif events & selectors.EVENT_READ:
-                chunk = p.sock.recv(4096)
+                chunk, arrived = recv_stamped(p.sock, 4096)
                 if not chunk:
                     self.close(p)  # closed without a reply: settled by the timeout
                     return
                 p.buf += chunk
                 if b"\n" in p.buf:
-                    self.settle_reply(bytes(p.buf))
+                    self.settle_reply(bytes(p.buf), arrived)
         except OSError:
             self.close(p)  # refused/reset: settled by the timeout
 
@@ -211,22 +239,28 @@ class Prober:
         assert self.udp is not None
         while True:
             try:
-                data = self.udp.recv(65535)
+                data, arrived = recv_stamped(self.udp, 65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return  # e.g. ICMP port unreachable reported on the socket
-            self.settle_reply(data)
+            self.settle_reply(data, arrived)
 
-    def settle_reply(self, data: bytes) -> None:
+    def settle_reply(self, data: bytes, arrived: float | None = None) -> None:
+        """Settle the request `data` answers; `arrived`: the kernel's receive time (wall clock), if known."""
         mono, wall = time.monotonic(), time.time()
+        if arrived is not None and arrived <= wall:
+            mono, wall = mono - (wall - arrived), arrived
         parsed = parse_reply(data)
         if parsed is None:
             return
         seq, node = parsed
-        p = self.pending.pop(seq, None)
+        p = self.pending.get(seq)
         if p is None:
             return  # late reply to a request already counted as lost
+        if mono > p.deadline:
+            return  # it came after the timeout: the timeout settles it as lost
+        del self.pending[seq]
         self.close(p)
         self.emit(csv_line(p, wall, mono, node))
 

@@ -105,7 +105,8 @@ def test_host_crash_moves_requests_to_the_backup(fatriot):
     # detection needs at most one interval plus the heartbeat timeout; allow scheduling slack
     assert first_backup - crash <= INTERVAL + TIMEOUT + 0.25
     lost = [r for r in rows if r.rtt_ms is None]
-    assert len(lost) <= 3, lost
+    assert len(lost) <= 3, ([(r.seq, round(r.send - crash, 3)) for r in lost], events,
+                            call(fatriot.nic_socket("mec1"), "failover"))
 
 
 def share(rows: list[Reply], host: str) -> float:

@@ -109,6 +109,36 @@ def test_lost_requests_have_empty_reply_fields():
     assert all(r[2] == "" and r[3] == "" and r[4] == "" for r in rows)
 
 
+class _Stalling(io.StringIO):
+    """Prober output whose first "# sent" line stalls the prober past its timeout (a loaded machine)."""
+
+    def __init__(self, stall_s: float) -> None:
+        super().__init__()
+        self.stall_s = stall_s
+
+    def write(self, text: str) -> int:
+        if text.startswith("# sent ") and self.stall_s:
+            time.sleep(self.stall_s)
+            self.stall_s = 0.0
+        return super().write(text)
+
+
+def test_a_stalled_prober_settles_replies_it_already_received_with_the_kernels_time(echo_server):
+    udp, _, _ = echo_server
+    out = _Stalling(0.5)
+    probe.Prober("127.0.0.1", udp, "udp", 50.0, 2, 0.3, out=out).run()
+    rows = {r[0]: r for r in _rows(out.getvalue().splitlines())}
+    assert rows["1"][4] == "mec9", rows  # answered while the prober slept, not lost
+    assert float(rows["1"][3]) < 100, rows  # the kernel's receive time: the stall is not in the RTT
+
+
+def test_a_reply_received_after_the_timeout_is_lost(echo_server):
+    udp, _, delay_file = echo_server
+    delay_file.write_text("150")
+    rows = _rows(_run_probe(udp, "udp", count=2, timeout=0.1))
+    assert rows and all(r[3] == "" and r[4] == "" for r in rows), rows
+
+
 def test_pacing_follows_absolute_schedule(echo_server):
     udp, _, _ = echo_server
     rows = _rows(_run_probe(udp, "udp", count=11, rate=50.0))
