@@ -376,6 +376,8 @@ class Testbed:
             if self.nic_overrides and spec.nic is not None:
                 spec = dataclasses.replace(spec, nic=dataclasses.replace(spec.nic, **self.nic_overrides))
             config = NicConfig.from_spec(spec, self.topo, self.rid, self.run_dir)
+            if name in self._access_ids:  # nic-h's peer is the link emulator's, not the host's
+                config = dataclasses.replace(config, host_is_peer=False)
             door = self.cluster.remote(spec.site) if self.cluster is not None else None
             if door is not None:  # on its host's server, controlled from here (testbed/cluster/nics.py)
                 from testbed.cluster.nics import start_remote_nic

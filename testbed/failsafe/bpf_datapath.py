@@ -24,7 +24,8 @@ the host's reply answers it there, so in normal mode only tcp_carry's TCP segmen
 service goes fail-safe the control plane takes the service's requests from the rings (`take_pending`),
 and again right after the mode reaches the kernel and one COPY_PERIOD_S later, for requests the kernel
 stored between the decision and the map update.
-When nic-h's veth peer is in another namespace (`peer_elsewhere`, the usual case), frames for the host's MAC
+When nic-h's veth peer is the host's interface in another namespace (`NicConfig.host_is_peer` and
+`peer_elsewhere`: not when the access link is emulated, its peer then the link emulator's), frames for the host's MAC
 go with bpf_redirect_peer straight into the host's receive path, typed PACKET_HOST as the host would have typed
 them; all else is sent on the port (on nic-n, whose peer is a switch port in the root namespace, a redirected
 frame would reach the root's IP stack as PACKET_HOST from kernel 6.15 on, and be routed there).
@@ -148,7 +149,7 @@ class BpfDatapath(PortSender):
         self.punted = 0
         self.mirrored = 0
         self._ifindex = {p: socket.if_nametoindex(i) for p, i in self.ports.items()}
-        self._host_peer = peer_elsewhere(self.ports[HOST])
+        self._host_peer = self.nic.config.host_is_peer and peer_elsewhere(self.ports[HOST])
         self._punt_ifindex = socket.if_nametoindex(PUNT[0])
         self._copy_ifindex = socket.if_nametoindex(COPY[0])
         self.install(enabled=False)

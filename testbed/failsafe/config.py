@@ -85,6 +85,10 @@ class NicConfig:
     carry_tcp: bool = True  # established critical TCP connections re-opened on a backup at failover (tcp_carry.py)
     carry_max_bytes: int = 65536  # per connection: client bytes kept until the host acknowledges them
     bpf_object: str = ""  # compiled nic.bpf.c ("": .build/bpf/nic.bpf.o, built if missing)
+    # nic-h's veth peer is the host's own interface: BPF hands it the host's frames typed PACKET_HOST.
+    # False when the access link is emulated: the peer is the link emulator's, whose namespace's IP
+    # stack would take every such frame (and drop it, a route lookup each: IpExtInNoRoutes)
+    host_is_peer: bool = True
 
     def __post_init__(self) -> None:
         for name in ("host_ip", "nic_ip"):

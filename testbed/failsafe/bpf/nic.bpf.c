@@ -83,7 +83,7 @@ struct cfg {
     __u32 carry;  // 1: copy critical TCP for tcp_carry (pipeline.carry is set)
     __u32 pend_cap; // the per-flow bound (pending_per_flow, at most PEND_SLOTS)
     __u64 pend_age_ns; // pending_max_age_s
-    __u32 host_peer;   // 1: nic-h's veth peer is in another namespace (the host's, or the link emulator's)
+    __u32 host_peer;   // 1: nic-h's veth peer is the host's interface, in another namespace
 };
 
 struct target_key { __u8 ip[4]; __u8 proto; __u8 pad; __u8 port[2]; };
