@@ -100,6 +100,7 @@ class CgroupPoller:
                 if not pid:
                     raise OSError("container not running")
                 usage, used, limit = self.read(pid)
+                read_at = time.monotonic()  # the rate's interval is between reads, not between polling rounds
                 break
             except Exception as exc:  # noqa: BLE001 - any failure to read is "no answer"
                 if attempt == 2:
@@ -108,8 +109,10 @@ class CgroupPoller:
                     self.last.pop(host, None)
                     return None
         cores = self.tb.topo.host(host).cpu or os.cpu_count() or 1
-        prev, self.last[host] = self.last.get(host), (now, usage)
-        cpu = 0.0 if prev is None or now <= prev[0] else (usage - prev[1]) / 1e9 / (now - prev[0]) / cores
+        # a round polls the nodes one after another, each after a Docker call that a loaded machine can
+        # slow: dividing by the rounds' `now` made a node's CPU share jump above its limit (a false overload)
+        prev, self.last[host] = self.last.get(host), (read_at, usage)
+        cpu = 0.0 if prev is None or read_at <= prev[0] else (usage - prev[1]) / 1e9 / (read_at - prev[0]) / cores
         return NodeState(now, max(cpu, 0.0), used / limit if limit else 0.0)
 
 
