@@ -154,8 +154,9 @@ static __always_inline int punt(struct __sk_buff *skb, struct cfg *c, int in)
 
 // Send out `port`. A frame for the host's MAC goes straight into the receive path of nic-h's peer
 // (bpf_redirect_peer: no veth transmit and second backlog pass, as a bridge or bpf_redirect take) when
-// that peer is in another namespace (cfg.host_peer), typed PACKET_HOST as the host's eth_type_trans would
-// have typed it. Everything else is transmitted on the port as before.
+// that peer is the host's own interface, in another namespace (cfg.host_peer; not the link emulator's end of
+// an emulated access link), typed PACKET_HOST as the host's eth_type_trans would have typed it. Everything
+// else is transmitted on the port as before.
 static __always_inline int tx(struct __sk_buff *skb, struct cfg *c, int port)
 {
     if (port == HOST && c->host_peer && c->host_mac_known && !skb->vlan_present) {
